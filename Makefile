@@ -1,0 +1,65 @@
+# nlb — see README.md. Targets that need root say so when run without it.
+GO        ?= go
+BIN       := bin
+PKGS      := ./...
+# The full suite (pure, kernel and namespace tests) must stay well under
+# 15 minutes on a 2-core machine.
+TEST_TIMEOUT ?= 14m
+
+.PHONY: all build test test-pure demo bench generate check-generated lint fuzz soak clean deps need-root
+
+all: build
+
+build:
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/nlbd ./cmd/nlbd
+	CGO_ENABLED=0 $(GO) build -o $(BIN)/nlbctl ./cmd/nlbctl
+
+# deps installs what a fresh Debian machine lacks (needs root for apt).
+deps:
+	./scripts/deps.sh
+
+need-root:
+	@if [ "$$(id -u)" != 0 ]; then \
+		echo "this target needs root (eBPF, network namespaces): run it as root, e.g. sudo make $(MAKECMDGOALS)"; exit 1; fi
+
+# test runs every test. Kernel and namespace tests need root; without root
+# they skip and say why, so run `sudo make test` (CI runs as root).
+test: lint
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	$(MAKE) --no-print-directory check-generated
+
+test-pure:
+	$(GO) test -count=1 $(PKGS)
+
+demo: need-root build
+	@echo "make demo: the end-to-end demo needs the agent runtime (heartbeats, convergence, MAC modes),"
+	@echo "which is not built yet. What exists today: the filter model, the bucket table, config"
+	@echo "validation, the eBPF data plane and 'nlbctl filter'. Try:"
+	@echo "  bin/nlbd --check-config examples/host1.yaml"
+	@exit 1
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime 2000x $(PKGS)
+
+# generate rebuilds the eBPF objects from filter/bpf/*.c (needs clang).
+generate:
+	cd filter && $(GO) generate ./...
+
+# check-generated proves the committed eBPF objects match the C source.
+check-generated:
+	./scripts/check-generated.sh
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+FUZZTIME ?= 60s
+fuzz:
+	./scripts/fuzz.sh $(FUZZTIME)
+
+soak:
+	@echo "make soak: long simulations arrive with convergence"; exit 1
+
+clean:
+	rm -rf $(BIN)

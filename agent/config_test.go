@@ -1,0 +1,142 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nlbproject/nlb/filter"
+)
+
+func writeKey(t *testing.T, n int) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "cluster.key")
+	if err := os.WriteFile(p, []byte(strings.Repeat("k", n)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func exampleConfig(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile("../examples/host1.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Replace(string(b), "/etc/nlb/cluster.key", writeKey(t, 40), 1)
+}
+
+func TestExampleConfig(t *testing.T) {
+	c, err := ParseConfig([]byte(exampleConfig(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := c.Resolve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.HostID != 1 || r.MACMode != MACUnicast || r.RemotePort != 2504 || len(r.Rules) != 3 {
+		t.Fatalf("resolved %+v", r)
+	}
+	// Canonical order: the VIP-specific rule first, names follow.
+	if r.RuleNames[0] != "https" || r.Rules[0].AllVIPs() {
+		t.Fatalf("rule order %v", r.RuleNames)
+	}
+	if r.HostRules[0].Weight != 60 || r.HostRules[1].Weight != EqualWeight {
+		t.Fatalf("host rules %+v", r.HostRules)
+	}
+	if i, err := r.RuleIndex("80"); err != nil || r.RuleNames[i] != "http" {
+		t.Fatalf("RuleIndex(80) = %d, %v", i, err)
+	}
+	if i, err := r.RuleIndex("198.18.0.100:443"); err != nil || r.RuleNames[i] != "https" {
+		t.Fatalf("RuleIndex(vip:443) = %d, %v", i, err)
+	}
+	var zero filter.Seed
+	if r.Seed == zero {
+		t.Fatal("seed not derived from the key")
+	}
+}
+
+// TestConfigErrors: each bad input yields an error naming the key.
+func TestConfigErrors(t *testing.T) {
+	tests := []struct {
+		name, old, new, wantKey string
+	}{
+		{"unknown key", "  name: web", "  name: web\n  colour: blue", "colour"},
+		{"bad vip", "vips: [198.18.0.100]", "vips: [198.18.0.300]", "cluster.vips[0]"},
+		{"multicast vip", "vips: [198.18.0.100]", "vips: [239.1.1.1]", "cluster.vips[0]"},
+		{"ipv6 vip", "vips: [198.18.0.100]", "vips: [\"2001:db8::1\"]", "cluster.vips[0]"},
+		{"duplicate vip", "vips: [198.18.0.100]", "vips: [198.18.0.100, 198.18.0.100]", "cluster.vips[1]"},
+		{"no vips", "vips: [198.18.0.100]", "vips: []", "cluster.vips"},
+		{"mode", "mac_mode: unicast", "mac_mode: broadcast", "cluster.mac_mode"},
+		{"period", "period: 200ms", "period: 1ms", "cluster.heartbeat.period"},
+		{"period syntax", "period: 200ms", "period: fast", "line"},
+		{"tolerance", "loss_tolerance: 5", "loss_tolerance: 1", "cluster.heartbeat.loss_tolerance"},
+		{"seed", "  mac_mode: unicast", "  mac_mode: unicast\n  hash_seed: abc", "cluster.hash_seed"},
+		{"port range", "ports: \"80\"", "ports: \"90-80\"", "cluster.port_rules[0].ports"},
+		{"port number", "ports: \"80\"", "ports: \"eighty\"", "cluster.port_rules[0].ports"},
+		{"port big", "ports: \"80\"", "ports: \"70000\"", "cluster.port_rules[0].ports"},
+		{"protocol", "protocol: udp", "protocol: sctp", "cluster.port_rules[2].protocol"},
+		{"rule mode", "mode: single", "mode: some", "cluster.port_rules[2].mode"},
+		{"affinity", "affinity: none\n    - name: https", "affinity: sticky\n    - name: https", "cluster.port_rules[0].affinity"},
+		{"rule vip not a vip", "vip: 198.18.0.100\n      ports", "vip: 198.18.0.101\n      ports", "cluster.port_rules[1].vip"},
+		{"overlap", "ports: \"53\"\n      protocol: udp", "ports: \"53-80\"\n      protocol: both", "cluster.port_rules[2].ports"},
+		{"remote port", "ports: \"53\"", "ports: \"2504\"", "cluster.port_rules[2].ports"},
+		{"host id", "id: 1", "id: 65", "host.id"},
+		{"host id zero", "id: 1", "id: 0", "host.id"},
+		{"interface", "interface: eth0", "interface: averyveryverylongname0", "host.interface"},
+		{"dedicated ip", "dedicated_ip: 198.18.0.1/24", "dedicated_ip: 198.18.0.1", "host.dedicated_ip"},
+		{"dedicated is vip", "dedicated_ip: 198.18.0.1/24", "dedicated_ip: 198.18.0.100/24", "host.dedicated_ip"},
+		{"state", "initial_state: started", "initial_state: running", "host.initial_state"},
+		{"metrics", "metrics_address: 127.0.0.1:9425", "metrics_address: localhost", "host.metrics_address"},
+		{"weight", "weight: \"60\"", "weight: \"101\"", "host.rules.https.weight"},
+		{"priority range", "priority: 1", "priority: 99", "host.rules.dns.priority"},
+		{"priority on multiple", "weight: \"60\"", "weight: \"60\"\n      priority: 2", "host.rules.https.priority"},
+		{"unknown rule", "    dns:\n", "    smtp:\n", "host.rules"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			src := exampleConfig(t)
+			if !strings.Contains(src, tt.old) {
+				t.Fatalf("test bug: %q not in example", tt.old)
+			}
+			src = strings.Replace(src, tt.old, tt.new, 1)
+			c, err := ParseConfig([]byte(src))
+			if err == nil {
+				_, err = c.Resolve()
+			}
+			if err == nil {
+				t.Fatalf("no error")
+			}
+			if !strings.Contains(err.Error(), tt.wantKey) {
+				t.Fatalf("error %q does not name %q", err, tt.wantKey)
+			}
+		})
+	}
+}
+
+func TestKeyFileErrors(t *testing.T) {
+	for _, tt := range []struct {
+		name, path, want string
+	}{
+		{"missing", "/nonexistent/nlb.key", "unreadable"},
+		{"short", writeKey(t, 16), "at least 32"},
+	} {
+		src := strings.Replace(exampleConfig(t), "key_file: ", "key_file: "+tt.path+" #", 1)
+		c, err := ParseConfig([]byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Resolve()
+		if err == nil || !strings.Contains(err.Error(), "cluster.key_file") || !strings.Contains(err.Error(), tt.want) {
+			t.Fatalf("%s: error %v", tt.name, err)
+		}
+	}
+}
+
+func TestEmptyConfig(t *testing.T) {
+	if _, err := ParseConfig(nil); err == nil {
+		t.Fatal("empty config accepted")
+	}
+}

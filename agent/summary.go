@@ -1,0 +1,27 @@
+package agent
+
+import (
+	"fmt"
+	"io"
+	"time"
+)
+
+// PrintSummary writes a human summary of a validated configuration.
+func PrintSummary(w io.Writer, r *Resolved) {
+	fmt.Fprintf(w, "config ok: cluster %q, host %d on %s (%s)\n", r.Name, r.HostID, r.Interface, r.DedicatedIP)
+	fmt.Fprintf(w, "  vips:        %v\n", r.VIPs)
+	fmt.Fprintf(w, "  mac mode:    %s\n", r.MACMode)
+	fmt.Fprintf(w, "  heartbeat:   every %s, dead after %d missed (%s)\n", r.Period, r.LossTolerance, r.Period*time.Duration(r.LossTolerance))
+	if r.RemotePort != 0 {
+		fmt.Fprintf(w, "  remote:      udp/%d\n", r.RemotePort)
+	} else {
+		fmt.Fprintf(w, "  remote:      off\n")
+	}
+	fmt.Fprintf(w, "  state:       %s at start\n", r.InitialState)
+	fmt.Fprintf(w, "  port rules:  %d\n", len(r.Rules))
+	for i, rule := range r.Rules {
+		hr := r.HostRules[i]
+		fmt.Fprintf(w, "    %-12s %-24s %-9s affinity %-8s weight %-3d priority %d\n",
+			r.RuleNames[i], rule, rule.Mode, rule.Affinity, hr.Weight, hr.Priority)
+	}
+}

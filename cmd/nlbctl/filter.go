@@ -1,0 +1,163 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nlbproject/nlb/agent"
+	"github.com/nlbproject/nlb/convergence"
+	"github.com/nlbproject/nlb/filter"
+)
+
+type filterHost struct {
+	ID      uint8  `json:"id"`
+	Verdict string `json:"verdict"`
+	Reason  string `json:"reason"`
+}
+
+type filterResult struct {
+	Flow     string       `json:"flow"`
+	Rule     string       `json:"rule"`
+	RuleSpec string       `json:"rule_spec"`
+	Bucket   int          `json:"bucket"`
+	Accepted []uint8      `json:"accepted_by"`
+	Hosts    []filterHost `json:"hosts"`
+}
+
+func filterCommand() *cobra.Command {
+	var (
+		configPath, members, clientStr, vipStr, proto string
+		asJSON                                        bool
+	)
+	c := &cobra.Command{
+		Use:   "filter --config FILE --members 1,2,3 --client IP:PORT --vip IP:PORT --proto tcp|udp",
+		Short: "Show which host accepts a client flow (offline, from a config file)",
+		Long: `filter evaluates the filter model for a flow against the cluster described
+by a host's config file, as if the listed members had just formed the
+cluster, each with this file's per-rule weights and priorities. It is the
+same model the kernel program is tested against.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configPath == "" || members == "" || clientStr == "" || vipStr == "" {
+				return usageError{fmt.Errorf("--config, --members, --client and --vip are required")}
+			}
+			r, err := agent.LoadConfig(configPath)
+			if err != nil {
+				return err
+			}
+			ids, err := parseMembers(members)
+			if err != nil {
+				return usageError{err}
+			}
+			client, err := netip.ParseAddrPort(clientStr)
+			if err != nil || !client.Addr().Is4() {
+				return usageError{fmt.Errorf("--client %q: want IPv4:port", clientStr)}
+			}
+			vip, err := netip.ParseAddrPort(vipStr)
+			if err != nil || !vip.Addr().Is4() {
+				return usageError{fmt.Errorf("--vip %q: want IPv4:port", vipStr)}
+			}
+			p := &filter.Packet{Src: client.Addr(), Dst: vip.Addr(), SPort: client.Port(), DPort: vip.Port()}
+			switch proto {
+			case "tcp":
+				p.Proto, p.TCPFlags = 6, 0x02 // a SYN: who takes a new connection
+			case "udp":
+				p.Proto = 17
+			default:
+				return usageError{fmt.Errorf("--proto %q: want tcp or udp", proto)}
+			}
+			res := evaluate(r, ids, p)
+			res.Flow = fmt.Sprintf("%s -> %s/%s", client, vip, proto)
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(res)
+			}
+			printFilter(cmd, res)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&configPath, "config", "", "host config file")
+	f.StringVar(&members, "members", "", "live host IDs, comma-separated (e.g. 1,2,3)")
+	f.StringVar(&clientStr, "client", "", "client address and port")
+	f.StringVar(&vipStr, "vip", "", "VIP address and port")
+	f.StringVar(&proto, "proto", "tcp", "tcp or udp")
+	f.BoolVar(&asJSON, "json", false, "print JSON")
+	return c
+}
+
+func parseMembers(s string) ([]uint8, error) {
+	seen := map[uint8]bool{}
+	var ids []uint8
+	for _, part := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(part))
+		if err != nil || n < 1 || n > filter.MaxHostID {
+			return nil, fmt.Errorf("--members: %q is not a host ID (1..%d)", part, filter.MaxHostID)
+		}
+		if seen[uint8(n)] {
+			return nil, fmt.Errorf("--members: host %d listed twice", n)
+		}
+		seen[uint8(n)] = true
+		ids = append(ids, uint8(n))
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids, nil
+}
+
+// evaluate runs the model on every member's state.
+func evaluate(r *agent.Resolved, ids []uint8, p *filter.Packet) filterResult {
+	hosts := map[uint8][]convergence.RuleSetting{}
+	for _, id := range ids {
+		hosts[id] = r.Settings()
+	}
+	tables := convergence.ComputeTables(r.Rules, hosts, nil)
+	frame := p.Frame()
+	res := filterResult{Bucket: -1, Accepted: []uint8{}}
+	for _, id := range ids {
+		d := filter.Decide(frame, r.ModelState(id, tables), nil)
+		switch {
+		case d.Rule == filter.DefaultRule:
+			res.Rule, res.RuleSpec = "default", "no rule matches: default host"
+		case d.Rule >= 0:
+			rule := r.Rules[d.Rule]
+			res.Rule = r.RuleNames[d.Rule]
+			res.RuleSpec = fmt.Sprintf("%s, %s, affinity %s", rule, rule.Mode, rule.Affinity)
+		default:
+			res.Rule, res.RuleSpec = "none", "not filtered"
+		}
+		res.Bucket = d.Bucket
+		res.Hosts = append(res.Hosts, filterHost{ID: id, Verdict: d.Verdict.String(), Reason: d.Reason.String()})
+		if d.Verdict == filter.Accept || d.Verdict == filter.Pass {
+			res.Accepted = append(res.Accepted, id)
+		}
+	}
+	return res
+}
+
+func printFilter(cmd *cobra.Command, res filterResult) {
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "flow      %s\n", res.Flow)
+	fmt.Fprintf(w, "rule      %s (%s)\n", res.Rule, res.RuleSpec)
+	if res.Bucket >= 0 {
+		fmt.Fprintf(w, "bucket    %d of %d\n", res.Bucket, filter.Buckets)
+	}
+	switch len(res.Accepted) {
+	case 0:
+		fmt.Fprintln(w, "accepted  by no host")
+	case 1:
+		fmt.Fprintf(w, "accepted  by host %d\n", res.Accepted[0])
+	default:
+		fmt.Fprintf(w, "passed    to every host %v\n", res.Accepted)
+	}
+	fmt.Fprintf(w, "\n%-6s %-8s %s\n", "HOST", "VERDICT", "REASON")
+	for _, h := range res.Hosts {
+		fmt.Fprintf(w, "%-6d %-8s %s\n", h.ID, h.Verdict, h.Reason)
+	}
+}
