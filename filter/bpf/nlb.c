@@ -1,0 +1,355 @@
+//go:build ignore
+
+/* nlb data plane: the per-packet decision of filter.Decide, in the kernel.
+ * Every branch here has a twin in filter/decide.go; TestDatapathMatchesModel
+ * runs both on the same frames and requires the same decision. */
+
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/ip.h>
+#include <linux/tcp.h>
+#include <linux/pkt_cls.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "nlb.h"
+
+char LICENSE[] SEC("license") = "Dual MIT/GPL";
+
+/* Two state slots: user space writes the inactive one, then flips
+ * nlb_active, so a packet sees a whole old or a whole new state. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct nlb_state);
+} nlb_states SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} nlb_active SEC(".maps");
+
+/* The agent's lease: CLOCK_MONOTONIC ns until which this host may take new
+ * flows in its buckets. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} nlb_lease SEC(".maps");
+
+/* Packets per (table, reason); row NLB_NO_TABLE for unfiltered classes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, (NLB_TABLES + 1) * NLB_NUM_REASONS);
+	__type(key, __u32);
+	__type(value, __u64);
+} nlb_counters SEC(".maps");
+
+#define ETH_P_NLB_HB 0x886F
+#define IPPROTO_ICMP_ 1
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define PACKET_HOST 0
+#define ICMP_ECHO_REQ 8
+
+enum flow_class { C_STATELESS = 0, C_TCP_SYN = 1, C_TCP = 2 };
+
+#define ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
+#define SIPROUND                                                               \
+	do {                                                                   \
+		v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);      \
+		v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                         \
+		v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                         \
+		v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);      \
+	} while (0)
+
+/* SipHash-1-3 of one 64-bit word (filter.HashWord). */
+static __always_inline __u64 siphash13(__u64 k0, __u64 k1, __u64 m)
+{
+	__u64 v0 = k0 ^ 0x736f6d6570736575ULL;
+	__u64 v1 = k1 ^ 0x646f72616e646f6dULL;
+	__u64 v2 = k0 ^ 0x6c7967656e657261ULL;
+	__u64 v3 = k1 ^ 0x7465646279746573ULL;
+	__u64 b = 8ULL << 56;
+
+	v3 ^= m; SIPROUND; v0 ^= m;
+	v3 ^= b; SIPROUND; v0 ^= b;
+	v2 ^= 0xff;
+	SIPROUND; SIPROUND; SIPROUND;
+	return v0 ^ v1 ^ v2 ^ v3;
+}
+
+static __always_inline int finish(struct __sk_buff *skb, __u32 table, __u32 reason, __u32 bucket)
+{
+	__u32 key = table * NLB_NUM_REASONS + reason;
+	__u64 *cnt = bpf_map_lookup_elem(&nlb_counters, &key);
+	if (cnt)
+		*cnt += 1;
+	/* The decision, for tests and debugging; cb is scratch space here. */
+	skb->cb[0] = reason;
+	skb->cb[1] = table;
+	skb->cb[2] = bucket;
+	if (reason == R_ACCEPT_OWNER || reason == R_ACCEPT_HELD || reason == R_PASS_REMOTE) {
+		/* Frames to the cluster's multicast MAC must look addressed to
+		 * this host, or TCP discards them. */
+		if (skb->pkt_type != PACKET_HOST)
+			bpf_skb_change_type(skb, PACKET_HOST);
+		return TC_ACT_OK;
+	}
+	if (reason >= R_PASS_NOT_IP && reason <= R_PASS_REMOTE)
+		return TC_ACT_OK;
+	return TC_ACT_SHOT;
+}
+
+#define NO_BUCKET 0xffffffff
+
+/* Does this host hold the TCP flow client -> vip? Asks the socket table:
+ * an established, closing, time-wait or request socket holds it; a listener
+ * holds it only if the ACK carries a valid SYN cookie. */
+static __always_inline int holds_flow(struct __sk_buff *skb, __u32 client, __u16 cport,
+				      __u32 vip, __u16 vport, struct iphdr *iph,
+				      struct tcphdr *th)
+{
+	struct bpf_sock_tuple t = {};
+	t.ipv4.saddr = client;
+	t.ipv4.daddr = vip;
+	t.ipv4.sport = bpf_htons(cport);
+	t.ipv4.dport = bpf_htons(vport);
+	struct bpf_sock *sk = bpf_skc_lookup_tcp(skb, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
+	if (!sk)
+		return 0;
+	int held = sk->state != BPF_TCP_LISTEN;
+	if (!held && iph && th)
+		held = bpf_tcp_check_syncookie(sk, iph, sizeof(*iph), th, sizeof(*th)) == 0;
+	bpf_sk_release(sk);
+	return held;
+}
+
+static __always_inline int decide_flow(struct __sk_buff *skb, struct nlb_state *st, __u32 ti,
+				       __u32 client, __u16 cport, __u32 vip, __u16 vport,
+				       int class, struct iphdr *iph, struct tcphdr *th)
+{
+	__u8 aff = 1; /* none */
+	if (ti < NLB_MAX_RULES) {
+		struct nlb_rule *r = &st->rules[ti];
+		if (r->mode == 3)
+			return finish(skb, ti, R_DROP_RULE_DISABLED, NO_BUCKET);
+		aff = r->affinity;
+	}
+	__u32 ip = bpf_ntohl(client);
+	__u16 port = cport;
+	if (aff != 1)
+		port = 0;
+	if (aff == 3)
+		ip &= 0xffffff00;
+	__u64 word = ((__u64)ip << 32) | port;
+	__u32 b = siphash13(st->seed0, st->seed1, word) & (NLB_BUCKETS - 1);
+	if (ti > NLB_DEFAULT_RULE)
+		return finish(skb, NLB_NO_TABLE, R_INVALID, NO_BUCKET);
+	__u8 mark = st->marks[ti][b];
+	if (mark == M_NONE)
+		return finish(skb, ti, R_DROP_NOT_OWNER, b); /* cheap path: no lookup */
+
+	__u32 zero = 0;
+	__u64 *lease = bpf_map_lookup_elem(&nlb_lease, &zero);
+	int lease_ok = lease && bpf_ktime_get_ns() < *lease;
+
+	if (class == C_STATELESS) {
+		if (mark == M_RETAINED)
+			return finish(skb, ti, R_DROP_NOT_OWNER, b);
+		if (!lease_ok)
+			return finish(skb, ti, R_DROP_LEASE_EXPIRED, b);
+		return finish(skb, ti, R_ACCEPT_OWNER, b);
+	}
+	if (lease_ok) {
+		if (mark == M_OWNED)
+			return finish(skb, ti, R_ACCEPT_OWNER, b);
+		if (mark == M_DIRTY && class == C_TCP_SYN)
+			return finish(skb, ti, R_ACCEPT_OWNER, b);
+	}
+	if (class != C_TCP_SYN && holds_flow(skb, client, cport, vip, vport, iph, th))
+		return finish(skb, ti, R_ACCEPT_HELD, b);
+	if (mark == M_RETAINED)
+		return finish(skb, ti, R_DROP_NOT_OWNER, b);
+	if (!lease_ok)
+		return finish(skb, ti, R_DROP_LEASE_EXPIRED, b);
+	return finish(skb, ti, R_DROP_DIRTY_NON_SYN, b);
+}
+
+/* First rule for (vip, port, proto); any_port matches VIP and protocol
+ * only (fragments). Rules are VIP-specific first, then all-VIP. */
+static __always_inline __u32 match_rule(struct nlb_state *st, __u32 vip, __u16 port, __u8 proto, int any_port)
+{
+	__u8 bit = proto == IPPROTO_TCP ? 1 : proto == IPPROTO_UDP ? 2 : 0;
+	if (!bit)
+		return NLB_DEFAULT_RULE;
+	for (__u32 i = 0; i < NLB_MAX_RULES; i++) {
+		if (i >= st->n_rules)
+			break;
+		struct nlb_rule *r = &st->rules[i];
+		if (r->vip && r->vip != vip)
+			continue;
+		if (!(r->proto & bit))
+			continue;
+		if (any_port || (port >= r->port_lo && port <= r->port_hi))
+			return i;
+	}
+	return NLB_DEFAULT_RULE;
+}
+
+static __always_inline struct nlb_state *active_state(void)
+{
+	__u32 zero = 0;
+	__u32 *slot = bpf_map_lookup_elem(&nlb_active, &zero);
+	if (!slot)
+		return 0;
+	__u32 s = *slot & 1;
+	return bpf_map_lookup_elem(&nlb_states, &s);
+}
+
+/* Enough of the frame for every header we read: Ethernet, IPv4 with
+ * options, ICMP, the quoted IPv4 header with options, 8 bytes of ports. */
+#define PULL_LEN (14 + 60 + 8 + 60 + 8)
+
+SEC("tc")
+int nlb_ingress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+
+	if (end - data < PULL_LEN && skb->len > end - data) {
+		bpf_skb_pull_data(skb, skb->len < PULL_LEN ? skb->len : PULL_LEN);
+		data = (void *)(long)skb->data;
+		end = (void *)(long)skb->data_end;
+	}
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return finish(skb, NLB_NO_TABLE, R_PASS_NOT_IP, NO_BUCKET);
+	if (eth->h_proto == bpf_htons(ETH_P_ARP))
+		return finish(skb, NLB_NO_TABLE, R_PASS_ARP, NO_BUCKET);
+	if (eth->h_proto == bpf_htons(ETH_P_NLB_HB))
+		return finish(skb, NLB_NO_TABLE, R_PASS_HEARTBEAT, NO_BUCKET);
+	if (eth->h_proto != bpf_htons(ETH_P_IP))
+		return finish(skb, NLB_NO_TABLE, R_PASS_NOT_IP, NO_BUCKET);
+
+	struct iphdr *iph = (void *)(eth + 1);
+	if ((void *)(iph + 1) > end)
+		return finish(skb, NLB_NO_TABLE, R_PASS_SHORT, NO_BUCKET);
+
+	struct nlb_state *st = active_state();
+	if (!st)
+		return finish(skb, NLB_NO_TABLE, R_PASS_NOT_VIP, NO_BUCKET);
+	__u32 dst = iph->daddr;
+	int is_vip = 0;
+	for (__u32 i = 0; i < NLB_MAX_VIPS; i++) {
+		if (i >= st->n_vips)
+			break;
+		if (st->vips[i] == dst) {
+			is_vip = 1;
+			break;
+		}
+	}
+	if (!is_vip)
+		return finish(skb, NLB_NO_TABLE, R_PASS_NOT_VIP, NO_BUCKET);
+
+	/* From here on the frame is for a VIP: broken headers are dropped. */
+	__u32 ihl = iph->ihl * 4;
+	__u32 tot = bpf_ntohs(iph->tot_len);
+	__u32 avail = (__u32)(end - (void *)iph);
+	if (iph->version != 4 || ihl < 20 || tot < ihl || avail < ihl)
+		return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
+	__u32 l4len = (tot < avail ? tot : avail) - ihl; /* Ethernet padding excluded */
+	__u32 src = iph->saddr;
+
+	if (iph->frag_off & bpf_htons(0x3fff)) {
+		__u32 ti = match_rule(st, dst, 0, iph->protocol, 1);
+		return decide_flow(skb, st, ti, src, 0, dst, 0, C_STATELESS, 0, 0);
+	}
+	void *l4 = (void *)iph + (ihl & 0x3c);
+	if (iph->protocol == IPPROTO_TCP) {
+		struct tcphdr *th = l4;
+		if (l4len < 20 || (void *)(th + 1) > end)
+			return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
+		__u32 doff = th->doff * 4;
+		if (doff < 20 || l4len < doff)
+			return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
+		__u16 sport = bpf_ntohs(th->source), dport = bpf_ntohs(th->dest);
+		int class = (th->syn && !th->ack) ? C_TCP_SYN : C_TCP;
+		__u32 ti = match_rule(st, dst, dport, IPPROTO_TCP, 0);
+		return decide_flow(skb, st, ti, src, sport, dst, dport, class, iph, th);
+	}
+	if (iph->protocol == IPPROTO_UDP) {
+		__u16 *ports = l4;
+		if (l4len < 8 || (void *)(ports + 4) > end)
+			return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
+		__u16 sport = bpf_ntohs(ports[0]), dport = bpf_ntohs(ports[1]);
+		if (st->remote_port && dport == st->remote_port)
+			return finish(skb, NLB_NO_TABLE, R_PASS_REMOTE, NO_BUCKET);
+		__u32 ti = match_rule(st, dst, dport, IPPROTO_UDP, 0);
+		return decide_flow(skb, st, ti, src, sport, dst, dport, C_STATELESS, 0, 0);
+	}
+	if (iph->protocol == IPPROTO_ICMP_) {
+		__u8 *icmp = l4;
+		if (l4len < 8 || (void *)(icmp + 8) > end)
+			return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
+		__u8 type = icmp[0];
+		if (type == 3 || type == 11 || type == 12) {
+			/* An error quoting a packet the cluster sent from dst to a
+			 * client: decide as that flow. */
+			struct iphdr *in = (void *)(icmp + 8);
+			__u32 inlen = l4len - 8;
+			if (inlen < 20 || (void *)(in + 1) > end)
+				return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
+			__u32 iihl = in->ihl * 4;
+			if (in->version != 4 || iihl < 20 || in->saddr != dst)
+				return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
+			if (in->frag_off & bpf_htons(0x1fff))
+				return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
+			__u32 client = in->daddr;
+			if (in->protocol != IPPROTO_TCP && in->protocol != IPPROTO_UDP)
+				return decide_flow(skb, st, NLB_DEFAULT_RULE, client, 0, dst, 0, C_STATELESS, 0, 0);
+			__u16 *ip = (void *)in + (iihl & 0x3c);
+			if (inlen < iihl + 8 || (void *)(ip + 4) > end)
+				return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
+			__u16 vport = bpf_ntohs(ip[0]), cport = bpf_ntohs(ip[1]);
+			__u32 ti = match_rule(st, dst, vport, in->protocol, 0);
+			int class = in->protocol == IPPROTO_TCP ? C_TCP : C_STATELESS;
+			return decide_flow(skb, st, ti, client, cport, dst, vport, class, 0, 0);
+		}
+		/* Echo requests and other ICMP: the default host. */
+		return decide_flow(skb, st, NLB_DEFAULT_RULE, src, 0, dst, 0, C_STATELESS, 0, 0);
+	}
+	return decide_flow(skb, st, NLB_DEFAULT_RULE, src, 0, dst, 0, C_STATELESS, 0, 0);
+}
+
+/* Unicast mode: rewrite the cluster MAC in outgoing source addresses to
+ * this host's masked MAC, so switches never learn the cluster MAC and keep
+ * flooding it to every host. */
+SEC("tc")
+int nlb_egress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > end)
+		return TC_ACT_OK;
+	struct nlb_state *st = active_state();
+	if (!st || !st->mask_mac)
+		return TC_ACT_OK;
+	for (int i = 0; i < 6; i++)
+		if (eth->h_source[i] != st->cluster_mac[i])
+			return TC_ACT_OK;
+	for (int i = 0; i < 6; i++)
+		eth->h_source[i] = st->masked_mac[i];
+	return TC_ACT_OK;
+}
+
+/* An empty program: the benchmark's baseline in the same harness. */
+SEC("tc")
+int nlb_noop(struct __sk_buff *skb)
+{
+	return TC_ACT_OK;
+}

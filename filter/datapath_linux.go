@@ -1,0 +1,398 @@
+package filter
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
+)
+
+// MinKernel is the oldest kernel the data plane supports: it attaches with
+// TCX links (Linux 6.6).
+const MinKernel = "6.6"
+
+// Egress configures the unicast-mode source-MAC masking of the egress
+// program.
+type Egress struct {
+	// Mask enables the rewrite of ClusterMAC to MaskedMAC in source
+	// addresses of outgoing frames.
+	Mask       bool
+	ClusterMAC [6]byte
+	MaskedMAC  [6]byte
+}
+
+// DatapathOptions configures Load.
+type DatapathOptions struct {
+	// PinDir is a directory on a bpffs where the maps and links are pinned
+	// and from which a restarted agent re-adopts them. Empty: nothing is
+	// pinned and the data plane lives as long as the Datapath.
+	PinDir string
+}
+
+// Datapath is the nlb eBPF data plane of one interface: the ingress
+// decision, the egress MAC masking, their maps and links.
+type Datapath struct {
+	objs   nlbObjects
+	pinDir string
+
+	mu sync.Mutex // guards the fields below and serialises Update
+	// ingress and egress are the TCX links, nil until attached.
+	ingress, egress link.Link
+	// flipped is when the active slot last changed; the slot that was
+	// active then is rewritten only after slotQuiesce, long after any
+	// packet that read it has finished.
+	flipped time.Time
+	closed  bool
+}
+
+// slotQuiesce is how long a state slot stays untouched after packets stop
+// being steered to it. A packet holds a slot pointer for well under a
+// microsecond (one program run, under RCU), so 2 ms is a wide margin.
+const slotQuiesce = 2 * time.Millisecond
+
+// Pin names inside PinDir.
+const (
+	pinIngressLink = "link_ingress"
+	pinEgressLink  = "link_egress"
+)
+
+// Load loads the eBPF programs. With a PinDir, maps already pinned there
+// are re-used with their contents (the tables and counters survive an agent
+// restart) and missing ones are created and pinned.
+func Load(opts DatapathOptions) (*Datapath, error) {
+	spec, err := loadNlb()
+	if err != nil {
+		return nil, fmt.Errorf("load eBPF spec: %w", err)
+	}
+	var copts ebpf.CollectionOptions
+	if opts.PinDir != "" {
+		if err := os.MkdirAll(opts.PinDir, 0o700); err != nil {
+			return nil, fmt.Errorf("create pin directory: %w", err)
+		}
+		for _, m := range spec.Maps {
+			m.Pinning = ebpf.PinByName
+		}
+		copts.Maps.PinPath = opts.PinDir
+	}
+	d := &Datapath{pinDir: opts.PinDir}
+	if err := spec.LoadAndAssign(&d.objs, &copts); err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load eBPF programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("load eBPF programs: %w", err)
+	}
+	return d, nil
+}
+
+// Attach attaches the ingress and egress programs to the interface with
+// TCX. If links are pinned in PinDir (a previous agent's), the new programs
+// replace the old ones in place: not a single packet goes unfiltered.
+func (d *Datapath) Attach(ifindex int) (err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.ingress != nil {
+		return errors.New("attach: already attached")
+	}
+	var done []link.Link
+	defer func() { // all or nothing
+		if err != nil {
+			for _, l := range done {
+				if d.pinDir != "" {
+					_ = l.Unpin()
+				}
+				_ = l.Close()
+			}
+		}
+	}()
+	for _, a := range []struct {
+		prog   *ebpf.Program
+		attach ebpf.AttachType
+		pin    string
+		dst    *link.Link
+	}{
+		{d.objs.NlbIngress, ebpf.AttachTCXIngress, pinIngressLink, &d.ingress},
+		{d.objs.NlbEgress, ebpf.AttachTCXEgress, pinEgressLink, &d.egress},
+	} {
+		l, err := d.adoptOrAttach(ifindex, a.prog, a.attach, a.pin)
+		if err != nil {
+			return err
+		}
+		done = append(done, l)
+		*a.dst = l
+	}
+	return nil
+}
+
+func (d *Datapath) adoptOrAttach(ifindex int, prog *ebpf.Program, at ebpf.AttachType, pin string) (link.Link, error) {
+	if d.pinDir != "" {
+		path := filepath.Join(d.pinDir, pin)
+		if l, err := link.LoadPinnedLink(path, nil); err == nil {
+			info, ierr := l.Info()
+			if ierr == nil && info.TCX() != nil && int(info.TCX().Ifindex) == ifindex {
+				if err := l.Update(prog); err != nil {
+					l.Close()
+					return nil, fmt.Errorf("replace program in pinned link %s: %w", path, err)
+				}
+				return l, nil
+			}
+			// A stale pin (interface gone or different): drop it.
+			_ = l.Unpin()
+			l.Close()
+		} else if !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("load pinned link %s: %w", path, err)
+		}
+	}
+	l, err := link.AttachTCX(link.TCXOptions{Interface: ifindex, Program: prog, Attach: at})
+	if err != nil {
+		return nil, fmt.Errorf("attach tcx %s on ifindex %d: %w", at, ifindex, err)
+	}
+	if d.pinDir != "" {
+		if err := l.Pin(filepath.Join(d.pinDir, pin)); err != nil {
+			l.Close()
+			return nil, fmt.Errorf("pin link: %w", err)
+		}
+	}
+	return l, nil
+}
+
+// Update installs a new state (cluster configuration, marks) and egress
+// setting atomically: it writes the inactive slot, then flips the active
+// index, so a packet sees either the whole old or the whole new state.
+func (d *Datapath) Update(s *State, eg Egress) error {
+	v, err := encodeState(s, eg)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var active uint32
+	if err := d.objs.NlbActive.Lookup(uint32(0), &active); err != nil {
+		return fmt.Errorf("read active slot: %w", err)
+	}
+	if wait := slotQuiesce - time.Since(d.flipped); wait > 0 {
+		time.Sleep(wait)
+	}
+	next := (active + 1) & 1
+	if err := d.objs.NlbStates.Put(next, v); err != nil {
+		return fmt.Errorf("write state slot %d: %w", next, err)
+	}
+	if err := d.objs.NlbActive.Put(uint32(0), next); err != nil {
+		return fmt.Errorf("activate state slot %d: %w", next, err)
+	}
+	d.flipped = time.Now()
+	return nil
+}
+
+// encodeState converts the model's state to the kernel's layout.
+func encodeState(s *State, eg Egress) (*nlbNlbState, error) {
+	if len(s.VIPs) > MaxVIPs {
+		return nil, fmt.Errorf("%d VIPs, at most %d", len(s.VIPs), MaxVIPs)
+	}
+	if len(s.Rules) > MaxRules {
+		return nil, fmt.Errorf("%d rules, at most %d", len(s.Rules), MaxRules)
+	}
+	v := new(nlbNlbState)
+	v.Seed0 = binary.LittleEndian.Uint64(s.Seed[0:8])
+	v.Seed1 = binary.LittleEndian.Uint64(s.Seed[8:16])
+	for i, a := range s.VIPs {
+		if !a.Is4() {
+			return nil, fmt.Errorf("VIP %s is not IPv4", a)
+		}
+		b := a.As4()
+		v.Vips[i] = binary.NativeEndian.Uint32(b[:]) // network order in memory
+	}
+	v.N_vips = uint32(len(s.VIPs))
+	v.N_rules = uint32(len(s.Rules))
+	v.RemotePort = s.RemotePort
+	for i, r := range s.Rules {
+		kr := &v.Rules[i]
+		if !r.AllVIPs() {
+			b := r.VIP.As4()
+			kr.Vip = binary.NativeEndian.Uint32(b[:])
+		}
+		kr.PortLo, kr.PortHi = r.StartPort, r.EndPort
+		kr.Proto, kr.Mode, kr.Affinity = uint8(r.Protocol), uint8(r.Mode), uint8(r.Affinity)
+	}
+	for t, m := range s.Marks {
+		if m != nil {
+			for b, mark := range m {
+				v.Marks[t][b] = uint8(mark)
+			}
+		}
+	}
+	if eg.Mask {
+		v.MaskMac = 1
+	}
+	v.ClusterMac, v.MaskedMac = eg.ClusterMAC, eg.MaskedMAC
+	return v, nil
+}
+
+// monotonicNow is CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
+func monotonicNow() (time.Duration, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0, err
+	}
+	return time.Duration(ts.Nano()), nil
+}
+
+// RenewLease lets this host take new flows in its buckets for d from now.
+func (d *Datapath) RenewLease(dur time.Duration) error {
+	now, err := monotonicNow()
+	if err != nil {
+		return fmt.Errorf("renew lease: %w", err)
+	}
+	return d.setLease(uint64(now + dur))
+}
+
+// ExpireLease stops this host taking new flows at once (held flows go on).
+func (d *Datapath) ExpireLease() error { return d.setLease(0) }
+
+func (d *Datapath) setLease(until uint64) error {
+	if err := d.objs.NlbLease.Put(uint32(0), until); err != nil {
+		return fmt.Errorf("write lease: %w", err)
+	}
+	return nil
+}
+
+// Counters holds packet counts per table (rule index, DefaultRule, or
+// NoTable for unfiltered classes) and reason.
+type Counters [MaxRules + 2][NumReasons]uint64
+
+// NoTable is the Counters row for classes decided without a rule.
+const NoTable = MaxRules + 1
+
+// Counters reads the per-CPU counters, summed over CPUs.
+func (d *Datapath) Counters() (*Counters, error) {
+	var c Counters
+	var per []uint64
+	for t := range c {
+		for r := range c[t] {
+			if err := d.objs.NlbCounters.Lookup(uint32(t*NumReasons+r), &per); err != nil {
+				return nil, fmt.Errorf("read counters: %w", err)
+			}
+			for _, n := range per {
+				c[t][r] += n
+			}
+		}
+	}
+	return &c, nil
+}
+
+// Close releases this process's handles. Pinned links and maps stay in the
+// kernel and keep filtering; without pins, the programs are detached.
+func (d *Datapath) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	for _, l := range []link.Link{d.ingress, d.egress} {
+		if l != nil {
+			l.Close()
+		}
+	}
+	return d.objs.Close()
+}
+
+// Detach removes the programs from the interface and deletes every pin,
+// leaving the interface as it was before Attach, then closes the Datapath.
+func (d *Datapath) Detach() error {
+	d.mu.Lock()
+	var errs []error
+	for _, l := range []*link.Link{&d.ingress, &d.egress} {
+		if *l == nil {
+			continue
+		}
+		if d.pinDir != "" {
+			if err := (*l).Unpin(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := (*l).Close(); err != nil {
+			errs = append(errs, err)
+		}
+		*l = nil
+	}
+	if d.pinDir != "" {
+		for _, m := range []*ebpf.Map{d.objs.NlbStates, d.objs.NlbActive, d.objs.NlbLease, d.objs.NlbCounters} {
+			if err := m.Unpin(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := os.Remove(d.pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, fmt.Errorf("remove pin directory: %w", err))
+		}
+	}
+	d.mu.Unlock()
+	if err := d.Close(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// EnsureBPFFS mounts a bpffs at dir unless one is already mounted there
+// (as Cilium does on hosts that lack /sys/fs/bpf). It reports whether it
+// mounted one, so the caller can unmount exactly what it added.
+func EnsureBPFFS(dir string) (mounted bool, err error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
+		return false, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return false, fmt.Errorf("create bpffs mount point: %w", err)
+	}
+	if err := unix.Mount("bpffs", dir, "bpf", 0, "mode=0700"); err != nil {
+		return false, fmt.Errorf("mount bpffs on %s: %w", dir, err)
+	}
+	return true, nil
+}
+
+// skbCbOffset is offsetof(struct __sk_buff, cb): twelve __u32 fields
+// precede it.
+const skbCbOffset = 48
+
+// skbCtxSize is large enough for struct __sk_buff; the kernel requires the
+// bytes past its own struct to be zero.
+const skbCtxSize = 256
+
+// testRun runs the ingress program once on frame with BPF_PROG_TEST_RUN
+// and returns its decision as recorded in skb->cb. The socket lookup runs
+// in the calling thread's network namespace.
+func (d *Datapath) testRun(frame []byte) (Decision, error) {
+	ctxIn := make([]byte, skbCtxSize)
+	ctxOut := make([]byte, skbCtxSize)
+	ret, err := d.objs.NlbIngress.Run(&ebpf.RunOptions{Data: frame, Context: ctxIn, ContextOut: ctxOut})
+	if err != nil {
+		return Decision{}, err
+	}
+	cb := ctxOut[skbCbOffset:]
+	reason := Reason(binary.NativeEndian.Uint32(cb[0:4]))
+	table := int(binary.NativeEndian.Uint32(cb[4:8]))
+	bucket := int(binary.NativeEndian.Uint32(cb[8:12]))
+	if table == NoTable {
+		table = -1
+	}
+	if bucket == math.MaxUint32 || uint32(bucket) == math.MaxUint32 {
+		bucket = -1
+	}
+	dec := Decision{Verdict: reason.Verdict(), Reason: reason, Rule: table, Bucket: bucket}
+	wantRet := uint32(0) // TC_ACT_OK
+	if dec.Verdict == Drop {
+		wantRet = 2 // TC_ACT_SHOT
+	}
+	if ret != wantRet {
+		return dec, fmt.Errorf("program returned %d for reason %v", ret, reason)
+	}
+	return dec, nil
+}

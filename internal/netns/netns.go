@@ -1,0 +1,184 @@
+// Package netns creates network namespaces, veths and bridges for tests.
+// Every name carries a per-run prefix and everything is removed when the
+// test ends, also on failure. It is test support, never product code.
+package netns
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// RequireRoot skips a test that needs root when not root, saying why. In
+// CI (CI=true), which runs as root, not being root is a failure, so that
+// kernel tests never silently skip there.
+func RequireRoot(tb testing.TB) {
+	tb.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		tb.Fatal("CI runs as root, but this test is not running as root: kernel tests would not run")
+	}
+	tb.Skip("needs root (eBPF, network namespaces): run `sudo make test`")
+}
+
+// Prefix is this run's name prefix: "nlbt" + 4 random hex digits.
+var Prefix = fmt.Sprintf("nlbt%04x", rand.IntN(0x10000))
+
+// NS is a named network namespace (/run/netns/NAME).
+type NS struct {
+	Name   string
+	handle netns.NsHandle
+}
+
+// New creates namespace Prefix+suffix, removed when the test ends.
+func New(tb testing.TB, suffix string) *NS {
+	tb.Helper()
+	name := Prefix + suffix
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		tb.Fatalf("get current netns: %v", err)
+	}
+	defer orig.Close()
+	h, err := netns.NewNamed(name) // also moves this thread into it
+	if serr := netns.Set(orig); serr != nil {
+		panic(fmt.Sprintf("cannot return to the original netns: %v", serr))
+	}
+	if err != nil {
+		tb.Fatalf("create netns %s: %v", name, err)
+	}
+	n := &NS{Name: name, handle: h}
+	tb.Cleanup(func() {
+		h.Close()
+		if err := netns.DeleteNamed(name); err != nil {
+			tb.Errorf("delete netns %s: %v", name, err)
+		}
+	})
+	if err := n.Do(func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.LinkSetUp(lo)
+	}); err != nil {
+		tb.Fatalf("netns %s: lo up: %v", name, err)
+	}
+	return n
+}
+
+// Path is the namespace's bind-mount path, for nsenter --net=PATH.
+func (n *NS) Path() string { return "/run/netns/" + n.Name }
+
+// Handle is the namespace's file handle.
+func (n *NS) Handle() netns.NsHandle { return n.handle }
+
+// Do runs fn on a thread inside the namespace. Sockets fn creates belong to
+// the namespace and can be used from anywhere afterwards.
+func (n *NS) Do(fn func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		// The thread is never unlocked: if restoring the namespace
+		// failed, the runtime discards it when this goroutine exits.
+		runtime.LockOSThread()
+		orig, err := netns.Get()
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
+		if err := netns.Set(n.handle); err != nil {
+			errc <- err
+			return
+		}
+		err = fn()
+		if serr := netns.Set(orig); serr == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
+	}()
+	return <-errc
+}
+
+// Netlink returns a netlink handle operating inside the namespace.
+func (n *NS) Netlink(tb testing.TB) *netlink.Handle {
+	tb.Helper()
+	h, err := netlink.NewHandleAt(n.handle)
+	if err != nil {
+		tb.Fatalf("netlink handle in %s: %v", n.Name, err)
+	}
+	tb.Cleanup(h.Close)
+	return h
+}
+
+// Veth creates a veth pair: aName in a, bName in b, both up, with the given
+// addresses (CIDR strings, may be empty).
+func Veth(tb testing.TB, a *NS, aName, aAddr string, b *NS, bName, bAddr string) {
+	tb.Helper()
+	ha, hb := a.Netlink(tb), b.Netlink(tb)
+	v := &netlink.Veth{
+		LinkAttrs:     netlink.LinkAttrs{Name: aName},
+		PeerName:      bName,
+		PeerNamespace: netlink.NsFd(int(b.handle)),
+	}
+	if err := ha.LinkAdd(v); err != nil {
+		tb.Fatalf("add veth %s/%s: %v", aName, bName, err)
+	}
+	for _, side := range []struct {
+		h          *netlink.Handle
+		name, addr string
+	}{{ha, aName, aAddr}, {hb, bName, bAddr}} {
+		l, err := side.h.LinkByName(side.name)
+		if err != nil {
+			tb.Fatalf("veth %s: %v", side.name, err)
+		}
+		if side.addr != "" {
+			Addr(tb, side.h, l, side.addr)
+		}
+		if err := side.h.LinkSetUp(l); err != nil {
+			tb.Fatalf("veth %s up: %v", side.name, err)
+		}
+	}
+}
+
+// Addr adds an address (CIDR) to a link.
+func Addr(tb testing.TB, h *netlink.Handle, l netlink.Link, cidr string) {
+	tb.Helper()
+	a, err := netlink.ParseAddr(cidr)
+	if err != nil {
+		tb.Fatalf("parse %s: %v", cidr, err)
+	}
+	a.Flags |= 0x80 // IFA_F_NODAD: usable at once
+	if err := h.AddrAdd(l, a); err != nil && !strings.Contains(err.Error(), "exists") {
+		tb.Fatalf("add %s to %s: %v", cidr, l.Attrs().Name, err)
+	}
+}
+
+// WaitGone waits until no link with the prefix is left in the root
+// namespace (`ip netns del` returns before veth peers disappear).
+func WaitGone(tb testing.TB) {
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		links, _ := netlink.LinkList()
+		left := 0
+		for _, l := range links {
+			if strings.HasPrefix(l.Attrs().Name, Prefix) {
+				left++
+			}
+		}
+		if left == 0 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	tb.Errorf("links with prefix %s still present after cleanup", Prefix)
+}
