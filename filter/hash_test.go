@@ -2,27 +2,54 @@ package filter
 
 import (
 	"math"
+	"math/bits"
 	"net/netip"
 	"testing"
 )
 
-// TestSipHashVector checks the round function against the SipHash-2-4
-// reference vector from the SipHash paper (key 00..0f, message 00..0e).
-func TestSipHashVector(t *testing.T) {
-	var key Seed
-	for i := range key {
-		key[i] = byte(i)
+// TestFmix64 checks the finaliser against MurmurHash3's reference code
+// (fmix64 of 0 is 0; of 1, the value below) and that it is a bijection on
+// a sample, as the design relies on (no two words collide before keying).
+func TestFmix64(t *testing.T) {
+	if fmix64(0) != 0 {
+		t.Fatal("fmix64(0) != 0")
 	}
-	msg := make([]byte, 15)
-	for i := range msg {
-		msg[i] = byte(i)
+	if got, want := fmix64(1), uint64(0xb456bcfc34c2cb2c); got != want {
+		t.Fatalf("fmix64(1) = %#x, want %#x", got, want)
 	}
-	// sipHash takes whole words for the body; the tail handling covers 15.
-	if got, want := sipHash(key, msg, 2, 4), uint64(0xa129ca6149be45e5); got != want {
-		t.Fatalf("SipHash-2-4 = %#x, want %#x", got, want)
+	seen := map[uint64]bool{}
+	for i := uint64(0); i < 1<<16; i++ {
+		h := fmix64(i << 16)
+		if seen[h] {
+			t.Fatalf("collision at %d", i)
+		}
+		seen[h] = true
 	}
-	if got, want := sipHash(key, nil, 2, 4), uint64(0x726fdb47dd0e0e31); got != want {
-		t.Fatalf("SipHash-2-4(empty) = %#x, want %#x", got, want)
+}
+
+// TestHashKeyed: the seed changes the bucket of most flows, and flipping
+// any input bit flips about half of the hash bits (avalanche).
+func TestHashKeyed(t *testing.T) {
+	c := netip.MustParseAddr("198.18.3.4")
+	same := 0
+	for p := 0; p < 4096; p++ {
+		if Bucket(Seed{1}, c, uint16(p), AffinityNone) == Bucket(Seed{2}, c, uint16(p), AffinityNone) {
+			same++
+		}
+	}
+	if same > 20 { // expected about 1
+		t.Fatalf("%d of 4096 flows kept their bucket under another seed", same)
+	}
+	seed := Seed{3, 1, 4, 1, 5, 9, 2, 6}
+	for bit := 0; bit < 64; bit++ {
+		flips := 0
+		for i := uint64(0); i < 1000; i++ {
+			w := i * 0x9e3779b97f4a7c15
+			flips += bits.OnesCount64(HashWord(seed, w) ^ HashWord(seed, w^1<<bit))
+		}
+		if avg := float64(flips) / 1000; avg < 28 || avg > 36 {
+			t.Fatalf("flipping input bit %d flips %.1f output bits on average, want about 32", bit, avg)
+		}
 	}
 }
 

@@ -57,29 +57,22 @@ struct {
 
 enum flow_class { C_STATELESS = 0, C_TCP_SYN = 1, C_TCP = 2 };
 
-#define ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                               \
-	do {                                                                   \
-		v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);      \
-		v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                         \
-		v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                         \
-		v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);      \
-	} while (0)
-
-/* SipHash-1-3 of one 64-bit word (filter.HashWord). */
-static __always_inline __u64 siphash13(__u64 k0, __u64 k1, __u64 m)
+/* The flow hash (filter.HashWord): murmur3's 64-bit finaliser, keyed by
+ * XOR with the two seed halves before each of two passes. See
+ * docs/architecture.md, "Flow hash", for why not SipHash. */
+static __always_inline __u64 fmix64(__u64 h)
 {
-	__u64 v0 = k0 ^ 0x736f6d6570736575ULL;
-	__u64 v1 = k1 ^ 0x646f72616e646f6dULL;
-	__u64 v2 = k0 ^ 0x6c7967656e657261ULL;
-	__u64 v3 = k1 ^ 0x7465646279746573ULL;
-	__u64 b = 8ULL << 56;
+	h ^= h >> 33;
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	h *= 0xc4ceb9fe1a85ec53ULL;
+	h ^= h >> 33;
+	return h;
+}
 
-	v3 ^= m; SIPROUND; v0 ^= m;
-	v3 ^= b; SIPROUND; v0 ^= b;
-	v2 ^= 0xff;
-	SIPROUND; SIPROUND; SIPROUND;
-	return v0 ^ v1 ^ v2 ^ v3;
+static __always_inline __u64 flow_hash(__u64 k0, __u64 k1, __u64 m)
+{
+	return fmix64(fmix64(m ^ k0) ^ k1);
 }
 
 static __always_inline int finish(struct __sk_buff *skb, __u32 table, __u32 reason, __u32 bucket)
@@ -146,7 +139,7 @@ static __always_inline int decide_flow(struct __sk_buff *skb, struct nlb_state *
 	if (aff == 3)
 		ip &= 0xffffff00;
 	__u64 word = ((__u64)ip << 32) | port;
-	__u32 b = siphash13(st->seed0, st->seed1, word) & (NLB_BUCKETS - 1);
+	__u32 b = flow_hash(st->seed0, st->seed1, word) & (NLB_BUCKETS - 1);
 	if (ti > NLB_DEFAULT_RULE)
 		return finish(skb, NLB_NO_TABLE, R_INVALID, NO_BUCKET);
 	__u8 mark = st->marks[ti][b];

@@ -42,7 +42,7 @@ struct nlb_rule {           /* 12 bytes */
 };
 
 struct nlb_state {
-	__u64 seed0, seed1;               /*   0: SipHash key, k0 and k1 */
+	__u64 seed0, seed1;               /*   0: hash key halves k0, k1 */
 	__u32 vips[NLB_MAX_VIPS];         /*  16: network order */
 	__u32 n_vips;                     /*  80 */
 	__u32 n_rules;                    /*  84 */

@@ -1,0 +1,112 @@
+//go:build linux
+
+package filter
+
+import (
+	"math"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+
+	inetns "github.com/nlbproject/nlb/internal/netns"
+)
+
+// BenchmarkDatapath measures the ingress program per packet with
+// BPF_PROG_TEST_RUN (the kernel repeats the run in a loop), against an
+// empty TC program in the same harness. ns/pkt is the kernel's own
+// per-repeat time; compare paths within one run (see docs/benchmarks.md).
+func BenchmarkDatapath(b *testing.B) {
+	inetns.RequireRoot(b)
+	d, err := Load(DatapathOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer d.Close()
+
+	// Every kernel run happens on one thread locked into the benchmark's
+	// namespace, where the real flow's sockets are: sub-benchmarks run on
+	// goroutines of their own, so they hand their work to it.
+	work := make(chan func())
+	ready := make(chan *world)
+	go func() {
+		w := enterWorld(&testing.T{}, 1, 0) // one real flow, for the retained path
+		ready <- w
+		for f := range work {
+			f()
+		}
+	}()
+	defer close(work)
+	inWorld := func(f func()) {
+		done := make(chan struct{})
+		work <- func() { f(); close(done) }
+		<-done
+	}
+	w := <-ready
+	{
+		k := w.flows[0]
+		s := &State{
+			VIPs:       []netip.Addr{dVIP, dVIP2},
+			Rules:      []PortRule{{StartPort: 80, EndPort: 80, Protocol: ProtoTCP, Mode: ModeMultiple, Affinity: AffinityNone}, {StartPort: 443, EndPort: 443, Protocol: ProtoTCP, Mode: ModeMultiple, Affinity: AffinityNone}},
+			Seed:       Seed{5},
+			LeaseValid: true,
+		}
+		SortRules(s.Rules)
+		var none, owned, retained Marks
+		for i := range owned {
+			owned[i], retained[i] = MarkOwned, MarkRetained
+		}
+		ri := 0
+		for i, r := range s.Rules {
+			if r.StartPort == k.vip.Port() {
+				ri = i
+			}
+		}
+		frames := []struct {
+			name  string
+			prog  *ebpf.Program
+			marks *Marks
+			pkt   *Packet
+		}{
+			{"noop", d.objs.NlbNoop, &owned, &Packet{Src: k.client.Addr(), Dst: dVIP, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x02}},
+			{"nonvip", d.objs.NlbIngress, &owned, &Packet{Src: k.client.Addr(), Dst: dNonVIP, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x02}},
+			{"drop", d.objs.NlbIngress, &none, &Packet{Src: k.client.Addr(), Dst: dVIP, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x02}},
+			{"accept", d.objs.NlbIngress, &owned, &Packet{Src: k.client.Addr(), Dst: dVIP, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x10}},
+			{"retained", d.objs.NlbIngress, &retained, &Packet{Src: k.client.Addr(), Dst: k.vip.Addr(), Proto: 6, SPort: k.client.Port(), DPort: k.vip.Port(), TCPFlags: 0x10}},
+		}
+		for _, f := range frames {
+			b.Run(f.name, func(b *testing.B) {
+				st := *s
+				st.Marks[ri] = f.marks
+				if err := d.Update(&st, Egress{}); err != nil {
+					b.Fatal(err)
+				}
+				d.setLease(math.MaxUint64)
+				frame := f.pkt.Frame()
+				want := Decide(frame, &st, w.holds)
+				var (
+					got     Decision
+					per     time.Duration
+					err     error
+					benchEr error
+				)
+				inWorld(func() {
+					got, err = d.testRun(frame)
+					b.ResetTimer()
+					_, per, benchEr = f.prog.Benchmark(frame, b.N, nil)
+				})
+				if f.name != "noop" && (err != nil || got != want) {
+					b.Fatalf("%s: kernel %+v (%v), model %+v", f.name, got, err, want)
+				}
+				if benchEr != nil {
+					b.Fatal(benchEr)
+				}
+				b.ReportMetric(float64(per.Nanoseconds()), "ns/pkt")
+				if f.name != "noop" {
+					b.ReportMetric(0, "ns/op")
+				}
+			})
+		}
+	}
+}
