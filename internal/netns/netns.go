@@ -182,3 +182,39 @@ func WaitGone(tb testing.TB) {
 	}
 	tb.Errorf("links with prefix %s still present after cleanup", Prefix)
 }
+
+// Switch creates a namespace holding a Linux bridge "br0" (up), the
+// segment's switch. Hosts are plugged into it with Plug.
+func Switch(tb testing.TB) *NS {
+	tb.Helper()
+	sw := New(tb, "sw")
+	h := sw.Netlink(tb)
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
+	if err := h.LinkAdd(br); err != nil {
+		tb.Fatalf("add bridge: %v", err)
+	}
+	if err := h.LinkSetUp(br); err != nil {
+		tb.Fatalf("bridge up: %v", err)
+	}
+	return sw
+}
+
+// Plug connects host to the switch with a veth: ifname (with addr, may be
+// empty) in the host, "p"+ifname enslaved to br0 in the switch.
+func Plug(tb testing.TB, sw, host *NS, ifname, addr string) {
+	tb.Helper()
+	port := "p" + ifname
+	Veth(tb, host, ifname, addr, sw, port, "")
+	h := sw.Netlink(tb)
+	br, err := h.LinkByName("br0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	p, err := h.LinkByName(port)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := h.LinkSetMaster(p, br); err != nil {
+		tb.Fatalf("enslave %s: %v", port, err)
+	}
+}

@@ -1,0 +1,130 @@
+package heartbeat
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+)
+
+// Drop is why a received frame was refused. Values are append-only.
+type Drop uint8
+
+const (
+	DropNone Drop = iota
+	DropShort
+	DropOversized
+	DropMagic
+	DropVersion
+	DropType
+	DropLength
+	DropAuth
+	DropInvalid
+	DropForeign // another cluster's VIP
+	DropStale   // older incarnation of a host
+	DropReplay  // sequence not newer than the last one seen
+	DropSelf    // our own frame, looped back
+	numDrops
+)
+
+// NumDrops is the number of Drop values.
+const NumDrops = int(numDrops)
+
+var dropNames = [numDrops]string{"none", "short", "oversized", "bad-magic", "bad-version",
+	"unknown-type", "bad-length", "bad-auth", "invalid", "foreign-cluster", "stale", "replay", "self"}
+
+func (d Drop) String() string {
+	if int(d) < len(dropNames) {
+		return dropNames[d]
+	}
+	return "drop(?)"
+}
+
+// dropOf maps an Unmarshal error to its reason.
+func dropOf(err error) Drop {
+	for _, m := range []struct {
+		err  error
+		drop Drop
+	}{
+		{ErrShort, DropShort}, {ErrOversized, DropOversized}, {ErrMagic, DropMagic},
+		{ErrVersion, DropVersion}, {ErrType, DropType}, {ErrLength, DropLength},
+		{ErrAuth, DropAuth}, {ErrInvalid, DropInvalid},
+	} {
+		if errors.Is(err, m.err) {
+			return m.drop
+		}
+	}
+	return DropInvalid
+}
+
+// Guard authenticates frames and refuses foreign, stale and replayed ones.
+// Per host it remembers the newest incarnation and the highest sequence
+// number seen: a frame is accepted only if it is from a newer incarnation,
+// or from the same incarnation with a higher sequence. Heartbeats and table
+// chunks share one sequence space per sender.
+type Guard struct {
+	key     Key
+	cluster netip.Addr
+	self    uint8
+
+	mu     sync.Mutex
+	last   [65]struct{ inc, seq uint64 }
+	counts [numDrops]uint64
+}
+
+// NewGuard returns a Guard for the cluster with primary VIP cluster, as
+// host self (its own frames are refused).
+func NewGuard(key Key, cluster netip.Addr, self uint8) *Guard {
+	return &Guard{key: key, cluster: cluster, self: self}
+}
+
+// Check decodes and vets one frame payload. It returns the message, or nil
+// and the reason it was dropped (also counted).
+func (g *Guard) Check(b []byte) (any, Drop) {
+	m, err := Unmarshal(b, &g.key)
+	if err != nil {
+		return nil, g.count(dropOf(err))
+	}
+	var vip netip.Addr
+	var id uint8
+	var inc, seq uint64
+	switch m := m.(type) {
+	case *Heartbeat:
+		vip, id, inc, seq = m.ClusterVIP, m.HostID, m.Incarnation, m.Seq
+	case *TableChunk:
+		vip, id, inc, seq = m.ClusterVIP, m.HostID, m.Incarnation, m.Seq
+	}
+	if vip != g.cluster {
+		return nil, g.count(DropForeign)
+	}
+	if id == g.self {
+		return nil, g.count(DropSelf)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	l := &g.last[id]
+	switch {
+	case inc < l.inc:
+		g.counts[DropStale]++
+		return nil, DropStale
+	case inc == l.inc && seq <= l.seq:
+		g.counts[DropReplay]++
+		return nil, DropReplay
+	}
+	l.inc, l.seq = inc, seq
+	g.counts[DropNone]++
+	return m, DropNone
+}
+
+func (g *Guard) count(d Drop) Drop {
+	g.mu.Lock()
+	g.counts[d]++
+	g.mu.Unlock()
+	return d
+}
+
+// Counts returns frames accepted (index DropNone) and dropped per reason.
+func (g *Guard) Counts() [NumDrops]uint64 {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.counts
+}

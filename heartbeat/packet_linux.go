@@ -1,0 +1,87 @@
+package heartbeat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/mdlayher/ethernet"
+	"github.com/mdlayher/packet"
+)
+
+// PacketConn sends and receives heartbeats as raw Ethernet frames
+// (ethertype 0x886F) on one NIC with an AF_PACKET socket.
+type PacketConn struct {
+	c    *packet.Conn
+	ifi  *net.Interface
+	dst  net.HardwareAddr
+	once sync.Once
+}
+
+var _ Conn = (*PacketConn)(nil)
+
+// ListenPacket opens a heartbeat socket on ifname. Frames go to dst: the
+// broadcast address in unicast mode, the cluster multicast MAC in the
+// multicast modes.
+func ListenPacket(ifname string, dst net.HardwareAddr) (*PacketConn, error) {
+	ifi, err := net.InterfaceByName(ifname)
+	if err != nil {
+		return nil, fmt.Errorf("heartbeat interface %s: %w", ifname, err)
+	}
+	c, err := packet.Listen(ifi, packet.Raw, EtherType, nil)
+	if err != nil {
+		return nil, fmt.Errorf("heartbeat socket on %s: %w", ifname, err)
+	}
+	return &PacketConn{c: c, ifi: ifi, dst: dst}, nil
+}
+
+// Send broadcasts one message.
+func (p *PacketConn) Send(msg []byte) error {
+	f := ethernet.Frame{Destination: p.dst, Source: p.ifi.HardwareAddr, EtherType: EtherType, Payload: msg}
+	b, err := f.MarshalBinary()
+	if err != nil {
+		return err
+	}
+	_, err = p.c.WriteTo(b, &packet.Addr{HardwareAddr: p.dst})
+	return err
+}
+
+// Receive returns the payload of the next heartbeat frame.
+func (p *PacketConn) Receive(ctx context.Context) ([]byte, error) {
+	buf := make([]byte, 2048)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		// Wake up regularly to notice ctx; Close unblocks at once.
+		if err := p.c.SetReadDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
+			return nil, err
+		}
+		n, _, err := p.c.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				continue
+			}
+			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+				return nil, ErrClosed
+			}
+			return nil, err
+		}
+		var f ethernet.Frame
+		if err := f.UnmarshalBinary(buf[:n]); err != nil || f.EtherType != EtherType {
+			continue
+		}
+		return append([]byte(nil), f.Payload...), nil
+	}
+}
+
+// Close closes the socket; it is idempotent.
+func (p *PacketConn) Close() error {
+	var err error
+	p.once.Do(func() { err = p.c.Close() })
+	return err
+}

@@ -1,0 +1,73 @@
+//go:build linux
+
+package heartbeat
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	inetns "github.com/nlbproject/nlb/internal/netns"
+)
+
+// TestPacketConnBridge: three hosts on a Linux bridge exchange signed
+// heartbeats over AF_PACKET; every host hears the other two, padded short
+// frames decode, and a closed Conn unblocks its reader.
+func TestPacketConnBridge(t *testing.T) {
+	inetns.RequireRoot(t)
+	sw := inetns.Switch(t)
+	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	conns := make([]*PacketConn, 3)
+	for i := range conns {
+		ns := inetns.New(t, fmt.Sprintf("h%d", i+1))
+		ifname := fmt.Sprintf("%sh%d", inetns.Prefix, i+1)
+		inetns.Plug(t, sw, ns, ifname, fmt.Sprintf("198.18.0.%d/24", i+1))
+		if err := ns.Do(func() (err error) { conns[i], err = ListenPacket(ifname, bcast); return }); err != nil {
+			t.Fatal(err)
+		}
+		defer conns[i].Close()
+	}
+	for i, c := range conns {
+		h := sampleHeartbeat()
+		h.HostID = uint8(i + 1)
+		b, err := h.Marshal(&testKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Send(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i, c := range conns {
+		g := NewGuard(testKey, testVIP, uint8(i+1))
+		heard := map[uint8]bool{}
+		for len(heard) < 2 {
+			b, err := c.Receive(ctx)
+			if err != nil {
+				t.Fatalf("host %d heard %v: %v", i+1, heard, err)
+			}
+			m, drop := g.Check(b)
+			if drop != DropNone {
+				t.Fatalf("host %d: frame dropped: %v", i+1, drop)
+			}
+			heard[m.(*Heartbeat).HostID] = true
+		}
+	}
+	// A closed Conn returns at once.
+	done := make(chan error, 1)
+	go func() { _, err := conns[0].Receive(context.Background()); done <- err }()
+	time.Sleep(50 * time.Millisecond)
+	conns[0].Close()
+	select {
+	case err := <-done:
+		if err != ErrClosed {
+			t.Fatalf("Receive after Close: %v", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Receive did not return after Close")
+	}
+}
