@@ -290,4 +290,3 @@ func Unmarshal(b []byte, key *Key) (any, error) {
 	}
 	return h, nil
 }
-

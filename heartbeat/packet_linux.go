@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mdlayher/ethernet"
@@ -20,6 +21,9 @@ type PacketConn struct {
 	ifi  *net.Interface
 	dst  net.HardwareAddr
 	once sync.Once
+	// closed is set by Close before the socket closes, so a reader can
+	// tell its read error apart from a failure.
+	closed atomic.Bool
 }
 
 var _ Conn = (*PacketConn)(nil)
@@ -66,7 +70,7 @@ func (p *PacketConn) Receive(ctx context.Context) ([]byte, error) {
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				continue
 			}
-			if errors.Is(err, net.ErrClosed) || errors.Is(err, os.ErrClosed) {
+			if p.closed.Load() {
 				return nil, ErrClosed
 			}
 			return nil, err
@@ -82,6 +86,9 @@ func (p *PacketConn) Receive(ctx context.Context) ([]byte, error) {
 // Close closes the socket; it is idempotent.
 func (p *PacketConn) Close() error {
 	var err error
-	p.once.Do(func() { err = p.c.Close() })
+	p.once.Do(func() {
+		p.closed.Store(true)
+		err = p.c.Close()
+	})
 	return err
 }
