@@ -21,7 +21,8 @@ type Tables [filter.MaxRules + 1]*filter.Table
 // cluster):
 //   - multiple: Rebalance of the previous table by the hosts' weights;
 //   - single: every bucket to the live host with the best (lowest)
-//     priority, ties broken by lowest host ID;
+//     priority, ties broken by lowest host ID; priority 0 means the host
+//     is out of the selection (rule disabled or draining there);
 //   - disabled: no table;
 //   - DefaultRule: every bucket to the live host with the lowest ID.
 func ComputeTables(rules []filter.PortRule, hosts map[uint8][]RuleSetting, prev *Tables) *Tables {
@@ -50,6 +51,9 @@ func ComputeTables(rules []filter.PortRule, hosts map[uint8][]RuleSetting, prev 
 					continue
 				}
 				pr := s[i].Priority
+				if pr <= 0 {
+					continue // out: disabled or draining on that host
+				}
 				if best == 0 || pr < bestPrio || pr == bestPrio && id < best {
 					best, bestPrio = id, pr
 				}

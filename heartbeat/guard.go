@@ -57,18 +57,55 @@ func dropOf(err error) Drop {
 }
 
 // Guard authenticates frames and refuses foreign, stale and replayed ones.
-// Per host it remembers the newest incarnation and the highest sequence
-// number seen: a frame is accepted only if it is from a newer incarnation,
-// or from the same incarnation with a higher sequence. Heartbeats and table
-// chunks share one sequence space per sender.
+// Per host it remembers the newest incarnation and, as IPsec and WireGuard
+// do, a window of the last ReplayWindow sequence numbers: a frame is
+// accepted if it is from a newer incarnation, or from the same incarnation
+// with a sequence number above the window or inside it and not seen yet.
+// Frames may be reordered (a heartbeat overtaken by the table chunks sent
+// after it) without being lost. Heartbeats and table chunks share one
+// sequence space per sender.
 type Guard struct {
 	key     Key
 	cluster netip.Addr
 	self    uint8
 
 	mu     sync.Mutex
-	last   [65]struct{ inc, seq uint64 }
+	last   [65]replayState
 	counts [numDrops]uint64
+}
+
+// ReplayWindow is how far below the highest sequence number seen a frame
+// may arrive and still be accepted (once).
+const ReplayWindow = 64
+
+type replayState struct {
+	inc, top uint64
+	seen     uint64 // bit i: sequence top-i was seen
+}
+
+// accept records seq and reports whether it is new.
+func (r *replayState) accept(seq uint64) bool {
+	switch {
+	case seq > r.top:
+		shift := seq - r.top
+		if shift >= ReplayWindow {
+			r.seen = 0
+		} else {
+			r.seen <<= shift
+		}
+		r.seen |= 1
+		r.top = seq
+		return true
+	case r.top-seq >= ReplayWindow:
+		return false
+	default:
+		bit := uint64(1) << (r.top - seq)
+		if r.seen&bit != 0 {
+			return false
+		}
+		r.seen |= bit
+		return true
+	}
 }
 
 // NewGuard returns a Guard for the cluster with primary VIP cluster, as
@@ -78,7 +115,8 @@ func NewGuard(key Key, cluster netip.Addr, self uint8) *Guard {
 }
 
 // Check decodes and vets one frame payload. It returns the message, or nil
-// and the reason it was dropped (also counted).
+// and the reason it was dropped (also counted). A frame carrying this
+// host's own ID is returned with DropSelf: another host uses our ID.
 func (g *Guard) Check(b []byte) (any, Drop) {
 	m, err := Unmarshal(b, &g.key)
 	if err != nil {
@@ -97,20 +135,24 @@ func (g *Guard) Check(b []byte) (any, Drop) {
 		return nil, g.count(DropForeign)
 	}
 	if id == g.self {
-		return nil, g.count(DropSelf)
+		// Our own ID from someone else: a duplicate host ID. The message
+		// is returned so that the caller can report the conflict.
+		return m, g.count(DropSelf)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	l := &g.last[id]
-	switch {
-	case inc < l.inc:
+	if inc < l.inc {
 		g.counts[DropStale]++
 		return nil, DropStale
-	case inc == l.inc && seq <= l.seq:
+	}
+	if inc > l.inc {
+		*l = replayState{inc: inc}
+	}
+	if !l.accept(seq) {
 		g.counts[DropReplay]++
 		return nil, DropReplay
 	}
-	l.inc, l.seq = inc, seq
 	g.counts[DropNone]++
 	return m, DropNone
 }

@@ -33,7 +33,7 @@ const (
 	ChunkLen = 1024
 
 	headerLen        = 8
-	heartbeatFixLen  = 104
+	heartbeatFixLen  = 112
 	ruleSettingLen   = 4
 	tableChunkFixLen = 40
 	// MaxMessageLen bounds every message; larger input is refused.
@@ -56,7 +56,8 @@ const (
 //	76 epoch digest [16]
 //	92 phase u8 | 93 rule count u8 | 94 reserved u16
 //	96 retaining u64 (bit t: still holds flows in buckets it gave away in table t)
-//	104 rule settings, 4 bytes each: weight u8, priority u8, flags u8, reserved u8
+//	104 members u64 (bit i-1: host i is a member of the sender's epoch)
+//	112 rule settings, 4 bytes each: weight u8, priority u8, flags u8, reserved u8
 //	... HMAC-SHA256 [32] over everything before it
 type Heartbeat struct {
 	ClusterVIP   netip.Addr
@@ -73,6 +74,7 @@ type Heartbeat struct {
 	EpochDigest  [16]byte
 	Phase        uint8
 	Retaining    uint64
+	Members      uint64
 	Rules        []RuleSetting
 }
 
@@ -178,6 +180,7 @@ func (h *Heartbeat) Marshal(key *Key) ([]byte, error) {
 	copy(b[76:92], h.EpochDigest[:])
 	b[92], b[93] = h.Phase, uint8(len(h.Rules))
 	binary.BigEndian.PutUint64(b[96:104], h.Retaining)
+	binary.BigEndian.PutUint64(b[104:112], h.Members)
 	for i, r := range h.Rules {
 		o := heartbeatFixLen + ruleSettingLen*i
 		b[o], b[o+1], b[o+2] = r.Weight, r.Priority, r.Flags
@@ -275,6 +278,7 @@ func Unmarshal(b []byte, key *Key) (any, error) {
 		Epoch:       binary.BigEndian.Uint64(b[68:76]),
 		Phase:       b[92],
 		Retaining:   binary.BigEndian.Uint64(b[96:104]),
+		Members:     binary.BigEndian.Uint64(b[104:112]),
 	}
 	copy(h.ConfigDigest[:], b[44:60])
 	copy(h.EpochDigest[:], b[76:92])

@@ -22,7 +22,7 @@ func sampleHeartbeat() *Heartbeat {
 		DedicatedIP:  netip.MustParseAddr("198.18.0.3"),
 		ConfigDigest: [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
 		View:         0b1011, Epoch: 7, EpochDigest: [16]byte{0xee},
-		Phase: 1, Retaining: 1 << 32,
+		Phase: 1, Retaining: 1 << 32, Members: 0b111,
 		Rules: []RuleSetting{{Weight: 50, Priority: 3}, {Weight: 0, Priority: 1, Flags: RuleDraining}},
 	}
 }
@@ -125,10 +125,13 @@ func TestGuard(t *testing.T) {
 	}{
 		{frame(2, testVIP, 100, 1), DropNone},
 		{frame(2, testVIP, 100, 1), DropReplay}, // exact replay
-		{frame(2, testVIP, 100, 0), DropReplay}, // older sequence
 		{frame(2, testVIP, 100, 5), DropNone},   // gaps are fine (loss)
-		{frame(2, testVIP, 99, 50), DropStale},  // previous incarnation
-		{frame(2, testVIP, 101, 1), DropNone},   // restart: new incarnation
+		{frame(2, testVIP, 100, 3), DropNone},   // reordered: inside the window, new
+		{frame(2, testVIP, 100, 3), DropReplay}, // ...but only once
+		{frame(2, testVIP, 100, 200), DropNone},
+		{frame(2, testVIP, 100, 100), DropReplay}, // below the window
+		{frame(2, testVIP, 99, 50), DropStale},    // previous incarnation
+		{frame(2, testVIP, 101, 1), DropNone},     // restart: new incarnation
 		{frame(1, testVIP, 5, 5), DropSelf},
 		{frame(3, netip.MustParseAddr("198.18.9.9"), 1, 1), DropForeign},
 		{[]byte("garbage garbage garbage"), DropMagic},
@@ -139,7 +142,7 @@ func TestGuard(t *testing.T) {
 		}
 	}
 	c := g.Counts()
-	if c[DropNone] != 3 || c[DropReplay] != 2 || c[DropStale] != 1 {
+	if c[DropNone] != 5 || c[DropReplay] != 3 || c[DropStale] != 1 {
 		t.Fatalf("counts %v", c)
 	}
 }
@@ -181,7 +184,7 @@ func FuzzRoundTrip(f *testing.F) {
 	f.Add(uint8(1), uint8(2), uint16(3), uint64(4), uint64(5), uint64(6), uint64(7), uint8(8), []byte{50, 1, 0})
 	f.Fuzz(func(t *testing.T, id, state uint8, flags uint16, inc, seq, view, epoch uint64, phase uint8, rules []byte) {
 		h := &Heartbeat{ClusterVIP: testVIP, HostID: id%64 + 1, State: state, Flags: flags,
-			Incarnation: inc, Seq: seq, View: view, Epoch: epoch, Phase: phase,
+			Incarnation: inc, Seq: seq, View: view, Epoch: epoch, Phase: phase, Members: view >> 1,
 			DedicatedIP: netip.MustParseAddr("198.18.0.1")}
 		for i := 0; i+2 < len(rules) && len(h.Rules) < MaxRules; i += 3 {
 			h.Rules = append(h.Rules, RuleSetting{rules[i], rules[i+1], rules[i+2]})
