@@ -58,8 +58,12 @@ FUZZTIME ?= 60s
 fuzz:
 	./scripts/fuzz.sh $(FUZZTIME)
 
+# soak runs the convergence simulation over many more seeds (about 2.5 s
+# each) and the 10-minute false-eviction run. SOAK_SEEDS sets the count.
+SOAK_SEEDS ?= 500
 soak:
-	@echo "make soak: long simulations arrive with convergence"; exit 1
+	NLB_SIM_SEEDS=$(SOAK_SEEDS) $(GO) test -count=1 -timeout 60m -run 'TestSimRandom|TestSimLarge' -v ./convergence | grep -E 'seed|worst|n=|^(ok|FAIL|---)'
+	$(GO) test -run '^$$' -bench 'BenchmarkFailover/loss10' -benchtime 3x -timeout 30m ./convergence
 
 clean:
 	rm -rf $(BIN)
