@@ -180,7 +180,10 @@ type Machine struct {
 	retainedAt [filter.MaxRules + 1]uint64
 
 	holdUntil time.Time // a founder opens nothing before this
-	born      time.Time // first Step
+	// refusedMismatch: refused because a running cluster has other
+	// settings (lifted when it is gone; a duplicate ID is not).
+	refusedMismatch bool
+	born            time.Time // first Step
 
 	ruleFlags  []uint8 // operator overrides per rule (heartbeat.Rule*)
 	drainStart time.Time
@@ -332,6 +335,7 @@ func (m *Machine) receive(now time.Time, r Received) []any {
 			// sent nothing); otherwise the older incarnation yields,
 			// because peers already follow the newer one.
 			if m.state == StateJoining || msg.Incarnation > m.cfg.Incarnation {
+				m.refusedMismatch = false
 				if m.state != StateRefused {
 					m.events = append(m.events, Event{Kind: "duplicate-id", Host: m.cfg.HostID, Msg: "another host uses this host ID; refusing to join"})
 				}
@@ -541,6 +545,10 @@ func (m *Machine) tick(now time.Time) []any {
 	if m.state == StateJoining && m.since.IsZero() {
 		m.since = now
 	}
+	if m.state == StateRefused && m.refusedMismatch && !m.mismatched(now) {
+		m.refusedMismatch = false
+		m.setState(now, StateJoining, "the cluster with other settings is gone")
+	}
 	for id, p := range m.peers {
 		if p.hb != nil && p.refused == "" && now.Sub(p.lastHeard) >= m.cfg.DeadAfter() && now.Sub(p.lastHeard) < m.cfg.DeadAfter()+m.cfg.Period {
 			m.events = append(m.events, Event{Kind: "leave", Host: id, Msg: "no heartbeat"})
@@ -549,7 +557,10 @@ func (m *Machine) tick(now time.Time) []any {
 	// A joiner listens for DeadAfter before it speaks: it learns the epoch
 	// and hears any host that already uses its ID.
 	if m.state != StateJoining || now.Sub(m.since) >= m.cfg.DeadAfter() {
-		if m.state != StateRefused {
+		// A host refused for a duplicate ID stays silent (its frames would
+		// supersede the rightful owner's at every peer); one refused for
+		// other settings keeps announcing itself so the cluster reports it.
+		if m.state != StateRefused || m.refusedMismatch {
 			out = append(out, Send{Msg: m.heartbeat(now)})
 		}
 	}
@@ -604,6 +615,14 @@ func (m *Machine) evaluate(now time.Time) []any {
 	}
 	if m.state == StateJoining {
 		if m.since.IsZero() || now.Sub(m.since) < m.cfg.DeadAfter() {
+			return nil
+		}
+		if m.mismatched(now) {
+			// A running cluster with other settings: we must not form a
+			// second one on the same VIPs. Retried when it is gone.
+			m.refusedMismatch = true
+			m.events = append(m.events, Event{Kind: "refused", Host: m.cfg.HostID, Msg: "cluster settings or port rules differ from the running cluster; not joining"})
+			m.setState(now, StateRefused, "config mismatch")
 			return nil
 		}
 		m.setState(now, StateConverging, "joined")
@@ -686,6 +705,16 @@ func (m *Machine) lead(now time.Time, view uint64) {
 func (m *Machine) conflict(now time.Time) bool {
 	for _, p := range m.peers {
 		if m.alive(now, p) && State(p.hb.State).active() && p.hb.Epoch >= m.epoch.Num && p.hb.EpochDigest != m.epoch.Digest {
+			return true
+		}
+	}
+	return false
+}
+
+// mismatched: an active host with other cluster settings is heard.
+func (m *Machine) mismatched(now time.Time) bool {
+	for _, p := range m.peers {
+		if p.refused != "" && p.hb != nil && now.Sub(p.lastHeard) < m.cfg.DeadAfter() && State(p.hb.State).active() {
 			return true
 		}
 	}

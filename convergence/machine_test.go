@@ -1,0 +1,210 @@
+package convergence
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/heartbeat"
+)
+
+func eventsOf(acts []any, kind string) []Event {
+	var out []Event
+	for _, a := range acts {
+		if e, ok := a.(Event); ok && e.Kind == kind {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// TestAdmissionConfigMismatch: a host whose cluster settings differ is
+// refused, reported once, and the cluster keeps serving undisturbed.
+func TestAdmissionConfigMismatch(t *testing.T) {
+	s := newSim(t, 3)
+	for id := uint8(1); id <= 3; id++ {
+		s.boot(id, false)
+	}
+	if s.settle(10*time.Second) < 0 {
+		s.fail(t, "formation")
+	}
+	epoch := s.hosts[1].m.Epoch().Num
+	// Host 4 joins with another config digest.
+	s.cfg.ConfigDigest = [16]byte{9}
+	s.boot(4, false)
+	s.cfg.ConfigDigest = [16]byte{1}
+	s.run(3 * time.Second)
+	if st := s.hosts[4].m.State(); st != StateRefused {
+		t.Fatalf("mismatched host is %v, want refused", st)
+	}
+	for _, id := range []uint8{1, 2, 3} {
+		h := s.hosts[id]
+		if e := h.m.Epoch(); e.Num != epoch || e.Members&(1<<3) != 0 {
+			t.Fatalf("host %d: epoch %d members %b after a mismatched host appeared (was %d)", id, e.Num, e.Members, epoch)
+		}
+		if st := h.m.State(); st != StateConverged && st != StateDefault {
+			t.Fatalf("host %d disturbed: %v", id, st)
+		}
+		p := h.m.peers[4]
+		if p == nil || p.refused != "config mismatch" {
+			t.Fatalf("host %d did not refuse host 4: %+v", id, p)
+		}
+	}
+	if len(s.violations) > 0 {
+		s.fail(t, "")
+	}
+	// When the cluster with the other settings is gone, it joins (a rolling
+	// configuration change).
+	for id := uint8(1); id <= 3; id++ {
+		s.crashHost(id)
+	}
+	s.run(5 * time.Second)
+	if st := s.hosts[4].m.State(); st != StateConverged && st != StateDefault {
+		t.Fatalf("mismatched host stays %v after the old cluster left", st)
+	}
+	// The refusal is an event, reported once per host.
+	m := NewMachine(s.hosts[1].m.cfg)
+	hb := &heartbeat.Heartbeat{ClusterVIP: simVIP, HostID: 9, ConfigDigest: [16]byte{9}, State: uint8(StateConverged)}
+	now := time.Unix(0, 0)
+	if ev := eventsOf(m.Step(now, Received{Msg: hb}), "refused"); len(ev) != 1 || ev[0].Host != 9 || !strings.Contains(ev[0].Msg, "differ") {
+		t.Fatalf("refusal events %v", ev)
+	}
+	if ev := eventsOf(m.Step(now, Received{Msg: hb}), "refused"); len(ev) != 0 {
+		t.Fatalf("refusal reported again: %v", ev)
+	}
+}
+
+// TestDuplicateHostID: a host that starts with a live host's ID hears it
+// while listening, refuses to join and never speaks; the cluster is not
+// disturbed.
+func TestDuplicateHostID(t *testing.T) {
+	s := newSim(t, 4)
+	for id := uint8(1); id <= 3; id++ {
+		s.boot(id, false)
+	}
+	if s.settle(10*time.Second) < 0 {
+		s.fail(t, "formation")
+	}
+	epoch := s.hosts[1].m.Epoch().Num
+	// A second host 2, as another machine: its own machine and endpoint.
+	cfg := s.cfg
+	cfg.HostID, cfg.Incarnation = 2, 999
+	cfg.Settings = []RuleSetting{{Weight: 50, Priority: 2}, {Weight: 50, Priority: 2}}
+	dup := NewMachine(cfg)
+	conn := s.net.Join("dup2")
+	guard := heartbeat.NewGuard(simKey, simVIP, 2)
+	var sent int
+	var refused bool
+	next := s.now
+	for i := 0; i < 300; i++ {
+		s.step(10 * time.Millisecond)
+		for {
+			b, ok := conn.TryReceive()
+			if !ok {
+				break
+			}
+			msg, drop := guard.Check(b)
+			if drop != heartbeat.DropNone && drop != heartbeat.DropSelf {
+				continue
+			}
+			for _, a := range dup.Step(s.now, Received{Msg: msg, SelfID: drop == heartbeat.DropSelf}) {
+				if e, ok := a.(Event); ok && e.Kind == "duplicate-id" {
+					refused = true
+				}
+				if _, ok := a.(Send); ok {
+					sent++
+				}
+			}
+		}
+		if !s.now.Before(next) {
+			next = next.Add(s.cfg.Period)
+			for _, a := range dup.Step(s.now, Tick{}) {
+				if _, ok := a.(Send); ok {
+					sent++
+				}
+			}
+		}
+	}
+	if !refused || dup.State() != StateRefused || sent != 0 {
+		t.Fatalf("duplicate: refused event %v, state %v, sent %d frames", refused, dup.State(), sent)
+	}
+	for id := uint8(1); id <= 3; id++ {
+		if e := s.hosts[id].m.Epoch(); e.Num != epoch {
+			t.Fatalf("host %d: epoch changed %d -> %d", id, epoch, e.Num)
+		}
+	}
+}
+
+// TestSuspendResume: suspend closes everything and ignores start; resume
+// rejoins.
+func TestSuspendResume(t *testing.T) {
+	s := newSim(t, 5)
+	for id := uint8(1); id <= 2; id++ {
+		s.boot(id, false)
+	}
+	if s.settle(10*time.Second) < 0 {
+		s.fail(t, "formation")
+	}
+	h := s.hosts[2]
+	s.apply(h, h.m.Step(s.now, Command{Op: OpSuspend}))
+	if h.m.State() != StateSuspended {
+		t.Fatalf("state %v after suspend", h.m.State())
+	}
+	for _, tb := range simTables {
+		for b := 0; b < filter.Buckets; b++ {
+			if h.marks[tb][b] != filter.MarkNone {
+				t.Fatalf("suspended host keeps mark %v in table %d", h.marks[tb][b], tb)
+			}
+		}
+	}
+	s.apply(h, h.m.Step(s.now, Command{Op: OpStart}))
+	if h.m.State() != StateSuspended {
+		t.Fatalf("start left suspended: %v", h.m.State())
+	}
+	if s.settle(10*time.Second) < 0 || s.hosts[1].m.Epoch().Members != 1 {
+		s.fail(t, "cluster did not settle without the suspended host")
+	}
+	s.apply(h, h.m.Step(s.now, Command{Op: OpResume}))
+	if d := s.settle(10 * time.Second); d < 0 || s.hosts[1].m.Epoch().Members != 0b11 {
+		s.fail(t, "resumed host did not rejoin")
+	}
+	if len(s.violations) > 0 {
+		s.fail(t, "")
+	}
+}
+
+// TestDrainRule: draining one rule on a host moves that rule's buckets
+// away and leaves its other rules alone.
+func TestDrainRule(t *testing.T) {
+	s := newSim(t, 6)
+	for id := uint8(1); id <= 3; id++ {
+		s.boot(id, false)
+	}
+	if s.settle(10*time.Second) < 0 {
+		s.fail(t, "formation")
+	}
+	h := s.hosts[3]
+	before := s.hosts[1].m.Epoch().Tables[filter.DefaultRule]
+	s.apply(h, h.m.Step(s.now, Command{Op: OpDrainRule, Rule: 0}))
+	if s.settle(10*time.Second) < 0 {
+		s.fail(t, "after drain")
+	}
+	e := s.hosts[1].m.Epoch()
+	if c := e.Tables[0].Counts(); c[3] != 0 || c[1]+c[2] != filter.Buckets {
+		t.Fatalf("rule 0 after drain on host 3: counts %v", c[:4])
+	}
+	if *e.Tables[filter.DefaultRule] != *before {
+		t.Fatal("draining rule 0 changed the default table")
+	}
+	s.apply(h, h.m.Step(s.now, Command{Op: OpEnableRule, Rule: 0}))
+	if s.settle(10*time.Second) < 0 {
+		s.fail(t, "after enable")
+	}
+	if c := s.hosts[1].m.Epoch().Tables[0].Counts(); c[3] < filter.Buckets/3-1 {
+		t.Fatalf("rule 0 after enable: host 3 owns %d", c[3])
+	}
+	if len(s.violations) > 0 {
+		s.fail(t, "")
+	}
+}
