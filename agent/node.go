@@ -119,14 +119,7 @@ func (n *Node) step(now time.Time, ev any) error {
 	for _, a := range n.m.Step(now, ev) {
 		switch a := a.(type) {
 		case convergence.Send:
-			var b []byte
-			var err error
-			switch msg := a.Msg.(type) {
-			case *heartbeat.Heartbeat:
-				b, err = msg.Marshal(&n.key)
-			case *heartbeat.TableChunk:
-				b, err = msg.Marshal(&n.key)
-			}
+			b, err := heartbeat.Marshal(a.Msg, &n.key)
 			if err != nil {
 				return fmt.Errorf("marshal heartbeat: %w", err)
 			}

@@ -13,13 +13,7 @@ import (
 // moment and returns the time until every bucket it owned is open on
 // another host.
 func failoverOnce(b *testing.B, seed uint64, n int) time.Duration {
-	s := newSim(b, seed)
-	for id := uint8(1); id <= uint8(n); id++ {
-		s.boot(id, false)
-	}
-	if s.settle(20*time.Second) < 0 {
-		s.fail(b, "formation")
-	}
+	s := formed(b, seed, n)
 	s.run(time.Duration(s.r.Int64N(int64(2 * time.Second))))
 	victim := uint8(1 + s.r.IntN(n))
 	e := s.hosts[victim%uint8(n)+1].m.Epoch()
@@ -87,13 +81,7 @@ func BenchmarkFailover(b *testing.B) {
 		evictions, epochs := 0, 0
 		simulated := 0 * time.Second
 		for i := 0; i < b.N; i++ {
-			s := newSim(b, uint64(100+i))
-			for id := uint8(1); id <= 8; id++ {
-				s.boot(id, false)
-			}
-			if s.settle(20*time.Second) < 0 {
-				s.fail(b, "formation")
-			}
+			s := formed(b, uint64(100+i), 8)
 			s.net.SetLoss(0.10, 0.01)
 			s.net.SetDelay(0, 100*time.Millisecond)
 			s.countLeaves = true
@@ -120,13 +108,7 @@ func BenchmarkFailover(b *testing.B) {
 func BenchmarkHeartbeatBandwidth(b *testing.B) {
 	const n = 32
 	for i := 0; i < b.N; i++ {
-		s := newSim(b, uint64(i))
-		for id := uint8(1); id <= n; id++ {
-			s.boot(id, false)
-		}
-		if s.settle(30*time.Second) < 0 {
-			s.fail(b, "formation")
-		}
+		s := formed(b, uint64(i), n)
 		s.run(2 * time.Second)
 		before := s.wireBytes
 		const window = 10 * time.Second

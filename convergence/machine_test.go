@@ -22,13 +22,7 @@ func eventsOf(acts []any, kind string) []Event {
 // TestAdmissionConfigMismatch: a host whose cluster settings differ is
 // refused, reported once, and the cluster keeps serving undisturbed.
 func TestAdmissionConfigMismatch(t *testing.T) {
-	s := newSim(t, 3)
-	for id := uint8(1); id <= 3; id++ {
-		s.boot(id, false)
-	}
-	if s.settle(10*time.Second) < 0 {
-		s.fail(t, "formation")
-	}
+	s := formed(t, 3, 3)
 	epoch := s.hosts[1].m.Epoch().Num
 	// Host 4 joins with another config digest.
 	s.cfg.ConfigDigest = [16]byte{9}
@@ -79,13 +73,7 @@ func TestAdmissionConfigMismatch(t *testing.T) {
 // while listening, refuses to join and never speaks; the cluster is not
 // disturbed.
 func TestDuplicateHostID(t *testing.T) {
-	s := newSim(t, 4)
-	for id := uint8(1); id <= 3; id++ {
-		s.boot(id, false)
-	}
-	if s.settle(10*time.Second) < 0 {
-		s.fail(t, "formation")
-	}
+	s := formed(t, 4, 3)
 	epoch := s.hosts[1].m.Epoch().Num
 	// A second host 2, as another machine: its own machine and endpoint.
 	cfg := s.cfg
@@ -139,13 +127,7 @@ func TestDuplicateHostID(t *testing.T) {
 // TestSuspendResume: suspend closes everything and ignores start; resume
 // rejoins.
 func TestSuspendResume(t *testing.T) {
-	s := newSim(t, 5)
-	for id := uint8(1); id <= 2; id++ {
-		s.boot(id, false)
-	}
-	if s.settle(10*time.Second) < 0 {
-		s.fail(t, "formation")
-	}
+	s := formed(t, 5, 2)
 	h := s.hosts[2]
 	s.apply(h, h.m.Step(s.now, Command{Op: OpSuspend}))
 	if h.m.State() != StateSuspended {
@@ -177,13 +159,7 @@ func TestSuspendResume(t *testing.T) {
 // TestDrainRule: draining one rule on a host moves that rule's buckets
 // away and leaves its other rules alone.
 func TestDrainRule(t *testing.T) {
-	s := newSim(t, 6)
-	for id := uint8(1); id <= 3; id++ {
-		s.boot(id, false)
-	}
-	if s.settle(10*time.Second) < 0 {
-		s.fail(t, "formation")
-	}
+	s := formed(t, 6, 3)
 	h := s.hosts[3]
 	before := s.hosts[1].m.Epoch().Tables[filter.DefaultRule]
 	s.apply(h, h.m.Step(s.now, Command{Op: OpDrainRule, Rule: 0}))

@@ -105,6 +105,19 @@ func newSim(t testing.TB, seed uint64) *sim {
 
 func (s *sim) name(id uint8) string { return fmt.Sprintf("h%d", id) }
 
+// formed returns a simulation of hosts 1..n that has converged.
+func formed(t testing.TB, seed uint64, n int) *sim {
+	t.Helper()
+	s := newSim(t, seed)
+	for id := uint8(1); id <= uint8(n); id++ {
+		s.boot(id, false)
+	}
+	if s.settle(20*time.Second) < 0 {
+		s.fail(t, "formation")
+	}
+	return s
+}
+
 // boot starts host id's agent; with restart the kernel (marks, lease) is
 // kept, as after an agent crash.
 func (s *sim) boot(id uint8, restart bool) {
@@ -191,14 +204,7 @@ func (s *sim) apply(h *simHost, acts []any) {
 	for _, a := range acts {
 		switch a := a.(type) {
 		case Send:
-			var b []byte
-			var err error
-			switch msg := a.Msg.(type) {
-			case *heartbeat.Heartbeat:
-				b, err = msg.Marshal(&simKey)
-			case *heartbeat.TableChunk:
-				b, err = msg.Marshal(&simKey)
-			}
+			b, err := heartbeat.Marshal(a.Msg, &simKey)
 			if err != nil {
 				s.t.Fatalf("host %d: marshal: %v", h.id, err)
 			}

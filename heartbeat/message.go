@@ -294,3 +294,14 @@ func Unmarshal(b []byte, key *Key) (any, error) {
 	}
 	return h, nil
 }
+
+// Marshal encodes and signs a *Heartbeat or a *TableChunk.
+func Marshal(msg any, key *Key) ([]byte, error) {
+	switch m := msg.(type) {
+	case *Heartbeat:
+		return m.Marshal(key)
+	case *TableChunk:
+		return m.Marshal(key)
+	}
+	return nil, fmt.Errorf("%w: cannot marshal %T", ErrInvalid, msg)
+}
