@@ -373,6 +373,40 @@ func (m *Machine) receive(now time.Time, r Received) []any {
 	return nil
 }
 
+// leader is the lowest host ID among the hosts we hear and the hosts they
+// hear (their views). Counting what peers hear keeps a host whose link
+// from the leader fails one way from leading a second cluster of its own
+// and outbidding the real leader's epochs forever.
+func (m *Machine) leader(now time.Time) uint8 {
+	v := m.view(now)
+	for _, p := range m.peers {
+		if m.alive(now, p) && State(p.hb.State).active() {
+			v |= p.hb.View
+		}
+	}
+	return lowest(v)
+}
+
+// guide is the host whose epoch we follow and whose table chunks we
+// accept: the leader if we hear it, else the lowest host we hear that
+// hears the leader (it relays the leader's epoch and tables). A leader
+// without an epoch is guided by the source.
+func (m *Machine) guide(now time.Time, leader uint8) uint8 {
+	if leader == m.cfg.HostID {
+		return m.source(now)
+	}
+	if p := m.peers[leader]; p != nil && m.alive(now, p) {
+		return leader
+	}
+	best := uint8(0)
+	for id, p := range m.peers {
+		if m.alive(now, p) && State(p.hb.State).active() && p.hb.View&(1<<(leader-1)) != 0 && p.hb.Epoch != 0 && (best == 0 || id < best) {
+			best = id
+		}
+	}
+	return best
+}
+
 // source is the lowest peer we hear that has an epoch: the host whose
 // tables we take. It is the leader, except while the leader itself has
 // none (it restarted, or joined with the lowest ID): then the leader too
@@ -388,7 +422,7 @@ func (m *Machine) source(now time.Time) uint8 {
 }
 
 func (m *Machine) receiveChunk(now time.Time, c *heartbeat.TableChunk) {
-	if c.HostID != m.source(now) || int(c.Table) >= m.ntables() || int(c.Chunk) >= filter.Buckets/heartbeat.ChunkLen {
+	if c.HostID != m.guide(now, m.leader(now)) || int(c.Table) >= m.ntables() || int(c.Chunk) >= filter.Buckets/heartbeat.ChunkLen {
 		return
 	}
 	if src := m.peers[c.HostID]; m.epoch != nil && m.epoch.Num == c.Epoch && src != nil && src.hb.EpochDigest == m.epoch.Digest {
@@ -565,10 +599,17 @@ func (m *Machine) tick(now time.Time) []any {
 		}
 	}
 	// The source of the tables (normally the leader) resends them while a
-	// host it hears lags behind.
-	if src := m.source(now); m.epoch != nil && m.state.active() && (src == 0 || src > m.cfg.HostID) {
+	// host it hears lags behind; so does a relay for a lagging host that
+	// does not hear the leader.
+	if m.epoch != nil && m.state.active() {
+		src, lead := m.source(now), m.leader(now)
 		for id, p := range m.peers {
-			if m.alive(now, p) && (p.hb.Epoch != m.epoch.Num || p.hb.EpochDigest != m.epoch.Digest) && id != m.cfg.HostID && State(p.hb.State) != StateRefused {
+			if !m.alive(now, p) || id == m.cfg.HostID || State(p.hb.State) == StateRefused ||
+				p.hb.Epoch == m.epoch.Num && p.hb.EpochDigest == m.epoch.Digest {
+				continue
+			}
+			relay := p.hb.View&(1<<(lead-1)) == 0 && p.hb.View&(1<<(m.cfg.HostID-1)) != 0
+			if src == 0 || src > m.cfg.HostID || relay {
 				out = append(out, m.chunks()...)
 				break
 			}
@@ -628,7 +669,7 @@ func (m *Machine) evaluate(now time.Time) []any {
 		m.setState(now, StateConverging, "joined")
 	}
 	view := m.view(now)
-	leader := lowest(view)
+	leader := m.leader(now)
 	if leader == m.cfg.HostID {
 		if src := m.source(now); m.epoch == nil && src != 0 {
 			m.follow(now, m.peers[src].hb) // learn the tables in use first
@@ -636,8 +677,8 @@ func (m *Machine) evaluate(now time.Time) []any {
 		if m.epoch != nil || m.source(now) == 0 {
 			m.lead(now, view)
 		}
-	} else if p := m.peers[leader]; p != nil && p.hb != nil {
-		m.follow(now, p.hb)
+	} else if g := m.guide(now, leader); g != 0 {
+		m.follow(now, m.peers[g].hb)
 	}
 	if m.epoch == nil {
 		return out
@@ -803,10 +844,25 @@ func (m *Machine) adopt(now time.Time, e *Epoch) {
 // their lease (LeaseFor < DeadAfter) has already stopped their data plane
 // taking new flows. A host cut off by a partition is not fenced: both
 // sides serve, as in NLB (docs/architecture.md, "Partitions").
+//
+// Hosts that our peers hear but we do not (a link that fails one way) may
+// still have buckets open: a peer that hears such a host must have passed
+// its own barrier (phase open), which waited for them, before we open.
 func (m *Machine) barrier(now time.Time) bool {
+	view := m.view(now)
+	var unheard uint64
+	for _, p := range m.peers {
+		if m.alive(now, p) && State(p.hb.State).active() {
+			unheard |= p.hb.View
+		}
+	}
+	unheard &^= view
 	for _, p := range m.peers {
 		if !m.alive(now, p) {
 			continue
+		}
+		if p.hb.View&unheard != 0 && (p.hb.Epoch != m.epoch.Num || p.hb.Phase < phaseOpen) {
+			return false
 		}
 		s := State(p.hb.State)
 		if s == StateStopped || s == StateSuspended || s == StateRefused {
