@@ -48,6 +48,10 @@ type ClusterConfig struct {
 	RemoteControl RemoteControlConfig `yaml:"remote_control"`
 	// PortRules say how traffic is spread.
 	PortRules []PortRuleConfig `yaml:"port_rules"`
+	// QuorumVoters, when not 0, makes hosts 1..QuorumVoters voters: a host
+	// takes new flows only while it hears, and is heard by, a strict
+	// majority of them (see docs/architecture.md, "Partitions").
+	QuorumVoters int `yaml:"quorum_voters"`
 }
 
 // HeartbeatConfig sets the heartbeat period and how many may be missed.
@@ -221,6 +225,8 @@ type Resolved struct {
 	Rules     []filter.PortRule
 	RuleNames []string
 	HostRules []HostRule
+	// QuorumVoters is 0 (off) or the number of voters, hosts 1..N.
+	QuorumVoters int
 
 	HostID       uint8
 	Interface    string
@@ -335,6 +341,10 @@ func (c *Config) Resolve() (*Resolved, error) {
 		}
 		r.RemotePort = c.Cluster.RemoteControl.Port
 	}
+	if q := c.Cluster.QuorumVoters; q < 0 || q > filter.MaxHostID || q == 1 || q == 2 {
+		return nil, cerr("cluster.quorum_voters", strconv.Itoa(q), "must be 0 (off) or 3..%d: with 1 or 2 voters one failure stops the cluster", filter.MaxHostID)
+	}
+	r.QuorumVoters = c.Cluster.QuorumVoters
 	if err := r.resolveRules(c); err != nil {
 		return nil, err
 	}

@@ -83,6 +83,8 @@ func TestConfigErrors(t *testing.T) {
 		{"rule vip not a vip", "vip: 198.18.0.100\n      ports", "vip: 198.18.0.101\n      ports", "cluster.port_rules[1].vip"},
 		{"overlap", "ports: \"53\"\n      protocol: udp", "ports: \"53-80\"\n      protocol: both", "cluster.port_rules[2].ports"},
 		{"remote port", "ports: \"53\"", "ports: \"2504\"", "cluster.port_rules[2].ports"},
+		{"quorum voters", "  mac_mode: unicast", "  mac_mode: unicast\n  quorum_voters: 2", "cluster.quorum_voters"},
+		{"quorum voters range", "  mac_mode: unicast", "  mac_mode: unicast\n  quorum_voters: 65", "cluster.quorum_voters"},
 		{"host id", "id: 1", "id: 65", "host.id"},
 		{"host id zero", "id: 1", "id: 0", "host.id"},
 		{"interface", "interface: eth0", "interface: averyveryverylongname0", "host.interface"},

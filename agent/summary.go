@@ -17,6 +17,11 @@ func PrintSummary(w io.Writer, r *Resolved) {
 	} else {
 		fmt.Fprintf(w, "  remote:      off\n")
 	}
+	if r.QuorumVoters > 0 {
+		fmt.Fprintf(w, "  quorum:      majority of hosts 1..%d\n", r.QuorumVoters)
+	} else {
+		fmt.Fprintf(w, "  quorum:      off (both sides of a partition serve, as NLB)\n")
+	}
 	fmt.Fprintf(w, "  state:       %s at start\n", r.InitialState)
 	fmt.Fprintf(w, "  port rules:  %d\n", len(r.Rules))
 	for i, rule := range r.Rules {

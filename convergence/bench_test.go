@@ -12,8 +12,8 @@ import (
 // failoverOnce forms an n-host cluster, crashes one host at a random
 // moment and returns the time until every bucket it owned is open on
 // another host.
-func failoverOnce(b *testing.B, seed uint64, n int) time.Duration {
-	s := formed(b, seed, n)
+func failoverOnce(b *testing.B, seed uint64, n, voters int) time.Duration {
+	s := formed(b, seed, n, voters)
 	s.run(time.Duration(s.r.Int64N(int64(2 * time.Second))))
 	victim := uint8(1 + s.r.IntN(n))
 	e := s.hosts[victim%uint8(n)+1].m.Epoch()
@@ -61,11 +61,14 @@ func failoverOnce(b *testing.B, seed uint64, n int) time.Duration {
 // trials; failure detection is 1 s of it), and false evictions over a
 // long run with 10 % heartbeat loss and jittered delivery.
 func BenchmarkFailover(b *testing.B) {
-	for _, n := range []int{3, 8} {
-		b.Run("crash/N="+itoa(n), func(b *testing.B) {
+	for _, c := range []struct {
+		name      string
+		n, voters int
+	}{{"crash/N=3", 3, 0}, {"crash/N=8", 8, 0}, {"crash-quorum/N=3", 3, 3}, {"crash-quorum/N=8", 8, 8}} {
+		b.Run(c.name, func(b *testing.B) {
 			var ds []float64
 			for i := 0; i < b.N; i++ {
-				ds = append(ds, float64(failoverOnce(b, uint64(i), n).Milliseconds()))
+				ds = append(ds, float64(failoverOnce(b, uint64(i), c.n, c.voters).Milliseconds()))
 			}
 			sort.Float64s(ds)
 			sum := 0.0

@@ -30,6 +30,11 @@ type Config struct {
 	Grace time.Duration
 	// DrainTimeout ends a drainstop even if flows remain (0: never).
 	DrainTimeout time.Duration
+	// QuorumVoters, when not 0, makes hosts 1..QuorumVoters voters: a host
+	// takes part only while it hears, and is heard by, a strict majority of
+	// them. The minority side of a partition then stops taking new flows
+	// before the majority takes its buckets. 0: as NLB, both sides serve.
+	QuorumVoters int
 	// StartState is started, stopped or suspended.
 	StartState State
 }
@@ -179,7 +184,9 @@ type Machine struct {
 	scans      uint64
 	retainedAt [filter.MaxRules + 1]uint64
 
-	holdUntil time.Time // a founder opens nothing before this
+	holdUntil  time.Time // a founder opens nothing before this
+	lostQuorum bool
+	out        []any // actions produced outside tick
 	// refusedMismatch: refused because a running cluster has other
 	// settings (lifted when it is gone; a duplicate ID is not).
 	refusedMismatch bool
@@ -286,6 +293,8 @@ func (m *Machine) Step(now time.Time, ev any) []any {
 		m.command(now, ev)
 	}
 	out = append(out, m.evaluate(now)...)
+	out = append(out, m.out...)
+	m.out = m.out[:0]
 	if m.dirtyMarks {
 		var im InstallMarks
 		for _, t := range m.tables() {
@@ -620,12 +629,45 @@ func (m *Machine) tick(now time.Time) []any {
 		m.phase = phaseNone
 		m.setState(now, StateStopped, "drain timeout")
 	}
-	if m.state.active() {
+	if m.state.active() && m.quorum(now) {
 		out = append(out, Lease{For: m.cfg.LeaseFor()})
 	} else if m.state != StateJoining {
 		out = append(out, Lease{For: 0})
 	}
 	return out
+}
+
+// quorumHorizon: a voter counts towards the quorum if heard this
+// recently: three periods less than DeadAfter, so a host that loses the
+// quorum in a partition stops (and expires its lease) before the other side
+// can declare it dead.
+func (m *Machine) quorumHorizon() time.Duration {
+	h := m.cfg.DeadAfter() - 3*m.cfg.Period
+	if h < m.cfg.Period {
+		h = m.cfg.Period
+	}
+	return h
+}
+
+// quorum: off, or we hear, and are heard by, a strict majority of voters
+// (ourselves included when we are one).
+func (m *Machine) quorum(now time.Time) bool {
+	n := m.cfg.QuorumVoters
+	if n <= 0 {
+		return true
+	}
+	votes := 0
+	if int(m.cfg.HostID) <= n {
+		votes++
+	}
+	me := uint64(1) << (m.cfg.HostID - 1)
+	for id, p := range m.peers {
+		if int(id) <= n && p.refused == "" && p.hb != nil && now.Sub(p.lastHeard) < m.quorumHorizon() &&
+			State(p.hb.State).active() && p.hb.View&me != 0 {
+			votes++
+		}
+	}
+	return 2*votes > n
 }
 
 func (m *Machine) chunks() []any {
@@ -667,6 +709,27 @@ func (m *Machine) evaluate(now time.Time) []any {
 			return nil
 		}
 		m.setState(now, StateConverging, "joined")
+	}
+	if !m.quorum(now) {
+		// Minority: take no new flows (held ones go on) and expire the
+		// lease at once; rejoin through the handoff when the quorum is back.
+		if !m.lostQuorum {
+			m.lostQuorum = true
+			m.closeAll(false)
+			m.phase = phaseNone
+			m.epoch = nil
+			m.out = append(m.out, Lease{For: 0})
+			m.events = append(m.events, Event{Kind: "quorum", Host: m.cfg.HostID, Msg: "lost: taking no new flows"})
+			if m.state != StateDraining { // a drainstop goes on
+				m.setState(now, StateConverging, "no quorum")
+			}
+		}
+		m.dropDrained()
+		return nil
+	}
+	if m.lostQuorum {
+		m.lostQuorum = false
+		m.events = append(m.events, Event{Kind: "quorum", Host: m.cfg.HostID, Msg: "regained"})
 	}
 	view := m.view(now)
 	leader := m.leader(now)
@@ -793,6 +856,11 @@ func sameSettings(a, b map[uint8][]RuleSetting) bool {
 func (m *Machine) follow(now time.Time, lhb *heartbeat.Heartbeat) {
 	if lhb.Epoch == 0 || m.epoch != nil && m.epoch.Num == lhb.Epoch && m.epoch.Digest == lhb.EpochDigest {
 		return
+	}
+	if lhb.Members&(1<<(m.cfg.HostID-1)) == 0 {
+		// The cluster's epoch does not have us: we own nothing in it.
+		// Close at once, without waiting for its tables.
+		m.closeAll(false)
 	}
 	if m.asm == nil || m.asm.num != lhb.Epoch || len(m.asm.got) < m.ntables()*filter.Buckets/heartbeat.ChunkLen {
 		return

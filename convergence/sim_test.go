@@ -105,10 +105,14 @@ func newSim(t testing.TB, seed uint64) *sim {
 
 func (s *sim) name(id uint8) string { return fmt.Sprintf("h%d", id) }
 
-// formed returns a simulation of hosts 1..n that has converged.
-func formed(t testing.TB, seed uint64, n int) *sim {
+// formed returns a simulation of hosts 1..n that has converged; voters
+// (optional) sets a quorum.
+func formed(t testing.TB, seed uint64, n int, voters ...int) *sim {
 	t.Helper()
 	s := newSim(t, seed)
+	if len(voters) > 0 {
+		s.cfg.QuorumVoters = voters[0]
+	}
 	for id := uint8(1); id <= uint8(n); id++ {
 		s.boot(id, false)
 	}
@@ -455,7 +459,7 @@ func (s *sim) settled() bool {
 			return false
 		}
 		e := h.m.Epoch()
-		if num != 0 && e.Num != num {
+		if e == nil || num != 0 && e.Num != num {
 			return false
 		}
 		num = e.Num
@@ -559,8 +563,18 @@ const livenessPeriods = 40
 const mergePeriods = 20
 
 // randomScenario drives one seeded history and checks S1, S2 and L.
-func randomScenario(t testing.TB, seed uint64, n int, events int) (settleTime time.Duration, s *sim) {
+func randomScenario(t testing.TB, seed uint64, n int, events int) (time.Duration, *sim) {
+	return scenario(t, seed, n, events, false)
+}
+
+// scenario runs one seeded history. With quorum, hosts 1..n are voters and
+// clients reach every host across partitions: S1 and S2 are checked
+// between all hosts at all times.
+func scenario(t testing.TB, seed uint64, n int, events int, quorum bool) (settleTime time.Duration, s *sim) {
 	s = newSim(t, seed)
+	if quorum {
+		s.cfg.QuorumVoters = n
+	}
 	r := s.r
 	for id := uint8(1); id <= uint8(n); id++ {
 		s.boot(id, false)
@@ -569,6 +583,9 @@ func randomScenario(t testing.TB, seed uint64, n int, events int) (settleTime ti
 		s.fail(t, "initial convergence")
 	}
 	s.reachFn = func(a, b uint8) bool {
+		if quorum {
+			return true
+		}
 		if s.group[a] != s.group[b] {
 			return false
 		}
@@ -659,8 +676,10 @@ func randomScenario(t testing.TB, seed uint64, n int, events int) (settleTime ti
 	s.net.SetDelay(0, 0)
 	for _, id := range s.ids() {
 		h := s.hosts[id]
-		if !h.agentUp && h.kernelUp {
-			s.boot(id, true)
+		// A quorum cluster whose majority is down cannot recover by
+		// design: crashed hosts come back too.
+		if !h.agentUp && (h.kernelUp || quorum) {
+			s.boot(id, h.kernelUp)
 		}
 		if h.agentUp {
 			if st := h.m.State(); st == StateStopped || st == StateRefused {
@@ -702,6 +721,28 @@ func TestSimRandom(t *testing.T) {
 			seed, n, s.flowsMade, s.synLost, s.stalls, s.epochs, s.graceExpired, d)
 	}
 	t.Logf("worst time to settle after the last disturbance: %v (bound %d periods)", worst, livenessPeriods)
+}
+
+// TestSimQuorum runs seeded histories with a quorum of voters: here both
+// sides of a partition are reachable by clients, and S1/S2 must hold
+// across them at every step.
+func TestSimQuorum(t *testing.T) {
+	seeds := 20
+	if testing.Short() {
+		seeds = 4
+	}
+	if v, err := strconv.Atoi(os.Getenv("NLB_SIM_SEEDS")); err == nil && v > 0 {
+		seeds = v
+	}
+	for seed := uint64(0); seed < uint64(seeds); seed++ {
+		n := 3 + int(seed%5)
+		d, s := scenario(t, 500+seed, n, 12, true)
+		if t.Failed() {
+			return
+		}
+		t.Logf("seed %d (n=%d, quorum %d): %d flows, %d SYNs unserved, %d epochs, %d flows reset past the grace, settled in %v",
+			seed, n, n, s.flowsMade, s.synLost, s.epochs, s.graceExpired, d)
+	}
 }
 
 // TestSimLarge runs shorter histories on 16, 32 and 64 hosts.
