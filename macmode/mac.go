@@ -1,0 +1,76 @@
+// Package macmode puts the cluster on the wire: the cluster MAC addresses
+// of the three modes (unicast, multicast, IGMP multicast), NIC setup and
+// exact teardown, and ARP.
+package macmode
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// The addresses below are those Microsoft documents for Network Load
+// Balancing, derived from the primary VIP W.X.Y.Z:
+//
+//	unicast cluster MAC     02:bf:W:X:Y:Z
+//	masked source (host h)  02:h:W:X:Y:Z
+//	multicast cluster MAC   03:bf:W:X:Y:Z
+//	IGMP multicast MAC      01:00:5e:7f:Y:Z, group 239.255.Y.Z
+
+func octets(vip netip.Addr) ([4]byte, error) {
+	if !vip.Is4() {
+		return [4]byte{}, fmt.Errorf("cluster MAC: VIP %v is not IPv4", vip)
+	}
+	return vip.As4(), nil
+}
+
+// UnicastMAC is the cluster MAC of unicast mode: every host's NIC uses it.
+func UnicastMAC(vip netip.Addr) (net.HardwareAddr, error) {
+	o, err := octets(vip)
+	if err != nil {
+		return nil, err
+	}
+	return net.HardwareAddr{0x02, 0xbf, o[0], o[1], o[2], o[3]}, nil
+}
+
+// MaskedMAC is the source MAC host id puts on outgoing frames in unicast
+// mode, so that switches never learn the cluster MAC and keep flooding it.
+func MaskedMAC(vip netip.Addr, id uint8) (net.HardwareAddr, error) {
+	if id == 0 || id > 64 {
+		return nil, fmt.Errorf("masked MAC: host ID %d out of range 1..64", id)
+	}
+	o, err := octets(vip)
+	if err != nil {
+		return nil, err
+	}
+	return net.HardwareAddr{0x02, id, o[0], o[1], o[2], o[3]}, nil
+}
+
+// MulticastMAC is the cluster MAC of multicast mode, added to each NIC's
+// multicast list; ARP for the VIP answers with it.
+func MulticastMAC(vip netip.Addr) (net.HardwareAddr, error) {
+	o, err := octets(vip)
+	if err != nil {
+		return nil, err
+	}
+	return net.HardwareAddr{0x03, 0xbf, o[0], o[1], o[2], o[3]}, nil
+}
+
+// IGMPGroup is the multicast group IGMP mode joins: 239.255.Y.Z.
+func IGMPGroup(vip netip.Addr) (netip.Addr, error) {
+	o, err := octets(vip)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	return netip.AddrFrom4([4]byte{239, 255, o[2], o[3]}), nil
+}
+
+// IGMPMAC is the cluster MAC of IGMP multicast mode, the group's Ethernet
+// address: 01:00:5e:7f:Y:Z.
+func IGMPMAC(vip netip.Addr) (net.HardwareAddr, error) {
+	o, err := octets(vip)
+	if err != nil {
+		return nil, err
+	}
+	return net.HardwareAddr{0x01, 0x00, 0x5e, 0x7f, o[2], o[3]}, nil
+}
