@@ -18,6 +18,7 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	inetns "github.com/nlbproject/nlb/internal/netns"
@@ -348,3 +349,67 @@ func captureSource(t *testing.T, ns *inetns.NS, ifname string, action func()) ([
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+// TestMulticastRemark: frames to a multicast cluster MAC reach the stack
+// as PACKET_MULTICAST, which TCP discards; the program re-marks the frames
+// it accepts as PACKET_HOST. A real TCP connection to the VIP through a
+// multicast MAC fails without the program and succeeds with it.
+func TestMulticastRemark(t *testing.T) {
+	inetns.RequireRoot(t)
+	srv := inetns.New(t, "msrv")
+	cli := inetns.New(t, "mcli")
+	sName, cName := inetns.Prefix+"ms", inetns.Prefix+"mc"
+	inetns.Veth(t, srv, sName, "198.18.0.2/24", cli, cName, "198.18.0.3/24")
+	vip := netip.MustParseAddr("198.18.0.10")
+	hs, hc := srv.Netlink(t), cli.Netlink(t)
+	sl, _ := hs.LinkByName(sName)
+	inetns.Addr(t, hs, sl, "198.18.0.10/32")
+	// The server NIC receives the cluster multicast MAC (promiscuous is
+	// enough for the test); the client resolves the VIP to it.
+	if err := hs.SetPromiscOn(sl); err != nil {
+		t.Fatal(err)
+	}
+	cl, _ := hc.LinkByName(cName)
+	mcast := net.HardwareAddr{0x03, 0xbf, 198, 18, 0, 10}
+	if err := hc.NeighSet(&netlink.Neigh{LinkIndex: cl.Attrs().Index, State: netlink.NUD_PERMANENT,
+		IP: net.IP(vip.AsSlice()), HardwareAddr: mcast}); err != nil {
+		t.Fatal(err)
+	}
+	var ln net.Listener
+	if err := srv.Do(func() (err error) { ln, err = net.Listen("tcp4", "198.18.0.10:80"); return }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go echoServer(ln)
+	dst := netip.AddrPortFrom(vip, 80)
+	client := netip.MustParseAddr("198.18.0.3")
+
+	if c, err := dialFrom(cli, client, 31000, dst, 500*time.Millisecond); err == nil {
+		c.Close()
+		t.Fatal("TCP through a multicast MAC worked without the program: the test proves nothing")
+	}
+	d, err := Load(DatapathOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := srv.Do(func() error { return d.Attach(sl.Attrs().Index) }); err != nil {
+		t.Fatal(err)
+	}
+	s := &State{VIPs: []netip.Addr{vip}, Seed: Seed{1}, LeaseValid: true}
+	s.Marks[DefaultRule] = Uniform(1).MarksFor(1) // this host takes everything
+	if err := d.Update(s, Egress{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RenewLease(time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	c, err := dialFrom(cli, client, 31001, dst, 2*time.Second)
+	if err != nil {
+		t.Fatalf("TCP through a multicast MAC with the program: %v", err)
+	}
+	defer c.Close()
+	if err := roundTrip(c, "multicast"); err != nil {
+		t.Fatal(err)
+	}
+}
