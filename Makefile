@@ -32,10 +32,12 @@ test-pure:
 	$(GO) test -count=1 $(PKGS)
 
 demo: need-root build
-	@echo "make demo: the end-to-end demo needs the agent runtime (heartbeats, convergence, MAC modes),"
-	@echo "which is not built yet. What exists today: the filter model, the bucket table, config"
-	@echo "validation, the eBPF data plane and 'nlbctl filter'. Try:"
-	@echo "  bin/nlbd --check-config examples/host1.yaml"
+	@echo "make demo: not available yet. The demo needs the running agent (nlbd --config), which"
+	@echo "needs the MAC modes and remote control; they are not built yet. What exists and is tested"
+	@echo "today: the filter model and bucket table, config validation, the eBPF data plane, the"
+	@echo "heartbeat protocol and the convergence state machine. Try:"
+	@echo "  bin/nlbd --check-config examples/host1.yaml   (after writing a key file it names)"
+	@echo "  sudo go test -v -run 'TestAttachNamespace|TestNodesConvergeOnBridge' ./filter ./agent"
 	@exit 1
 
 bench:
