@@ -1,0 +1,331 @@
+package macmode
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"unsafe"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Mode is the cluster's MAC mode.
+type Mode string
+
+const (
+	Unicast   Mode = "unicast"
+	Multicast Mode = "multicast"
+	IGMP      Mode = "igmp"
+)
+
+// Config says how to put one host's NIC on the cluster.
+type Config struct {
+	Mode      Mode
+	Interface string
+	VIPs      []netip.Addr // the first is the primary VIP
+	// StateFile records what setup changed, before it changes it, so that
+	// Restore can undo it after a crash (the agent uses
+	// /run/nlb/<ifname>.state).
+	StateFile string
+
+	// failAt, in tests, makes step n (1-based) fail after the steps before
+	// it were done.
+	failAt int
+}
+
+// State is the state file: every change setup made, with the value it
+// replaced, in the order made. Teardown undoes them in reverse.
+type State struct {
+	Interface string   `json:"interface"`
+	Mode      Mode     `json:"mode"`
+	Changes   []Change `json:"changes"`
+}
+
+// Change is one undoable change.
+type Change struct {
+	Kind  string `json:"kind"` // "mac", "addr", "maddr", "sysctl"
+	Link  string `json:"link"` // interface the change is on
+	Value string `json:"value"`
+	Old   string `json:"old,omitempty"`
+}
+
+// Setup puts the NIC in the mode. It is all-or-nothing: if a step fails,
+// the steps done are undone and the error names the failed step. The
+// changes:
+//
+//	unicast:   IPv6 off on the NIC (hosts sharing one MAC would share one
+//	           link-local address and fail DAD), NIC MAC → 02:bf:W:X:Y:Z,
+//	           VIPs on the NIC
+//	multicast: arp_ignore=1 and arp_announce=2 on the NIC (the agent answers
+//	           ARP for the VIPs), 03:bf:W:X:Y:Z added to the NIC's multicast
+//	           list, VIPs on lo
+//	igmp:      the same sysctls, group 239.255.Y.Z joined on the NIC
+//	           (persistently, with an autojoin address), VIPs on lo
+func Setup(cfg Config) (err error) {
+	if len(cfg.VIPs) == 0 {
+		return errors.New("macmode: no VIPs")
+	}
+	if _, err := os.Stat(cfg.StateFile); err == nil {
+		return fmt.Errorf("macmode: state file %s exists: restore first (nlbd --restore)", cfg.StateFile)
+	}
+	link, err := netlink.LinkByName(cfg.Interface)
+	if err != nil {
+		return fmt.Errorf("macmode: interface %s: %w", cfg.Interface, err)
+	}
+	st := &State{Interface: cfg.Interface, Mode: cfg.Mode}
+	defer func() {
+		if err != nil {
+			if uerr := undo(st); uerr != nil {
+				err = fmt.Errorf("%w (and undoing the earlier steps failed: %v; state kept in %s)", err, uerr, cfg.StateFile)
+			} else {
+				os.Remove(cfg.StateFile)
+			}
+		}
+	}()
+	step := 0
+	do := func(name string, c Change, apply func() error) error {
+		step++
+		if cfg.failAt == step {
+			return fmt.Errorf("macmode: step %d (%s): injected failure", step, name)
+		}
+		// Write ahead: the state file lists the change before it is made.
+		st.Changes = append(st.Changes, c)
+		if err := writeState(cfg.StateFile, st); err != nil {
+			st.Changes = st.Changes[:len(st.Changes)-1]
+			return fmt.Errorf("macmode: step %d (%s): %w", step, name, err)
+		}
+		if err := apply(); err != nil {
+			st.Changes = st.Changes[:len(st.Changes)-1]
+			_ = writeState(cfg.StateFile, st)
+			return fmt.Errorf("macmode: step %d (%s): %w", step, name, err)
+		}
+		return nil
+	}
+	sysctl := func(key, value string) error {
+		path := fmt.Sprintf("/proc/sys/net/%s", strings.ReplaceAll(key, ".", "/"))
+		old, err := readSysctl(path)
+		if err != nil {
+			return err
+		}
+		if old == value {
+			return nil
+		}
+		return do("sysctl "+key, Change{Kind: "sysctl", Link: cfg.Interface, Value: path + "=" + value, Old: old},
+			func() error { return writeSysctl(path, value) })
+	}
+	addAddr := func(on string, a netip.Addr) error {
+		l, err := netlink.LinkByName(on)
+		if err != nil {
+			return err
+		}
+		p := netip.PrefixFrom(a, a.BitLen())
+		if has, err := hasAddr(l, p); err != nil || has {
+			return err // already there: not ours to remove later
+		}
+		return do("address "+p.String()+" on "+on, Change{Kind: "addr", Link: on, Value: p.String()},
+			func() error { return addrChange(l, p, 0, true) })
+	}
+	vip := cfg.VIPs[0]
+	switch cfg.Mode {
+	case Unicast:
+		mac, err := UnicastMAC(vip)
+		if err != nil {
+			return err
+		}
+		if err := sysctl("ipv6.conf."+cfg.Interface+".disable_ipv6", "1"); err != nil {
+			return err
+		}
+		old := link.Attrs().HardwareAddr.String()
+		if old != mac.String() {
+			if err := do("MAC "+mac.String(), Change{Kind: "mac", Link: cfg.Interface, Value: mac.String(), Old: old},
+				func() error { return netlink.LinkSetHardwareAddr(link, mac) }); err != nil {
+				return err
+			}
+		}
+		for _, v := range cfg.VIPs {
+			if err := addAddr(cfg.Interface, v); err != nil {
+				return err
+			}
+		}
+	case Multicast, IGMP:
+		if err := sysctl("ipv4.conf."+cfg.Interface+".arp_ignore", "1"); err != nil {
+			return err
+		}
+		if err := sysctl("ipv4.conf."+cfg.Interface+".arp_announce", "2"); err != nil {
+			return err
+		}
+		if cfg.Mode == Multicast {
+			mac, err := MulticastMAC(vip)
+			if err != nil {
+				return err
+			}
+			if err := do("multicast MAC "+mac.String(), Change{Kind: "maddr", Link: cfg.Interface, Value: mac.String()},
+				func() error { return multicastMAC(cfg.Interface, mac, true) }); err != nil {
+				return err
+			}
+		} else {
+			g, err := IGMPGroup(vip)
+			if err != nil {
+				return err
+			}
+			p := netip.PrefixFrom(g, 32)
+			if err := do("IGMP group "+g.String(), Change{Kind: "group", Link: cfg.Interface, Value: p.String()},
+				func() error { return addrChange(link, p, unix.IFA_F_MCAUTOJOIN, true) }); err != nil {
+				return err
+			}
+		}
+		for _, v := range cfg.VIPs {
+			if err := addAddr("lo", v); err != nil {
+				return err
+			}
+		}
+	default:
+		return fmt.Errorf("macmode: unknown mode %q", cfg.Mode)
+	}
+	return nil
+}
+
+// Restore undoes what the state file records (after a clean stop or a
+// crash) and removes it. A missing state file means nothing to undo.
+func Restore(stateFile string) error {
+	b, err := os.ReadFile(stateFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("macmode: read state: %w", err)
+	}
+	var st State
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("macmode: state file %s: %w", stateFile, err)
+	}
+	if err := undo(&st); err != nil {
+		return err
+	}
+	return os.Remove(stateFile)
+}
+
+// undo reverts changes in reverse order; it keeps going after an error
+// and reports all of them.
+func undo(st *State) error {
+	var errs []error
+	for i := len(st.Changes) - 1; i >= 0; i-- {
+		c := st.Changes[i]
+		var err error
+		switch c.Kind {
+		case "sysctl":
+			path, _, _ := strings.Cut(c.Value, "=")
+			err = writeSysctl(path, c.Old)
+		case "mac":
+			var l netlink.Link
+			if l, err = netlink.LinkByName(c.Link); err == nil {
+				var mac net.HardwareAddr
+				if mac, err = net.ParseMAC(c.Old); err == nil {
+					err = netlink.LinkSetHardwareAddr(l, mac)
+				}
+			}
+		case "addr", "group":
+			var l netlink.Link
+			if l, err = netlink.LinkByName(c.Link); err == nil {
+				p := netip.MustParsePrefix(c.Value)
+				err = addrChange(l, p, 0, false)
+				if errors.Is(err, unix.EADDRNOTAVAIL) {
+					err = nil // already gone
+				}
+			}
+		case "maddr":
+			var mac net.HardwareAddr
+			if mac, err = net.ParseMAC(c.Value); err == nil {
+				err = multicastMAC(c.Link, mac, false)
+				if errors.Is(err, unix.ENOENT) {
+					err = nil
+				}
+			}
+		default:
+			err = fmt.Errorf("unknown change %q", c.Kind)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("undo %s %s on %s: %w", c.Kind, c.Value, c.Link, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func writeState(path string, st *State) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func readSysctl(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func writeSysctl(path, value string) error {
+	return os.WriteFile(path, []byte(value), 0o644)
+}
+
+func hasAddr(l netlink.Link, p netip.Prefix) (bool, error) {
+	addrs, err := netlink.AddrList(l, netlink.FAMILY_V4)
+	if err != nil {
+		return false, err
+	}
+	for _, a := range addrs {
+		if ap, ok := netip.AddrFromSlice(a.IP.To4()); ok && ap == p.Addr() {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func addrChange(l netlink.Link, p netip.Prefix, flags int, add bool) error {
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}, Flags: flags}
+	if add {
+		return netlink.AddrAdd(l, a)
+	}
+	return netlink.AddrDel(l, a)
+}
+
+// multicastMAC adds or removes a link-layer multicast address on a NIC
+// (SIOCADDMULTI / SIOCDELMULTI, as `ip maddr` does; netlink has no
+// message for it). The address stays until removed, whoever holds it.
+func multicastMAC(ifname string, mac net.HardwareAddr, add bool) error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	// struct ifreq: name[16], then struct sockaddr ifr_hwaddr
+	// (sa_family u16, sa_data[14]).
+	var ifr [40]byte
+	copy(ifr[:unix.IFNAMSIZ-1], ifname)
+	*(*uint16)(unsafe.Pointer(&ifr[16])) = unix.AF_UNSPEC
+	copy(ifr[18:24], mac)
+	req := uintptr(unix.SIOCADDMULTI)
+	if !add {
+		req = unix.SIOCDELMULTI
+	}
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(unsafe.Pointer(&ifr[0]))); errno != 0 {
+		return errno
+	}
+	return nil
+}

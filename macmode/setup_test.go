@@ -1,0 +1,154 @@
+//go:build linux
+
+package macmode
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	inetns "github.com/nlbproject/nlb/internal/netns"
+)
+
+// snapshot is everything of a host namespace that setup may touch.
+func snapshot(t *testing.T, ns *inetns.NS, ifname string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, args := range [][]string{
+		{"-d", "link", "show", "dev", ifname},
+		{"addr", "show"},
+		{"maddr", "show", "dev", ifname},
+		{"neigh", "show"},
+	} {
+		out, err := exec.Command("ip", append([]string{"-n", ns.Name}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+		if args[0] == "maddr" {
+			// The multicast list is a set; re-enabling IPv6 re-adds its
+			// groups in another order.
+			lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+			sort.Strings(lines[1:])
+			out = []byte(strings.Join(lines, "\n") + "\n")
+		}
+		b.Write(out)
+	}
+	err := ns.Do(func() error {
+		for _, k := range []string{
+			"ipv6/conf/" + ifname + "/disable_ipv6",
+			"ipv4/conf/" + ifname + "/arp_ignore",
+			"ipv4/conf/" + ifname + "/arp_announce",
+		} {
+			v, err := os.ReadFile("/proc/sys/net/" + k)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(&b, "%s=%s", k, v)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func hostNS(t *testing.T, name string) (*inetns.NS, string) {
+	ns := inetns.New(t, name)
+	peer := inetns.New(t, name+"p")
+	// No DAD, so IPv6 link-local addresses are stable in snapshots.
+	if err := ns.Do(func() error {
+		return os.WriteFile("/proc/sys/net/ipv6/conf/default/accept_dad", []byte("0"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ifname := inetns.Prefix + name
+	inetns.Veth(t, ns, ifname, "198.18.0.1/24", peer, inetns.Prefix+name+"x", "198.18.0.2/24")
+	return ns, ifname
+}
+
+// TestSetupTeardown: for each mode, setup makes the mode's changes,
+// teardown restores the namespace exactly, a restore from the state file
+// alone (as after SIGKILL) does too, and a failure injected at each step
+// leaves the namespace unchanged.
+func TestSetupTeardown(t *testing.T) {
+	inetns.RequireRoot(t)
+	vips := []netip.Addr{netip.MustParseAddr("198.18.0.100"), netip.MustParseAddr("198.18.0.101")}
+	for _, mode := range []Mode{Unicast, Multicast, IGMP} {
+		t.Run(string(mode), func(t *testing.T) {
+			ns, ifname := hostNS(t, string(mode)[:3])
+			cfg := Config{Mode: mode, Interface: ifname, VIPs: vips, StateFile: filepath.Join(t.TempDir(), "nlb.state")}
+			before := snapshot(t, ns, ifname)
+			in := func(f func() error) error { return ns.Do(f) }
+
+			if err := in(func() error { return Setup(cfg) }); err != nil {
+				t.Fatal(err)
+			}
+			during := snapshot(t, ns, ifname)
+			switch mode {
+			case Unicast:
+				if !strings.Contains(during, "link/ether 02:bf:c6:12:00:64") || !strings.Contains(during, "inet 198.18.0.101/32") {
+					t.Fatalf("unicast setup:\n%s", during)
+				}
+			case Multicast:
+				if !strings.Contains(during, "link  03:bf:c6:12:00:64") || !strings.Contains(during, "arp_ignore=1") {
+					t.Fatalf("multicast setup:\n%s", during)
+				}
+			case IGMP:
+				if !strings.Contains(during, "inet  239.255.0.100") || !strings.Contains(during, "01:00:5e:7f:00:64") {
+					t.Fatalf("igmp setup:\n%s", during)
+				}
+			}
+			if err := in(func() error { return Setup(cfg) }); err == nil {
+				t.Fatal("second setup over an existing state file succeeded")
+			}
+			var st State
+			b, _ := os.ReadFile(cfg.StateFile)
+			if err := json.Unmarshal(b, &st); err != nil || len(st.Changes) == 0 {
+				t.Fatalf("state file: %v %s", err, b)
+			}
+			steps := len(st.Changes)
+			if err := in(func() error { return Restore(cfg.StateFile) }); err != nil {
+				t.Fatal(err)
+			}
+			if after := snapshot(t, ns, ifname); after != before {
+				t.Fatalf("after teardown:\n%s\nbefore:\n%s", after, before)
+			}
+			// Setup, then the agent dies: only the state file is left.
+			if err := in(func() error { return Setup(cfg) }); err != nil {
+				t.Fatal(err)
+			}
+			if err := in(func() error { return Restore(cfg.StateFile) }); err != nil {
+				t.Fatal(err)
+			}
+			if after := snapshot(t, ns, ifname); after != before {
+				t.Fatalf("after restore from the state file:\n%s\nbefore:\n%s", after, before)
+			}
+			if _, err := os.Stat(cfg.StateFile); !os.IsNotExist(err) {
+				t.Fatalf("state file left after restore: %v", err)
+			}
+			// A failure at each step leaves everything as it was.
+			for n := 1; n <= steps; n++ {
+				fcfg := cfg
+				fcfg.failAt = n
+				err := in(func() error { return Setup(fcfg) })
+				if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("step %d", n)) {
+					t.Fatalf("failure at step %d: %v", n, err)
+				}
+				if after := snapshot(t, ns, ifname); after != before {
+					t.Fatalf("after a failure at step %d:\n%s\nbefore:\n%s", n, after, before)
+				}
+				if _, err := os.Stat(cfg.StateFile); !os.IsNotExist(err) {
+					t.Fatalf("state file left after a failure at step %d", n)
+				}
+			}
+			t.Logf("%s: %d steps, each failure undone", mode, steps)
+		})
+	}
+}
