@@ -1,0 +1,193 @@
+//go:build linux
+
+package macmode_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/nlbproject/nlb/filter"
+	inetns "github.com/nlbproject/nlb/internal/netns"
+	"github.com/nlbproject/nlb/macmode"
+)
+
+var (
+	vip  = netip.MustParseAddr("198.18.0.100")
+	vips = []netip.Addr{vip}
+)
+
+type segment struct {
+	sw, client *inetns.NS
+	hosts      []*inetns.NS
+	cName      string
+	hostIf     []string
+	responders []*macmode.Responder
+}
+
+// cluster builds a bridge with n hosts in the given mode and a client.
+func cluster(t *testing.T, mode macmode.Mode, n int) *segment {
+	seg := &segment{sw: inetns.Switch(t)}
+	tag := string(mode)[:1]
+	seg.client = inetns.New(t, tag+"cl")
+	seg.cName = inetns.Prefix + tag + "cl"
+	inetns.Plug(t, seg.sw, seg.client, seg.cName, "198.18.0.50/24")
+	for i := 1; i <= n; i++ {
+		ns := inetns.New(t, fmt.Sprintf("%sh%d", tag, i))
+		ifname := fmt.Sprintf("%s%sh%d", inetns.Prefix, tag, i)
+		inetns.Plug(t, seg.sw, ns, ifname, fmt.Sprintf("198.18.0.%d/24", i))
+		seg.hosts, seg.hostIf = append(seg.hosts, ns), append(seg.hostIf, ifname)
+		cfg := macmode.Config{Mode: mode, Interface: ifname, VIPs: vips, StateFile: filepath.Join(t.TempDir(), "state")}
+		if err := ns.Do(func() error { return macmode.Setup(cfg) }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := ns.Do(func() error { return macmode.Restore(cfg.StateFile) }); err != nil {
+				t.Error(err)
+			}
+		})
+		id := uint8(i)
+		switch mode {
+		case macmode.Unicast:
+			// The egress program masks the cluster MAC in source addresses.
+			cmac, _ := macmode.UnicastMAC(vip)
+			mmac, _ := macmode.MaskedMAC(vip, id)
+			d, err := filter.Load(filter.DatapathOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { d.Close() })
+			l, _ := ns.Netlink(t).LinkByName(ifname)
+			if err := ns.Do(func() error { return d.Attach(l.Attrs().Index) }); err != nil {
+				t.Fatal(err)
+			}
+			if err := d.Update(&filter.State{VIPs: vips}, filter.Egress{Mask: true, ClusterMAC: [6]byte(cmac), MaskedMAC: [6]byte(mmac)}); err != nil {
+				t.Fatal(err)
+			}
+		default:
+			mac, _ := macmode.MulticastMAC(vip)
+			if mode == macmode.IGMP {
+				mac, _ = macmode.IGMPMAC(vip)
+			}
+			var r *macmode.Responder
+			if err := ns.Do(func() (err error) { r, err = macmode.NewResponder(ifname, vips, mac); return }); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- r.Run(ctx) }()
+			t.Cleanup(func() { cancel(); <-done; r.Close() })
+			seg.responders = append(seg.responders, r)
+		}
+	}
+	return seg
+}
+
+// resolve makes the client ARP for the VIP and returns the MAC it learnt.
+func (seg *segment) resolve(t *testing.T) net.HardwareAddr {
+	t.Helper()
+	hc := seg.client.Netlink(t)
+	cl, _ := hc.LinkByName(seg.cName)
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		seg.client.Do(func() error {
+			c, err := net.Dial("udp4", netip.AddrPortFrom(vip, 9).String())
+			if err == nil {
+				c.Write([]byte("x"))
+				c.Close()
+			}
+			return nil
+		})
+		neighs, err := hc.NeighList(cl.Attrs().Index, unix.AF_INET)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, nb := range neighs {
+			if nb.IP.Equal(net.IP(vip.AsSlice())) && nb.HardwareAddr != nil && nb.State&(netlink.NUD_REACHABLE|netlink.NUD_STALE|netlink.NUD_DELAY|netlink.NUD_PROBE) != 0 {
+				return nb.HardwareAddr
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatal("the client did not resolve the VIP")
+	return nil
+}
+
+func TestClusterARP(t *testing.T) {
+	inetns.RequireRoot(t)
+	for _, mode := range []macmode.Mode{macmode.Unicast, macmode.Multicast, macmode.IGMP} {
+		t.Run(string(mode), func(t *testing.T) {
+			seg := cluster(t, mode, 3)
+			want := map[macmode.Mode]func(netip.Addr) (net.HardwareAddr, error){
+				macmode.Unicast: macmode.UnicastMAC, macmode.Multicast: macmode.MulticastMAC, macmode.IGMP: macmode.IGMPMAC,
+			}[mode]
+			w, _ := want(vip)
+			if got := seg.resolve(t); got.String() != w.String() {
+				t.Fatalf("client resolved %s to %s, want %s", vip, got, w)
+			}
+			switch mode {
+			case macmode.Unicast:
+				// Some traffic, then the switch must not have learnt the
+				// cluster MAC (it would stop flooding it to every host).
+				for i := 0; i < 20; i++ {
+					seg.resolve(t)
+				}
+				hs := seg.sw.Netlink(t)
+				fdb, err := hs.NeighList(0, unix.AF_BRIDGE)
+				if err != nil {
+					t.Fatal(err)
+				}
+				masked := 0
+				for _, e := range fdb {
+					if e.HardwareAddr.String() == w.String() {
+						t.Fatalf("the bridge learnt the cluster MAC %s", w)
+					}
+					if len(e.HardwareAddr) == 6 && e.HardwareAddr[0] == 2 && e.HardwareAddr[1] >= 1 && e.HardwareAddr[1] <= 3 {
+						masked++
+					}
+				}
+				if masked == 0 {
+					t.Fatalf("no masked source MAC in the fdb: the test saw no host traffic (%d entries)", len(fdb))
+				}
+			case macmode.Multicast:
+				// A Linux client refreshes with a unicast probe to the
+				// cluster MAC; it must be answered too.
+				before := uint64(0)
+				for _, r := range seg.responders {
+					before += r.Answered.Load()
+				}
+				hc := seg.client.Netlink(t)
+				cl, _ := hc.LinkByName(seg.cName)
+				if err := hc.NeighSet(&netlink.Neigh{LinkIndex: cl.Attrs().Index, IP: net.IP(vip.AsSlice()), HardwareAddr: w, State: netlink.NUD_STALE}); err != nil {
+					t.Fatal(err)
+				}
+				seg.client.Do(func() error {
+					return os.WriteFile(fmt.Sprintf("/proc/sys/net/ipv4/neigh/%s/delay_first_probe_time", seg.cName), []byte("0"), 0o644)
+				})
+				deadline := time.Now().Add(5 * time.Second)
+				for {
+					seg.resolve(t)
+					after := uint64(0)
+					for _, r := range seg.responders {
+						after += r.Answered.Load()
+					}
+					if after > before {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatal("the unicast refresh probe was not answered")
+					}
+					time.Sleep(200 * time.Millisecond)
+				}
+			}
+		})
+	}
+}
