@@ -3,15 +3,21 @@
 package macmode
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
 
 	inetns "github.com/nlbproject/nlb/internal/netns"
 )
@@ -149,6 +155,83 @@ func TestSetupTeardown(t *testing.T) {
 				}
 			}
 			t.Logf("%s: %d steps, each failure undone", mode, steps)
+		})
+	}
+}
+
+// TestHelperSetup is not a test: TestSetupSIGKILL runs the test binary
+// with NLB_HELPER_NETNS set, and this function then does a setup in that
+// namespace, says "ready", and waits to be killed.
+func TestHelperSetup(t *testing.T) {
+	path := os.Getenv("NLB_HELPER_NETNS")
+	if path == "" {
+		t.Skip("helper process for TestSetupSIGKILL only")
+	}
+	runtime.LockOSThread()
+	h, err := netns.GetFromPath(path)
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	if err := netns.Set(h); err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	cfg := Config{Mode: Mode(os.Getenv("NLB_HELPER_MODE")), Interface: os.Getenv("NLB_HELPER_IF"),
+		VIPs: []netip.Addr{netip.MustParseAddr("198.18.0.100")}, StateFile: os.Getenv("NLB_HELPER_STATE")}
+	if err := Setup(cfg); err != nil {
+		fmt.Println("error:", err)
+		os.Exit(1)
+	}
+	fmt.Println("ready")
+	time.Sleep(time.Minute)
+	os.Exit(1)
+}
+
+// TestSetupSIGKILL: an agent process that set the NIC up is killed with
+// SIGKILL; a restore from its state file leaves the namespace as before.
+func TestSetupSIGKILL(t *testing.T) {
+	inetns.RequireRoot(t)
+	for _, mode := range []Mode{Unicast, Multicast, IGMP} {
+		t.Run(string(mode), func(t *testing.T) {
+			ns, ifname := hostNS(t, "k"+string(mode)[:2])
+			before := snapshot(t, ns, ifname)
+			state := filepath.Join(t.TempDir(), "nlb.state")
+			cmd := exec.Command(os.Args[0], "-test.run=^TestHelperSetup$", "-test.v")
+			cmd.Env = append(os.Environ(), "NLB_HELPER_NETNS="+ns.Path(), "NLB_HELPER_MODE="+string(mode),
+				"NLB_HELPER_IF="+ifname, "NLB_HELPER_STATE="+state)
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			sc := bufio.NewScanner(out)
+			ready := false
+			for sc.Scan() {
+				if sc.Text() == "ready" {
+					ready = true
+					break
+				}
+				if strings.HasPrefix(sc.Text(), "error:") {
+					t.Fatal(sc.Text())
+				}
+			}
+			if !ready {
+				t.Fatal("helper did not get ready")
+			}
+			if snapshot(t, ns, ifname) == before {
+				t.Fatal("helper's setup changed nothing")
+			}
+			cmd.Process.Signal(syscall.SIGKILL)
+			cmd.Wait()
+			if err := ns.Do(func() error { return Restore(state) }); err != nil {
+				t.Fatal(err)
+			}
+			if after := snapshot(t, ns, ifname); after != before {
+				t.Fatalf("after SIGKILL and restore:\n%s\nbefore:\n%s", after, before)
+			}
 		})
 	}
 }
