@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -191,3 +192,111 @@ func TestClusterARP(t *testing.T) {
 		})
 	}
 }
+
+// TestGratuitousARP: a client that has a wrong entry for the VIP updates it
+// when a host announces the VIP.
+func TestGratuitousARP(t *testing.T) {
+	inetns.RequireRoot(t)
+	seg := cluster(t, macmode.Multicast, 1)
+	hc := seg.client.Netlink(t)
+	cl, _ := hc.LinkByName(seg.cName)
+	wrong := net.HardwareAddr{0x02, 0, 0, 0, 0, 0x99}
+	if err := hc.NeighSet(&netlink.Neigh{LinkIndex: cl.Attrs().Index, IP: net.IP(vip.AsSlice()), HardwareAddr: wrong, State: netlink.NUD_STALE}); err != nil {
+		t.Fatal(err)
+	}
+	if err := seg.responders[0].Gratuitous(); err != nil {
+		t.Fatal(err)
+	}
+	want, _ := macmode.MulticastMAC(vip)
+	deadline := time.Now().Add(3 * time.Second)
+	for time.Now().Before(deadline) {
+		neighs, _ := hc.NeighList(cl.Attrs().Index, unix.AF_INET)
+		for _, nb := range neighs {
+			if nb.IP.Equal(net.IP(vip.AsSlice())) && nb.HardwareAddr.String() == want.String() {
+				return
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("the client's entry for %s was not updated to %s", vip, want)
+}
+
+// TestIGMPSnooping: with a snooping bridge (querier on, cluster ports
+// marked multicast-router as docs/operations.md says), frames to the IGMP
+// cluster MAC reach the cluster's ports and not an outsider's.
+func TestIGMPSnooping(t *testing.T) {
+	inetns.RequireRoot(t)
+	if testing.Short() {
+		t.Skip("waits for the bridge's snooping to start (about 12 s)")
+	}
+	seg := cluster(t, macmode.IGMP, 2)
+	outsider := inetns.New(t, "iout")
+	oName := inetns.Prefix + "iout"
+	inetns.Plug(t, seg.sw, outsider, oName, "198.18.0.60/24")
+	ip := func(args ...string) {
+		if out, err := exec.Command(args[0], append([]string{"-n", seg.sw.Name}, args[1:]...)...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	ip("ip", "link", "set", "dev", "br0", "type", "bridge", "mcast_snooping", "1", "mcast_querier", "1")
+	for _, h := range seg.hostIf {
+		ip("bridge", "link", "set", "dev", "p"+h, "mcast_router", "2")
+	}
+	// Snooping restricts about 10 s after the querier starts.
+	time.Sleep(12 * time.Second)
+	mac := seg.resolve(t)
+	if want, _ := macmode.IGMPMAC(vip); mac.String() != want.String() {
+		t.Fatalf("resolved to %s", mac)
+	}
+	count := func(ns *inetns.NS, ifname string, send func()) int {
+		var fd int
+		if err := ns.Do(func() error {
+			ifi, err := net.InterfaceByName(ifname)
+			if err != nil {
+				return err
+			}
+			if fd, err = unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(htons(unix.ETH_P_ALL))); err != nil {
+				return err
+			}
+			return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifi.Index})
+		}); err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		tv := unix.NsecToTimeval(int64(300 * time.Millisecond))
+		unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv)
+		send()
+		n, buf := 0, make([]byte, 2048)
+		for i := 0; i < 100; i++ {
+			m, _, err := unix.Recvfrom(fd, buf, 0)
+			if err != nil {
+				break
+			}
+			if m >= 6 && net.HardwareAddr(buf[:6]).String() == mac.String() {
+				n++
+			}
+		}
+		return n
+	}
+	send := func() {
+		seg.client.Do(func() error {
+			c, err := net.Dial("udp4", netip.AddrPortFrom(vip, 9).String())
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for i := 0; i < 10; i++ {
+				c.Write([]byte("to the cluster"))
+			}
+			return nil
+		})
+	}
+	if n := count(seg.hosts[0], seg.hostIf[0], send); n == 0 {
+		t.Fatal("a cluster host received no frame to the cluster MAC")
+	}
+	if n := count(outsider, oName, send); n != 0 {
+		t.Fatalf("an outsider's port received %d frames to the cluster MAC", n)
+	}
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
