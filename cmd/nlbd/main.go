@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/nlbproject/nlb/agent"
+	"github.com/nlbproject/nlb/macmode"
 )
 
 func main() {
@@ -16,7 +18,8 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	var configPath, checkPath string
+	var configPath, checkPath, stateDir string
+	var restore bool
 	root := &cobra.Command{
 		Use:           "nlbd --config FILE | --check-config FILE",
 		Short:         "nlb agent: distributed load balancing without a dispatcher",
@@ -35,6 +38,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 			if configPath == "" {
 				return fmt.Errorf("--config or --check-config is required")
 			}
+			if restore {
+				// Undo what a killed agent left on the NIC, from its
+				// state file; nothing to do if there is none.
+				r, err := agent.LoadConfig(configPath)
+				if err != nil {
+					return err
+				}
+				path := filepath.Join(stateDir, r.Interface+".state")
+				if err := macmode.Restore(path); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "restored %s (state file %s)\n", r.Interface, path)
+				return nil
+			}
 			if _, err := agent.LoadConfig(configPath); err != nil {
 				return err
 			}
@@ -46,6 +63,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.SetArgs(args)
 	root.Flags().StringVar(&configPath, "config", "", "configuration file")
 	root.Flags().StringVar(&checkPath, "check-config", "", "validate FILE, print a summary and exit; touches nothing")
+	root.Flags().BoolVar(&restore, "restore", false, "undo what a killed agent changed on the cluster NIC (MAC, addresses, sysctls), from its state file, and exit")
+	root.Flags().StringVar(&stateDir, "state-dir", "/run/nlb", "directory of the NIC state files")
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(stderr, "nlbd:", err)
 		return 1
