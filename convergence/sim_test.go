@@ -697,16 +697,22 @@ func scenario(t testing.TB, seed uint64, n int, events int, quorum bool) (settle
 	return d, s
 }
 
+// simSeeds is how many histories to run: n, or short with -short, or
+// NLB_SIM_SEEDS when set (`make soak`).
+func simSeeds(n, short int) int {
+	if v, err := strconv.Atoi(os.Getenv("NLB_SIM_SEEDS")); err == nil && v > 0 {
+		return v
+	}
+	if testing.Short() {
+		return short
+	}
+	return n
+}
+
 // TestSimRandom runs 30 seeded histories (6 with -short; NLB_SIM_SEEDS
 // sets another number, as `make soak` does).
 func TestSimRandom(t *testing.T) {
-	seeds := 30
-	if testing.Short() {
-		seeds = 6
-	}
-	if v, err := strconv.Atoi(os.Getenv("NLB_SIM_SEEDS")); err == nil && v > 0 {
-		seeds = v
-	}
+	seeds := simSeeds(30, 6)
 	var worst time.Duration
 	for seed := uint64(0); seed < uint64(seeds); seed++ {
 		n := 2 + int(seed%7)
@@ -727,13 +733,7 @@ func TestSimRandom(t *testing.T) {
 // sides of a partition are reachable by clients, and S1/S2 must hold
 // across them at every step.
 func TestSimQuorum(t *testing.T) {
-	seeds := 20
-	if testing.Short() {
-		seeds = 4
-	}
-	if v, err := strconv.Atoi(os.Getenv("NLB_SIM_SEEDS")); err == nil && v > 0 {
-		seeds = v
-	}
+	seeds := simSeeds(20, 4)
 	for seed := uint64(0); seed < uint64(seeds); seed++ {
 		n := 3 + int(seed%5)
 		d, s := scenario(t, 500+seed, n, 12, true)

@@ -51,6 +51,25 @@ func echoServer(ln net.Listener) {
 	}
 }
 
+// serverClient makes a server and a client namespace on a veth pair: the
+// server has 198.18.0.2/24 and the VIP 198.18.0.10/32 and echoes TCP on
+// VIP:80; the client has 198.18.0.3/24.
+func serverClient(t *testing.T, tag string) (srv, cli *inetns.NS, sName, cName string) {
+	srv, cli = inetns.New(t, tag+"srv"), inetns.New(t, tag+"cli")
+	sName, cName = inetns.Prefix+tag+"s", inetns.Prefix+tag+"c"
+	inetns.Veth(t, srv, sName, "198.18.0.2/24", cli, cName, "198.18.0.3/24")
+	hs := srv.Netlink(t)
+	sl, _ := hs.LinkByName(sName)
+	inetns.Addr(t, hs, sl, "198.18.0.10/32")
+	var ln net.Listener
+	if err := srv.Do(func() (err error) { ln, err = net.Listen("tcp4", "198.18.0.10:80"); return }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go echoServer(ln)
+	return srv, cli, sName, cName
+}
+
 // dialFrom connects from the client namespace with a fixed source port.
 func dialFrom(ns *inetns.NS, src netip.Addr, port uint16, dst netip.AddrPort, timeout time.Duration) (net.Conn, error) {
 	var c net.Conn
@@ -121,22 +140,10 @@ func observeIface(t *testing.T, ns *inetns.NS, name string) (tcState, int) {
 // the source MAC; detach leaves the interface as it was.
 func TestAttachNamespace(t *testing.T) {
 	inetns.RequireRoot(t)
-	srv := inetns.New(t, "srv")
-	cli := inetns.New(t, "cli")
-	sName, cName := inetns.Prefix+"s", inetns.Prefix+"c"
-	inetns.Veth(t, srv, sName, "198.18.0.2/24", cli, cName, "198.18.0.3/24")
+	srv, cli, sName, cName := serverClient(t, "")
 	vip := netip.MustParseAddr("198.18.0.10")
 	client := netip.MustParseAddr("198.18.0.3")
-	hs := srv.Netlink(t)
-	sl, _ := hs.LinkByName(sName)
-	inetns.Addr(t, hs, sl, "198.18.0.10/32")
-
-	var ln net.Listener
-	if err := srv.Do(func() (err error) { ln, err = net.Listen("tcp4", "198.18.0.10:80"); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go echoServer(ln)
+	sl, _ := srv.Netlink(t).LinkByName(sName)
 
 	before, ifindex := observeIface(t, srv, sName)
 	pin := bpffsDir(t)
@@ -356,14 +363,10 @@ func htons(v uint16) uint16 { return v<<8 | v>>8 }
 // multicast MAC fails without the program and succeeds with it.
 func TestMulticastRemark(t *testing.T) {
 	inetns.RequireRoot(t)
-	srv := inetns.New(t, "msrv")
-	cli := inetns.New(t, "mcli")
-	sName, cName := inetns.Prefix+"ms", inetns.Prefix+"mc"
-	inetns.Veth(t, srv, sName, "198.18.0.2/24", cli, cName, "198.18.0.3/24")
+	srv, cli, sName, cName := serverClient(t, "m")
 	vip := netip.MustParseAddr("198.18.0.10")
 	hs, hc := srv.Netlink(t), cli.Netlink(t)
 	sl, _ := hs.LinkByName(sName)
-	inetns.Addr(t, hs, sl, "198.18.0.10/32")
 	// The server NIC receives the cluster multicast MAC (promiscuous is
 	// enough for the test); the client resolves the VIP to it.
 	if err := hs.SetPromiscOn(sl); err != nil {
@@ -375,12 +378,6 @@ func TestMulticastRemark(t *testing.T) {
 		IP: net.IP(vip.AsSlice()), HardwareAddr: mcast}); err != nil {
 		t.Fatal(err)
 	}
-	var ln net.Listener
-	if err := srv.Do(func() (err error) { ln, err = net.Listen("tcp4", "198.18.0.10:80"); return }); err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go echoServer(ln)
 	dst := netip.AddrPortFrom(vip, 80)
 	client := netip.MustParseAddr("198.18.0.3")
 

@@ -2,27 +2,7 @@
 
 package macmode
 
-import (
-	"errors"
-	"net/netip"
-)
-
-// Mode is the cluster's MAC mode.
-type Mode string
-
-const (
-	Unicast   Mode = "unicast"
-	Multicast Mode = "multicast"
-	IGMP      Mode = "igmp"
-)
-
-// Config says how to put one host's NIC on the cluster.
-type Config struct {
-	Mode      Mode
-	Interface string
-	VIPs      []netip.Addr
-	StateFile string
-}
+import "errors"
 
 var errUnsupported = errors.New("macmode: NIC setup needs Linux")
 
