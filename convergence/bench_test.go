@@ -5,8 +5,6 @@ import (
 	"sort"
 	"testing"
 	"time"
-
-	"github.com/nlbproject/nlb/filter"
 )
 
 // failoverOnce forms an n-host cluster, crashes one host at a random
@@ -122,13 +120,3 @@ func BenchmarkHeartbeatBandwidth(b *testing.B) {
 		b.ReportMetric(0, "ns/op")
 	}
 }
-
-func itoa(i int) string {
-	const digits = "0123456789"
-	if i < 10 {
-		return digits[i : i+1]
-	}
-	return itoa(i/10) + digits[i%10:i%10+1]
-}
-
-var _ = filter.Buckets

@@ -177,7 +177,11 @@ type Machine struct {
 
 	marks      [filter.MaxRules + 1]filter.Marks
 	dirtyMarks bool
-	held       [filter.MaxRules + 1]map[uint16]bool
+	// count[t][k] is the number of buckets of table t with mark k, kept by
+	// setMark, so that a step skips tables with nothing to do instead of
+	// scanning 4096 marks each.
+	count [filter.MaxRules + 1][4]int
+	held  [filter.MaxRules + 1]map[uint16]bool
 	// scans counts HeldScan events; retainedAt[t] is the count when a
 	// bucket of table t last became retained. Only a scan taken after that
 	// may release it: an older one misses flows opened since.
@@ -186,7 +190,7 @@ type Machine struct {
 
 	holdUntil  time.Time // a founder opens nothing before this
 	lostQuorum bool
-	out        []any // actions produced outside tick
+	out        []any // actions produced by evaluate
 	// refusedMismatch: refused because a running cluster has other
 	// settings (lifted when it is gone; a duplicate ID is not).
 	refusedMismatch bool
@@ -201,6 +205,9 @@ type Machine struct {
 // stepped.
 func NewMachine(cfg Config) *Machine {
 	m := &Machine{cfg: cfg, peers: map[uint8]*peer{}, ruleFlags: make([]uint8, len(cfg.Rules))}
+	for t := range m.count {
+		m.count[t][filter.MarkNone] = filter.Buckets
+	}
 	switch cfg.StartState {
 	case StateStopped, StateSuspended:
 		m.state = cfg.StartState
@@ -221,6 +228,10 @@ func (m *Machine) Restore(now time.Time, marks [filter.MaxRules + 1]*filter.Mark
 	for t, mk := range marks {
 		if mk != nil {
 			m.marks[t] = *mk
+			m.count[t] = [4]int{}
+			for _, k := range mk {
+				m.count[t][k&3]++
+			}
 		}
 	}
 	if m.state != StateJoining {
@@ -292,7 +303,7 @@ func (m *Machine) Step(now time.Time, ev any) []any {
 	case Command:
 		m.command(now, ev)
 	}
-	out = append(out, m.evaluate(now)...)
+	m.evaluate(now)
 	out = append(out, m.out...)
 	m.out = m.out[:0]
 	if m.dirtyMarks {
@@ -532,7 +543,9 @@ func toSettings(rs []heartbeat.RuleSetting, n int) []RuleSetting {
 }
 
 func (m *Machine) setMark(t, b int, k filter.Mark) {
-	if m.marks[t][b] != k {
+	if old := m.marks[t][b]; old != k {
+		m.count[t][old]--
+		m.count[t][k]++
 		m.marks[t][b] = k
 		m.dirtyMarks = true
 		if k == filter.MarkRetained {
@@ -545,6 +558,9 @@ func (m *Machine) setMark(t, b int, k filter.Mark) {
 // hard, end (none).
 func (m *Machine) closeAll(hard bool) {
 	for _, t := range m.tables() {
+		if m.count[t][filter.MarkNone] == filter.Buckets {
+			continue
+		}
 		for b := range m.marks[t] {
 			switch k := m.marks[t][b]; {
 			case hard && k != filter.MarkNone:
@@ -559,11 +575,8 @@ func (m *Machine) closeAll(hard bool) {
 func (m *Machine) retaining() uint64 {
 	var r uint64
 	for _, t := range m.tables() {
-		for _, k := range m.marks[t] {
-			if k == filter.MarkRetained {
-				r |= 1 << t
-				break
-			}
+		if m.count[t][filter.MarkRetained] > 0 {
+			r |= 1 << t
 		}
 	}
 	return r
@@ -691,14 +704,13 @@ func (m *Machine) chunks() []any {
 }
 
 // evaluate moves the machine towards the cluster's agreed state.
-func (m *Machine) evaluate(now time.Time) []any {
-	var out []any
+func (m *Machine) evaluate(now time.Time) {
 	if !m.state.active() && m.state != StateJoining {
-		return nil
+		return
 	}
 	if m.state == StateJoining {
 		if m.since.IsZero() || now.Sub(m.since) < m.cfg.DeadAfter() {
-			return nil
+			return
 		}
 		if m.mismatched(now) {
 			// A running cluster with other settings: we must not form a
@@ -706,7 +718,7 @@ func (m *Machine) evaluate(now time.Time) []any {
 			m.refusedMismatch = true
 			m.events = append(m.events, Event{Kind: "refused", Host: m.cfg.HostID, Msg: "cluster settings or port rules differ from the running cluster; not joining"})
 			m.setState(now, StateRefused, "config mismatch")
-			return nil
+			return
 		}
 		m.setState(now, StateConverging, "joined")
 	}
@@ -725,7 +737,7 @@ func (m *Machine) evaluate(now time.Time) []any {
 			}
 		}
 		m.dropDrained()
-		return nil
+		return
 	}
 	if m.lostQuorum {
 		m.lostQuorum = false
@@ -744,7 +756,7 @@ func (m *Machine) evaluate(now time.Time) []any {
 		m.follow(now, m.peers[g].hb)
 	}
 	if m.epoch == nil {
-		return out
+		return
 	}
 	if m.phase == phaseClosed && !now.Before(m.holdUntil) && m.barrier(now) {
 		m.open(now)
@@ -754,7 +766,6 @@ func (m *Machine) evaluate(now time.Time) []any {
 	}
 	m.dropDrained()
 	m.updateState(now, view, leader)
-	return out
 }
 
 // lead proposes a new epoch when the membership or settings changed.
@@ -1004,7 +1015,7 @@ func (m *Machine) clean(now time.Time) {
 		}
 	}
 	for _, t := range m.tables() {
-		if blocked&(1<<t) != 0 {
+		if blocked&(1<<t) != 0 || m.count[t][filter.MarkDirty] == 0 {
 			continue
 		}
 		for b := range m.marks[t] {
@@ -1019,7 +1030,7 @@ func (m *Machine) clean(now time.Time) {
 // by a scan taken after they became retained.
 func (m *Machine) dropDrained() {
 	for _, t := range m.tables() {
-		if m.scans <= m.retainedAt[t] {
+		if m.count[t][filter.MarkRetained] == 0 || m.scans <= m.retainedAt[t] {
 			continue
 		}
 		for b := range m.marks[t] {
@@ -1033,10 +1044,8 @@ func (m *Machine) dropDrained() {
 func (m *Machine) updateState(now time.Time, view uint64, leader uint8) {
 	if m.state == StateDraining {
 		for _, t := range m.tables() {
-			for _, k := range m.marks[t] {
-				if k != filter.MarkNone {
-					return
-				}
+			if m.count[t][filter.MarkNone] != filter.Buckets {
+				return
 			}
 		}
 		if m.phase == phaseOpen { // the cluster has taken our buckets

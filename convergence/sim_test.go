@@ -2,7 +2,6 @@ package convergence
 
 import (
 	"fmt"
-	"math/bits"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -428,6 +427,23 @@ func (s *sim) checkS1() {
 	}
 }
 
+// checkCounts verifies every machine's per-table mark counts against its
+// marks.
+func (s *sim) checkCounts() {
+	for _, id := range s.ids() {
+		m := s.hosts[id].m
+		for t := range m.marks {
+			var c [4]int
+			for _, k := range m.marks[t] {
+				c[k]++
+			}
+			if c != m.count[t] {
+				s.t.Fatalf("host %d table %d: counts %v, marks hold %v", id, t, m.count[t], c)
+			}
+		}
+	}
+}
+
 func (s *sim) violate(format string, args ...any) {
 	if len(s.violations) < 5 {
 		s.violations = append(s.violations, fmt.Sprintf("t=%v: ", s.now.Sub(time.Unix(1_000_000, 0)))+fmt.Sprintf(format, args...))
@@ -544,7 +560,6 @@ func TestSimFormAndFail(t *testing.T) {
 	if s.flowsMade == 0 {
 		t.Fatal("no flows")
 	}
-	_ = bits.OnesCount64
 }
 
 // traceOn, when set (while debugging a seed), receives a line per event.
@@ -687,6 +702,7 @@ func scenario(t testing.TB, seed uint64, n int, events int, quorum bool) (settle
 			}
 		}
 	}
+	s.checkCounts()
 	d := s.settle(livenessPeriods * s.cfg.Period)
 	if d < 0 {
 		s.fail(t, fmt.Sprintf("seed %d: not settled within %d periods", seed, livenessPeriods))

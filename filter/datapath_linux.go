@@ -383,7 +383,7 @@ func (d *Datapath) testRun(frame []byte) (Decision, error) {
 	if table == NoTable {
 		table = -1
 	}
-	if bucket == math.MaxUint32 || uint32(bucket) == math.MaxUint32 {
+	if uint32(bucket) == math.MaxUint32 {
 		bucket = -1
 	}
 	dec := Decision{Verdict: reason.Verdict(), Reason: reason, Rule: table, Bucket: bucket}
