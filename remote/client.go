@@ -1,0 +1,232 @@
+package remote
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sort"
+	"time"
+)
+
+// HostReply is one host's answer.
+type HostReply struct {
+	Status Status
+	Reply
+}
+
+// Result is what a request gathered.
+type Result struct {
+	// Replies are the authentic replies, one per host, by host ID.
+	Replies []HostReply
+	// Refused are the hosts that refused the request as not authentic.
+	Refused []uint8
+	// Missing are hosts expected to answer that did not: hosts named as
+	// peers by a replying host, or the targeted host.
+	Missing []uint8
+}
+
+// Client sends requests and gathers replies.
+type Client struct {
+	Key *Key // nil for the local socket
+	// Timeout bounds the wait for replies.
+	Timeout time.Duration
+	// Settle is how long to keep listening for more replies once every
+	// expected host answered (other hosts may still be on their way).
+	Settle time.Duration
+}
+
+func newRequest(target uint8, cmd Command, args Args) (*Message, error) {
+	body, err := json.Marshal(args)
+	if err != nil {
+		return nil, err
+	}
+	if string(body) == "{}" {
+		body = nil
+	}
+	m := &Message{Kind: KindRequest, Command: cmd, Host: target, Timestamp: time.Now().UnixNano(), Body: body}
+	if _, err := rand.Read(m.Nonce[:]); err != nil {
+		return nil, err
+	}
+	m.RequestID = binary.BigEndian.Uint64(m.Nonce[:8]) ^ uint64(m.Timestamp)
+	return m, nil
+}
+
+// Do sends one request to addr (a VIP: every host answers; or a host's
+// dedicated IP) and gathers replies. target 0 asks every host that
+// receives it; otherwise only that host ID answers.
+func (c *Client) Do(ctx context.Context, addr netip.AddrPort, target uint8, cmd Command, args Args) (*Result, error) {
+	if c.Key == nil {
+		return nil, errors.New("remote: a key is required")
+	}
+	req, err := newRequest(target, cmd, args)
+	if err != nil {
+		return nil, err
+	}
+	b, err := Marshal(req, c.Key)
+	if err != nil {
+		return nil, err
+	}
+	// Unconnected: replies come from each host, from the address the
+	// request was sent to or, on hosts that cannot do that, their own.
+	conn, err := net.ListenUDP("udp4", nil)
+	if err != nil {
+		return nil, fmt.Errorf("remote: %w", err)
+	}
+	defer conn.Close()
+	if _, err := conn.WriteToUDPAddrPort(b, addr); err != nil {
+		return nil, fmt.Errorf("remote: send to %s: %w", addr, err)
+	}
+	timeout := c.Timeout
+	if timeout == 0 {
+		timeout = 2 * time.Second
+	}
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	g := newGather(req, target)
+	buf := make([]byte, MaxDatagram+1)
+	for {
+		end := deadline
+		if g.complete() {
+			settle := c.Settle
+			if settle == 0 {
+				settle = 100 * time.Millisecond
+			}
+			if s := g.completeAt.Add(settle); s.Before(end) {
+				end = s
+			}
+		}
+		conn.SetReadDeadline(end)
+		n, _, err := conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				return g.result(), nil
+			}
+			return nil, fmt.Errorf("remote: receive: %w", err)
+		}
+		g.add(buf[:n], c.Key)
+	}
+}
+
+// DoLocal sends one request to the local agent's control socket.
+func DoLocal(ctx context.Context, path string, cmd Command, args Args) (*Result, error) {
+	req, err := newRequest(0, cmd, args)
+	if err != nil {
+		return nil, err
+	}
+	b, err := Marshal(req, nil)
+	if err != nil {
+		return nil, err
+	}
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("remote: local agent at %s: %w", path, err)
+	}
+	defer conn.Close()
+	if d, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(d)
+	}
+	if _, err := conn.Write(b); err != nil {
+		return nil, fmt.Errorf("remote: local send: %w", err)
+	}
+	conn.(*net.UnixConn).CloseWrite()
+	out, err := readAll(conn, MaxDatagram)
+	if err != nil {
+		return nil, fmt.Errorf("remote: local receive: %w", err)
+	}
+	g := newGather(req, 0)
+	g.add(out, nil)
+	if len(g.replies) == 0 {
+		return nil, errors.New("remote: the local agent sent no valid reply")
+	}
+	g.expected = nil // the local agent answers for itself only
+	return g.result(), nil
+}
+
+// gather collects the replies to one request.
+type gather struct {
+	req        *Message
+	target     uint8
+	replies    map[uint8]HostReply
+	refused    map[uint8]bool
+	expected   map[uint8]bool
+	completeAt time.Time
+}
+
+func newGather(req *Message, target uint8) *gather {
+	g := &gather{req: req, target: target, replies: map[uint8]HostReply{}, refused: map[uint8]bool{}, expected: map[uint8]bool{}}
+	if target != 0 {
+		g.expected[target] = true
+	}
+	return g
+}
+
+// add takes one datagram; anything not an authentic reply to our request
+// (other than a refusal, which cannot be authentic) is ignored.
+func (g *gather) add(b []byte, key *Key) {
+	m, err := Unmarshal(b, nil)
+	if err != nil || m.Kind != KindReply || m.RequestID != g.req.RequestID || m.Nonce != g.req.Nonce {
+		return
+	}
+	if m.Status == StatusRefused {
+		g.refused[m.Host] = true
+	} else {
+		if key != nil {
+			if _, err := Unmarshal(b, key); err != nil {
+				return
+			}
+		}
+		var r Reply
+		if json.Unmarshal(m.Body, &r) != nil || r.Host != m.Host {
+			return
+		}
+		g.replies[m.Host] = HostReply{Status: m.Status, Reply: r}
+		if g.target == 0 {
+			for _, p := range r.Peers {
+				g.expected[p] = true
+			}
+		}
+	}
+	if g.completeAt.IsZero() && g.complete() {
+		g.completeAt = time.Now()
+	}
+}
+
+func (g *gather) complete() bool {
+	if len(g.replies)+len(g.refused) == 0 {
+		return false
+	}
+	for id := range g.expected {
+		if _, ok := g.replies[id]; !ok && !g.refused[id] {
+			return false
+		}
+	}
+	return true
+}
+
+func (g *gather) result() *Result {
+	r := &Result{}
+	for _, hr := range g.replies {
+		r.Replies = append(r.Replies, hr)
+	}
+	sort.Slice(r.Replies, func(i, j int) bool { return r.Replies[i].Host < r.Replies[j].Host })
+	for id := range g.refused {
+		r.Refused = append(r.Refused, id)
+	}
+	for id := range g.expected {
+		if _, ok := g.replies[id]; !ok && !g.refused[id] {
+			r.Missing = append(r.Missing, id)
+		}
+	}
+	sort.Slice(r.Refused, func(i, j int) bool { return r.Refused[i] < r.Refused[j] })
+	sort.Slice(r.Missing, func(i, j int) bool { return r.Missing[i] < r.Missing[j] })
+	return r
+}

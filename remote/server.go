@@ -1,0 +1,234 @@
+package remote
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"golang.org/x/net/ipv4"
+	"golang.org/x/sync/errgroup"
+)
+
+// Args are a request's arguments (its JSON body).
+type Args struct {
+	// Rule names a port rule for enable, disable and drain: its name,
+	// "VIP:port", "port", or "all".
+	Rule string `json:"rule,omitempty"`
+	// VIP is ip2mac's address.
+	VIP string `json:"vip,omitempty"`
+	// Client ("IP:port"), Dest ("VIP:port") and Proto ("tcp" or "udp")
+	// are filter's flow.
+	Client string `json:"client,omitempty"`
+	Dest   string `json:"dest,omitempty"`
+	Proto  string `json:"proto,omitempty"`
+}
+
+// Reply is a reply's JSON body.
+type Reply struct {
+	Host  uint8  `json:"host"`
+	State string `json:"state"`
+	// Peers are the hosts this host hears, itself included: a client
+	// that asked every host expects a reply from each of them.
+	Peers  []uint8         `json:"peers"`
+	Error  string          `json:"error,omitempty"`
+	Result json.RawMessage `json:"result,omitempty"`
+}
+
+// Handler executes commands; the agent implements it.
+type Handler interface {
+	// Identity returns this host's ID, its state in words, and the hosts
+	// it hears (itself included).
+	Identity() (id uint8, state string, peers []uint8)
+	// Handle runs one command. Its result is marshalled as JSON.
+	Handle(ctx context.Context, cmd Command, args Args) (result any, err error)
+}
+
+// Server serves remote control over UDP (authenticated) and the local
+// control socket (trusted by its file permissions).
+type Server struct {
+	key   Key
+	h     Handler
+	guard *Guard
+	log   hclog.Logger
+
+	// Executed counts commands run (successfully or not).
+	Executed atomic.Uint64
+}
+
+// NewServer returns a server; it starts nothing.
+func NewServer(key Key, h Handler, log hclog.Logger) *Server {
+	return &Server{key: key, h: h, guard: NewGuard(key), log: log}
+}
+
+// Guard returns the server's guard (for its counters).
+func (s *Server) Guard() *Guard { return s.guard }
+
+// ServeUDP serves datagrams on conn until ctx ends. Replies leave from the
+// address the request was sent to (a VIP or the dedicated IP), so a client
+// that sent to the VIP sees the VIP answer.
+func (s *Server) ServeUDP(ctx context.Context, conn *net.UDPConn) error {
+	pc := ipv4.NewPacketConn(conn)
+	if err := pc.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
+		return fmt.Errorf("remote: pktinfo: %w", err)
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		<-ctx.Done()
+		conn.Close()
+		return nil
+	})
+	g.Go(func() error {
+		buf := make([]byte, MaxDatagram+1)
+		for {
+			n, cm, src, err := pc.ReadFrom(buf)
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("remote: read: %w", err)
+			}
+			ua, ok := src.(*net.UDPAddr)
+			if !ok {
+				continue
+			}
+			from := ua.AddrPort()
+			out := s.handleDatagram(ctx, buf[:n], netip.AddrFrom4(from.Addr().As4()), time.Now())
+			if out == nil {
+				continue
+			}
+			var wcm *ipv4.ControlMessage
+			if cm != nil && cm.Dst != nil && !cm.Dst.IsMulticast() {
+				wcm = &ipv4.ControlMessage{Src: cm.Dst}
+			}
+			if _, err := pc.WriteTo(out, wcm, ua); err != nil {
+				s.log.Debug("remote reply failed", "to", from, "error", err)
+			}
+		}
+	})
+	return g.Wait()
+}
+
+// handleDatagram returns the reply to send, or nil.
+func (s *Server) handleDatagram(ctx context.Context, b []byte, src netip.Addr, now time.Time) []byte {
+	m, why := s.guard.Check(b, src, now)
+	switch why {
+	case RefusedNone:
+	case RefusedAuth, RefusedStale, RefusedReplay:
+		// Tell the client, unauthenticated, that it was refused: a wrong
+		// key or clock is then reported as such, not as a timeout.
+		s.log.Warn("remote request refused", "from", src, "reason", why, "command", m.Command)
+		id, _, _ := s.h.Identity()
+		body, _ := json.Marshal(Reply{Host: id, Error: "refused: " + why.String()})
+		out, _ := Marshal(&Message{Kind: KindReply, Command: m.Command, Status: StatusRefused,
+			RequestID: m.RequestID, Host: id, Timestamp: now.UnixNano(), Nonce: m.Nonce, Body: body}, nil)
+		return out
+	case RefusedUnknown:
+		return s.reply(m, Reply{Error: fmt.Sprintf("unknown command %d", m.Command)}, StatusFailed, &s.key)
+	default:
+		s.log.Debug("remote datagram dropped", "from", src, "reason", why)
+		return nil
+	}
+	id, _, _ := s.h.Identity()
+	if m.Host != 0 && m.Host != id {
+		return nil // for another host
+	}
+	s.log.Info("remote command", "from", src, "command", m.Command)
+	return s.execute(ctx, m, &s.key)
+}
+
+// execute runs an accepted request and returns the reply datagram.
+func (s *Server) execute(ctx context.Context, m *Message, key *Key) []byte {
+	var args Args
+	if len(m.Body) > 0 {
+		if err := json.Unmarshal(m.Body, &args); err != nil {
+			return s.reply(m, Reply{Error: "bad arguments: " + err.Error()}, StatusFailed, key)
+		}
+	}
+	s.Executed.Add(1)
+	res, err := s.h.Handle(ctx, m.Command, args)
+	if err != nil {
+		return s.reply(m, Reply{Error: err.Error()}, StatusFailed, key)
+	}
+	var r Reply
+	if res != nil {
+		raw, err := json.Marshal(res)
+		if err != nil {
+			return s.reply(m, Reply{Error: "encode result: " + err.Error()}, StatusFailed, key)
+		}
+		r.Result = raw
+	}
+	return s.reply(m, r, StatusOK, key)
+}
+
+// reply fills in the identity and encodes the reply.
+func (s *Server) reply(m *Message, r Reply, st Status, key *Key) []byte {
+	r.Host, r.State, r.Peers = s.h.Identity()
+	body, err := json.Marshal(r)
+	if err == nil && len(body) > MaxReplyBody {
+		err = fmt.Errorf("reply of %d bytes, at most %d", len(body), MaxReplyBody)
+	}
+	if err != nil {
+		r.Result, r.Error, st = nil, err.Error(), StatusFailed
+		body, _ = json.Marshal(r)
+	}
+	out, err := Marshal(&Message{Kind: KindReply, Command: m.Command, Status: st, RequestID: m.RequestID,
+		Host: r.Host, Timestamp: time.Now().UnixNano(), Nonce: m.Nonce, Body: body}, key)
+	if err != nil {
+		s.log.Error("remote reply encode failed", "error", err)
+		return nil
+	}
+	return out
+}
+
+// ServeLocal serves the local control socket until ctx ends: one request
+// and one reply per connection, untagged (only root can open the socket).
+func (s *Server) ServeLocal(ctx context.Context, l *net.UnixListener) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error {
+		<-ctx.Done()
+		l.Close()
+		return nil
+	})
+	g.Go(func() error {
+		for {
+			c, err := l.AcceptUnix()
+			if err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				if errors.Is(err, net.ErrClosed) {
+					return nil
+				}
+				return fmt.Errorf("remote: local accept: %w", err)
+			}
+			g.Go(func() error {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(30 * time.Second))
+				b, err := readAll(c, HeaderLen+MaxRequestBody+MACLen)
+				if err != nil {
+					return nil
+				}
+				m, err := Unmarshal(b, nil)
+				if err != nil || m.Kind != KindRequest {
+					return nil
+				}
+				var out []byte
+				if !m.Command.Valid() {
+					out = s.reply(m, Reply{Error: fmt.Sprintf("unknown command %d", m.Command)}, StatusFailed, nil)
+				} else {
+					s.log.Info("local command", "command", m.Command)
+					out = s.execute(ctx, m, nil)
+				}
+				c.Write(out)
+				return nil
+			})
+		}
+	})
+	return g.Wait()
+}
