@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sync"
@@ -40,8 +41,9 @@ type DatapathOptions struct {
 // Datapath is the nlb eBPF data plane of one interface: the ingress
 // decision, the egress MAC masking, their maps and links.
 type Datapath struct {
-	objs   nlbObjects
-	pinDir string
+	objs    nlbObjects
+	pinDir  string
+	adopted bool // the maps were pinned by a previous agent
 
 	mu sync.Mutex // guards the fields below and serialises Update
 	// ingress and egress are the TCX links, nil until attached.
@@ -83,6 +85,10 @@ func Load(opts DatapathOptions) (*Datapath, error) {
 		copts.Maps.PinPath = opts.PinDir
 	}
 	d := &Datapath{pinDir: opts.PinDir}
+	if opts.PinDir != "" {
+		_, err := os.Stat(filepath.Join(opts.PinDir, "nlb_states"))
+		d.adopted = err == nil
+	}
 	if err := spec.LoadAndAssign(&d.objs, &copts); err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -235,6 +241,75 @@ func encodeState(s *State, eg Egress) (*nlbNlbState, error) {
 	v.ClusterMac, v.MaskedMac = eg.ClusterMAC, eg.MaskedMAC
 	return v, nil
 }
+
+// decodeState is the inverse of encodeState.
+func decodeState(v *nlbNlbState) (*State, Egress) {
+	s := &State{RemotePort: v.RemotePort}
+	binary.LittleEndian.PutUint64(s.Seed[0:8], v.Seed0)
+	binary.LittleEndian.PutUint64(s.Seed[8:16], v.Seed1)
+	addr := func(x uint32) netip.Addr {
+		var b [4]byte
+		binary.NativeEndian.PutUint32(b[:], x)
+		return netip.AddrFrom4(b)
+	}
+	for i := range min(int(v.N_vips), MaxVIPs) {
+		s.VIPs = append(s.VIPs, addr(v.Vips[i]))
+	}
+	for i := range min(int(v.N_rules), MaxRules) {
+		kr := &v.Rules[i]
+		r := PortRule{StartPort: kr.PortLo, EndPort: kr.PortHi, Protocol: Protocol(kr.Proto), Mode: Mode(kr.Mode), Affinity: Affinity(kr.Affinity)}
+		if kr.Vip != 0 {
+			r.VIP = addr(kr.Vip)
+		}
+		s.Rules = append(s.Rules, r)
+	}
+	for t := range v.Marks {
+		var m Marks
+		any := false
+		for b, k := range v.Marks[t] {
+			m[b] = Mark(k)
+			any = any || k != 0
+		}
+		if any {
+			s.Marks[t] = &m
+		}
+	}
+	return s, Egress{Mask: v.MaskMac != 0, ClusterMAC: v.ClusterMac, MaskedMAC: v.MaskedMac}
+}
+
+// Installed reads back the active state and the lease: what a restarted
+// agent adopts. LeaseValid says whether the lease had time left, which is
+// returned too (0 when expired).
+func (d *Datapath) Installed() (*State, Egress, time.Duration, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var active uint32
+	if err := d.objs.NlbActive.Lookup(uint32(0), &active); err != nil {
+		return nil, Egress{}, 0, fmt.Errorf("read active slot: %w", err)
+	}
+	var v nlbNlbState
+	if err := d.objs.NlbStates.Lookup(active&1, &v); err != nil {
+		return nil, Egress{}, 0, fmt.Errorf("read state slot %d: %w", active&1, err)
+	}
+	var until uint64
+	if err := d.objs.NlbLease.Lookup(uint32(0), &until); err != nil {
+		return nil, Egress{}, 0, fmt.Errorf("read lease: %w", err)
+	}
+	now, err := monotonicNow()
+	if err != nil {
+		return nil, Egress{}, 0, err
+	}
+	s, eg := decodeState(&v)
+	var left time.Duration
+	if time.Duration(until) > now {
+		left = time.Duration(until) - now
+	}
+	s.LeaseValid = left > 0
+	return s, eg, left, nil
+}
+
+// Adopted reports whether Load re-used maps pinned by a previous agent.
+func (d *Datapath) Adopted() bool { return d.adopted }
 
 // monotonicNow is CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns.
 func monotonicNow() (time.Duration, error) {

@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
@@ -448,4 +450,63 @@ func TestDatapathMatchesModel(t *testing.T) {
 		}
 	}()
 	<-done
+}
+
+// TestInstalledRoundTrip: what Update wrote, Installed reads back, so a
+// restarted agent adopts exactly the state the kernel was filtering with;
+// a new Load on the same pins reports Adopted.
+func TestInstalledRoundTrip(t *testing.T) {
+	inetns.RequireRoot(t)
+	pin := bpffsDir(t)
+	d, err := Load(DatapathOptions{PinDir: pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Detach()
+	if d.Adopted() {
+		t.Fatal("fresh pins reported as adopted")
+	}
+	g := &gen{r: rand.New(rand.NewPCG(7, 1))}
+	for i := range 5 {
+		want := g.state()
+		eg := Egress{Mask: i%2 == 0, ClusterMAC: [6]byte{2, 0xbf, 1, 2, 3, byte(i)}, MaskedMAC: [6]byte{2, 3, 1, 2, 3, byte(i)}}
+		if err := d.Update(want, eg); err != nil {
+			t.Fatal(err)
+		}
+		lease := time.Duration(0)
+		if want.LeaseValid {
+			lease = time.Hour
+			if err := d.RenewLease(lease); err != nil {
+				t.Fatal(err)
+			}
+		} else if err := d.ExpireLease(); err != nil {
+			t.Fatal(err)
+		}
+		for t, m := range want.Marks { // all-none and nil mean the same
+			if m != nil && *m == (Marks{}) {
+				want.Marks[t] = nil
+			}
+		}
+		got, geg, left, err := d.Installed()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left > lease || (lease > 0) != (left > time.Hour-time.Minute) {
+			t.Fatalf("lease left %v after renewing for %v", left, lease)
+		}
+		if diff := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Addr{}), cmpopts.EquateEmpty()); diff != "" {
+			t.Fatalf("state %d (-want +got):\n%s", i, diff)
+		}
+		if geg != eg {
+			t.Fatalf("egress: got %+v, want %+v", geg, eg)
+		}
+	}
+	d2, err := Load(DatapathOptions{PinDir: pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d2.Close()
+	if !d2.Adopted() {
+		t.Fatal("pinned maps not reported as adopted")
+	}
 }
