@@ -52,6 +52,10 @@ type ClusterConfig struct {
 	// takes new flows only while it hears, and is heard by, a strict
 	// majority of them (see docs/architecture.md, "Partitions").
 	QuorumVoters int `yaml:"quorum_voters"`
+	// Grace is how long buckets inherited from a host declared dead stay
+	// dirty (new connections and our own flows only), so that a host that
+	// is alive after all keeps its connections (docs/architecture.md).
+	Grace Duration `yaml:"grace"`
 }
 
 // HeartbeatConfig sets the heartbeat period and how many may be missed.
@@ -95,6 +99,13 @@ type HostConfig struct {
 	MetricsAddress string `yaml:"metrics_address"`
 	// Rules holds per-rule settings keyed by rule name.
 	Rules map[string]HostRuleConfig `yaml:"rules"`
+	// OnExit is what SIGTERM/SIGINT do: drainstop (drain, then leave and
+	// restore the NIC), stop (leave at once) or keep (exit leaving the
+	// data plane and NIC in place for a restarted agent to adopt).
+	OnExit string `yaml:"on_exit"`
+	// DrainTimeout ends a drainstop even if connections remain (0: wait
+	// for them all).
+	DrainTimeout Duration `yaml:"drain_timeout"`
 }
 
 // HostRuleConfig is this host's setting for one port rule.
@@ -138,6 +149,13 @@ const (
 	EqualWeight = 50
 	// MinKeyLen is the shortest accepted cluster key, in bytes.
 	MinKeyLen = 32
+	// DefaultGrace: a host whose agent died but whose connections live
+	// keeps them for 5 s more after being declared dead; its peers accept
+	// only new connections in its old buckets meanwhile.
+	DefaultGrace = 5 * time.Second
+	// DefaultDrainTimeout bounds how long a stop by signal waits for
+	// connections to end.
+	DefaultDrainTimeout = 30 * time.Second
 )
 
 // DefaultConfig returns a configuration with every optional field set to
@@ -153,8 +171,9 @@ func DefaultConfig() Config {
 				LossTolerance: DefaultLossTolerance,
 			},
 			RemoteControl: RemoteControlConfig{Enabled: false, Port: DefaultRemotePort},
+			Grace:         Duration(DefaultGrace),
 		},
-		Host: HostConfig{InitialState: "started"},
+		Host: HostConfig{InitialState: "started", OnExit: "drainstop", DrainTimeout: Duration(DefaultDrainTimeout)},
 	}
 }
 
@@ -227,12 +246,15 @@ type Resolved struct {
 	HostRules []HostRule
 	// QuorumVoters is 0 (off) or the number of voters, hosts 1..N.
 	QuorumVoters int
+	Grace        time.Duration
 
 	HostID       uint8
 	Interface    string
 	DedicatedIP  netip.Prefix
 	InitialState string
 	MetricsAddr  string
+	OnExit       string
+	DrainTimeout time.Duration
 }
 
 // HostRule is this host's resolved setting for one rule.
@@ -345,6 +367,10 @@ func (c *Config) Resolve() (*Resolved, error) {
 		return nil, cerr("cluster.quorum_voters", strconv.Itoa(q), "must be 0 (off) or 3..%d: with 1 or 2 voters one failure stops the cluster", filter.MaxHostID)
 	}
 	r.QuorumVoters = c.Cluster.QuorumVoters
+	r.Grace = time.Duration(c.Cluster.Grace)
+	if r.Grace < 0 || r.Grace > time.Hour {
+		return nil, cerr("cluster.grace", r.Grace.String(), "must be between 0s and 1h")
+	}
 	if err := r.resolveRules(c); err != nil {
 		return nil, err
 	}
@@ -506,6 +532,16 @@ func (r *Resolved) resolveHost(c *Config) error {
 		}
 	}
 	r.MetricsAddr = h.MetricsAddress
+	switch h.OnExit {
+	case "drainstop", "stop", "keep":
+		r.OnExit = h.OnExit
+	default:
+		return cerr("host.on_exit", h.OnExit, "must be drainstop, stop or keep")
+	}
+	r.DrainTimeout = time.Duration(h.DrainTimeout)
+	if r.DrainTimeout < 0 {
+		return cerr("host.drain_timeout", r.DrainTimeout.String(), "must not be negative")
+	}
 	known := map[string]int{}
 	for i, n := range r.RuleNames {
 		known[n] = i

@@ -30,25 +30,80 @@ type Node struct {
 	Apply func(action any) error
 	// Scan, if set, is called before every tick for the held-flow scan.
 	Scan func() (convergence.HeldScan, error)
+	// OnState, if set, is called (from the loop) after every state change.
+	OnState func(from, to convergence.State)
 
 	inbox    chan []byte
+	cmds     chan nodeCmd
 	overflow atomic.Uint64
 
-	mu    sync.Mutex // guards state and epoch, the snapshot for readers
-	state convergence.State
-	epoch uint64
+	mu     sync.Mutex // guards status, the snapshot for readers
+	status Status
+}
+
+// Status is a snapshot of the node for readers outside its loop.
+type Status struct {
+	State convergence.State
+	// Why is the reason given for the last state change.
+	Why   string
+	Epoch *convergence.Epoch // nil before the first; never modified
+	// Heard is this host and the peers heard (bit i-1 = host i).
+	Heard uint64
+	// Convergences counts completed convergences (each time the host
+	// reached converged after converging); LastConvergence is how long
+	// the last one took.
+	Convergences    uint64
+	LastConvergence time.Duration
+	// Overflow counts frames dropped because the inbox was full.
+	Overflow uint64
+
+	convergingSince time.Time
+}
+
+type nodeCmd struct {
+	ev   any
+	done chan struct{}
 }
 
 // NewNode returns a Node; it starts nothing.
 func NewNode(m *convergence.Machine, conn heartbeat.Conn, guard *heartbeat.Guard, key heartbeat.Key, period time.Duration, log hclog.Logger) *Node {
-	return &Node{m: m, conn: conn, guard: guard, key: key, period: period, log: log, inbox: make(chan []byte, 256)}
+	return &Node{m: m, conn: conn, guard: guard, key: key, period: period, log: log,
+		inbox: make(chan []byte, 256), cmds: make(chan nodeCmd)}
 }
 
-// State returns the machine's state and epoch as of its last step.
+// State returns the machine's state and epoch number as of its last step.
 func (n *Node) State() (convergence.State, uint64) {
+	st := n.Status()
+	if st.Epoch == nil {
+		return st.State, 0
+	}
+	return st.State, st.Epoch.Num
+}
+
+// Status returns a snapshot of the node.
+func (n *Node) Status() Status {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	return n.state, n.epoch
+	s := n.status
+	s.Overflow = n.overflow.Load()
+	return s
+}
+
+// Do passes an event (an operator Command) to the machine and waits until
+// it has been stepped. It fails if the node is not running.
+func (n *Node) Do(ctx context.Context, ev any) error {
+	c := nodeCmd{ev: ev, done: make(chan struct{})}
+	select {
+	case n.cmds <- c:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // Run drives the machine until ctx ends or the connection fails. It
@@ -99,6 +154,17 @@ func (n *Node) loop(ctx context.Context) error {
 			if err := n.step(time.Now(), convergence.Received{Msg: msg, SelfID: drop == heartbeat.DropSelf}); err != nil {
 				return err
 			}
+		case c := <-n.cmds:
+			// A command, then a tick so that peers hear of it at once.
+			now := time.Now()
+			err := n.step(now, c.ev)
+			if err == nil {
+				err = n.step(now, convergence.Tick{})
+			}
+			close(c.done)
+			if err != nil {
+				return err
+			}
 		case now := <-t.C:
 			if n.Scan != nil {
 				hs, err := n.Scan()
@@ -116,6 +182,8 @@ func (n *Node) loop(ctx context.Context) error {
 }
 
 func (n *Node) step(now time.Time, ev any) error {
+	from := n.m.State()
+	var why string
 	for _, a := range n.m.Step(now, ev) {
 		switch a := a.(type) {
 		case convergence.Send:
@@ -128,6 +196,9 @@ func (n *Node) step(now time.Time, ev any) error {
 			}
 		case convergence.Event:
 			n.log.Info(a.Kind, "host", a.Host, "detail", a.Msg)
+			if a.Kind == "state" {
+				why = a.Msg
+			}
 		default:
 			if n.Apply != nil {
 				if err := n.Apply(a); err != nil {
@@ -136,11 +207,27 @@ func (n *Node) step(now time.Time, ev any) error {
 			}
 		}
 	}
+	to := n.m.State()
 	n.mu.Lock()
-	n.state = n.m.State()
-	if e := n.m.Epoch(); e != nil {
-		n.epoch = e.Num
+	st := &n.status
+	st.State, st.Epoch, st.Heard = to, n.m.Epoch(), n.m.Heard(now)
+	if why != "" {
+		st.Why = why
+	}
+	converged := func(s convergence.State) bool {
+		return s == convergence.StateConverged || s == convergence.StateDefault
+	}
+	if to == convergence.StateConverging && st.convergingSince.IsZero() {
+		st.convergingSince = now
+	}
+	if converged(to) && !st.convergingSince.IsZero() {
+		st.Convergences++
+		st.LastConvergence = now.Sub(st.convergingSince)
+		st.convergingSince = time.Time{}
 	}
 	n.mu.Unlock()
+	if from != to && n.OnState != nil {
+		n.OnState(from, to)
+	}
 	return nil
 }

@@ -318,6 +318,18 @@ func (m *Machine) Step(now time.Time, ev any) []any {
 	return append(out, m.events...)
 }
 
+// Heard returns, as a bitmap (bit i-1 = host i), this host and the peers
+// heard within DeadAfter that are not refused, whatever their state.
+func (m *Machine) Heard(now time.Time) uint64 {
+	v := uint64(1) << (m.cfg.HostID - 1)
+	for id, p := range m.peers {
+		if m.alive(now, p) {
+			v |= 1 << (id - 1)
+		}
+	}
+	return v
+}
+
 func (m *Machine) alive(now time.Time, p *peer) bool {
 	return p.refused == "" && p.hb != nil && now.Sub(p.lastHeard) < m.cfg.DeadAfter()
 }

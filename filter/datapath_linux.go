@@ -416,6 +416,32 @@ func (d *Datapath) Detach() error {
 	return errors.Join(errs...)
 }
 
+// RemovePinned detaches the programs a previous agent left pinned in
+// pinDir and deletes the pins: what `nlbd --restore` does after a killed
+// agent. A missing pinDir means nothing to do.
+func RemovePinned(pinDir string) error {
+	if _, err := os.Stat(pinDir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	d, err := Load(DatapathOptions{PinDir: pinDir})
+	if err != nil {
+		return err
+	}
+	for _, p := range []struct {
+		name string
+		dst  *link.Link
+	}{{pinIngressLink, &d.ingress}, {pinEgressLink, &d.egress}} {
+		l, err := link.LoadPinnedLink(filepath.Join(pinDir, p.name), nil)
+		if err == nil {
+			*p.dst = l
+		} else if !errors.Is(err, os.ErrNotExist) {
+			d.Close()
+			return fmt.Errorf("load pinned link: %w", err)
+		}
+	}
+	return d.Detach()
+}
+
 // EnsureBPFFS mounts a bpffs at dir unless one is already mounted there
 // (as Cilium does on hosts that lack /sys/fs/bpf). It reports whether it
 // mounted one, so the caller can unmount exactly what it added.

@@ -203,6 +203,28 @@ func (s *State) decideICMPError(vip netip.Addr, inner []byte, holds HoldsFunc) D
 	return s.decideFlow(ri, client, cport, vip, vport, class, holds)
 }
 
+// Flow locates a flow to a VIP: the table (rule index, or DefaultRule)
+// and bucket it falls in. ok is false when vip is not a VIP or the rule is
+// disabled, or the flow is remote control (passed to every host). The held-flow scan uses it to map sockets to buckets.
+func (s *State) Flow(client, vip netip.AddrPort, ipProto uint8) (table, bucket int, ok bool) {
+	isVIP := false
+	for _, v := range s.VIPs {
+		isVIP = isVIP || v == vip.Addr()
+	}
+	if !isVIP || ipProto == ipProtoUDP && s.RemotePort != 0 && vip.Port() == s.RemotePort {
+		return 0, 0, false
+	}
+	ri := s.matchRule(vip.Addr(), vip.Port(), ipProto, false)
+	aff := AffinityNone
+	if ri != DefaultRule {
+		if s.Rules[ri].Mode == ModeDisabled {
+			return 0, 0, false
+		}
+		aff = s.Rules[ri].Affinity
+	}
+	return ri, int(Bucket(s.Seed, client.Addr(), client.Port(), aff)), true
+}
+
 // matchRule returns the index of the rule for (vip, port, proto), or
 // DefaultRule. Rules are in canonical order, VIP-specific rules before
 // all-VIP ones, so the first match is the most specific. anyPort matches

@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"math/rand/v2"
 	"net/netip"
 	"testing"
 )
@@ -323,6 +324,32 @@ func TestOverlap(t *testing.T) {
 	for _, tt := range tests {
 		if got := Overlap(a, tt.b); got != tt.want {
 			t.Errorf("Overlap(%v, %v) = %v", a, tt.b, got)
+		}
+	}
+}
+
+// TestFlowMatchesDecide: Flow names the table and bucket Decide consults,
+// for every rule kind, affinity and the default rule.
+func TestFlowMatchesDecide(t *testing.T) {
+	s := testState(MarkOwned)
+	r := rand.New(rand.NewPCG(3, 4))
+	ports := []uint16{80, 53, 85, 443, 8080, 2504}
+	for i := range 5000 {
+		client := netip.AddrFrom4([4]byte{198, 18, byte(r.IntN(4)), byte(r.IntN(256))})
+		cport := uint16(1024 + r.IntN(60000))
+		vip := []netip.Addr{vip1, vip2, netip.MustParseAddr("198.18.9.9")}[r.IntN(3)]
+		dport := ports[r.IntN(len(ports))]
+		p := tcp(client, cport, vip, dport, tcpFlagSYN)
+		if i%2 == 1 {
+			p = udp(client, cport, vip, dport)
+		}
+		d := Decide(p.Frame(), s, nil)
+		table, bucket, ok := s.Flow(netip.AddrPortFrom(client, cport), netip.AddrPortFrom(vip, dport), p.Proto)
+		if want := d.Bucket >= 0; ok != want {
+			t.Fatalf("%v: Flow ok=%v, Decide %+v", p, ok, d)
+		}
+		if ok && (table != d.Rule || bucket != d.Bucket) {
+			t.Fatalf("%v: Flow (%d, %d), Decide (%d, %d)", p, table, bucket, d.Rule, d.Bucket)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"unsafe"
 
@@ -20,7 +21,10 @@ import (
 type State struct {
 	Interface string   `json:"interface"`
 	Mode      Mode     `json:"mode"`
+	VIPs      []string `json:"vips"`
 	Changes   []Change `json:"changes"`
+	// Complete is set once every step is done.
+	Complete bool `json:"complete"`
 }
 
 // Change is one undoable change.
@@ -54,7 +58,7 @@ func Setup(cfg Config) (err error) {
 	if err != nil {
 		return fmt.Errorf("macmode: interface %s: %w", cfg.Interface, err)
 	}
-	st := &State{Interface: cfg.Interface, Mode: cfg.Mode}
+	st := &State{Interface: cfg.Interface, Mode: cfg.Mode, VIPs: vipStrings(cfg.VIPs)}
 	defer func() {
 		if err != nil {
 			if uerr := undo(st); uerr != nil {
@@ -164,7 +168,41 @@ func Setup(cfg Config) (err error) {
 	default:
 		return fmt.Errorf("macmode: unknown mode %q", cfg.Mode)
 	}
+	st.Complete = true
+	if err := writeState(cfg.StateFile, st); err != nil {
+		return fmt.Errorf("macmode: %w", err)
+	}
 	return nil
+}
+
+func vipStrings(vips []netip.Addr) []string {
+	out := make([]string, len(vips))
+	for i, v := range vips {
+		out[i] = v.String()
+	}
+	return out
+}
+
+// Adopt is Setup for an agent that restarts: if the state file records a
+// complete setup of the same interface, mode and VIPs (a previous agent's,
+// which exited keeping the NIC or was killed), it is adopted as is and
+// nothing changes on the NIC (adopted is true). Otherwise what the file
+// records is undone and Setup runs.
+func Adopt(cfg Config) (adopted bool, err error) {
+	b, err := os.ReadFile(cfg.StateFile)
+	if err == nil {
+		var st State
+		if json.Unmarshal(b, &st) == nil && st.Complete && st.Interface == cfg.Interface &&
+			st.Mode == cfg.Mode && slices.Equal(st.VIPs, vipStrings(cfg.VIPs)) {
+			return true, nil
+		}
+		if err := Restore(cfg.StateFile); err != nil {
+			return false, err
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("macmode: read state: %w", err)
+	}
+	return false, Setup(cfg)
 }
 
 // Restore undoes what the state file records (after a clean stop or a

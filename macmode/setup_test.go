@@ -120,6 +120,26 @@ func TestSetupTeardown(t *testing.T) {
 				t.Fatalf("state file: %v %s", err, b)
 			}
 			steps := len(st.Changes)
+			if !st.Complete {
+				t.Fatal("state file of a finished setup is not marked complete")
+			}
+			// A restarted agent adopts the same setup without a change...
+			var adopted bool
+			if err := in(func() (err error) { adopted, err = Adopt(cfg); return }); err != nil || !adopted {
+				t.Fatalf("adopt the same setup: adopted=%v, %v", adopted, err)
+			}
+			if now := snapshot(t, ns, ifname); now != during {
+				t.Fatalf("adopt changed the NIC:\n%s\nwas:\n%s", now, during)
+			}
+			// ...and redoes a setup for other VIPs.
+			other := cfg
+			other.VIPs = vips[:1]
+			if err := in(func() (err error) { adopted, err = Adopt(other); return }); err != nil || adopted {
+				t.Fatalf("adopt another setup: adopted=%v, %v", adopted, err)
+			}
+			if now := snapshot(t, ns, ifname); strings.Contains(now, "198.18.0.101") {
+				t.Fatalf("the VIP no longer configured is still there:\n%s", now)
+			}
 			if err := in(func() error { return Restore(cfg.StateFile) }); err != nil {
 				t.Fatal(err)
 			}
