@@ -2,14 +2,20 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
+	"os/signal"
 	"path/filepath"
+	"syscall"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 
 	"github.com/nlbproject/nlb/agent"
+	"github.com/nlbproject/nlb/filter"
 	"github.com/nlbproject/nlb/macmode"
 )
 
@@ -18,11 +24,19 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	var configPath, checkPath, stateDir string
+	var configPath, checkPath, runDir, bpffs, logFormat, logLevel string
 	var restore bool
 	root := &cobra.Command{
-		Use:           "nlbd --config FILE | --check-config FILE",
-		Short:         "nlb agent: distributed load balancing without a dispatcher",
+		Use:   "nlbd --config FILE | --check-config FILE | --restore --config FILE",
+		Short: "nlb agent: distributed load balancing without a dispatcher",
+		Long: `nlbd runs on every host of an nlb cluster. It puts the cluster NIC in the
+cluster's MAC mode, loads the eBPF filter, exchanges heartbeats with the
+other hosts, converges on who owns which flows, and serves nlbctl.
+
+Signals: SIGTERM/SIGINT leave as host.on_exit says (default: drainstop,
+then restore the NIC); SIGUSR2 exits at once keeping the data plane and
+NIC for the next agent (upgrades: no connection is dropped); SIGHUP
+reloads the configuration.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -38,36 +52,94 @@ func run(args []string, stdout, stderr io.Writer) int {
 			if configPath == "" {
 				return fmt.Errorf("--config or --check-config is required")
 			}
+			r, err := agent.LoadConfig(configPath)
+			if err != nil {
+				return err
+			}
 			if restore {
-				// Undo what a killed agent left on the NIC, from its
-				// state file; nothing to do if there is none.
-				r, err := agent.LoadConfig(configPath)
-				if err != nil {
-					return err
-				}
-				path := filepath.Join(stateDir, r.Interface+".state")
+				// Undo what a killed agent left: the NIC from its state
+				// file, then the pinned data plane.
+				path := filepath.Join(runDir, r.Interface+".state")
 				if err := macmode.Restore(path); err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "restored %s (state file %s)\n", r.Interface, path)
+				if err := filter.RemovePinned(filepath.Join(bpffs, "nlb", r.Interface)); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "restored %s (state file %s) and removed its pinned data plane\n", r.Interface, path)
 				return nil
 			}
-			if _, err := agent.LoadConfig(configPath); err != nil {
-				return err
+			level := hclog.LevelFromString(logLevel)
+			if level == hclog.NoLevel {
+				return fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", logLevel)
 			}
-			return fmt.Errorf("the agent runtime is not built yet (issue: nlbd end to end); only --check-config works")
+			if logFormat != "text" && logFormat != "json" {
+				return fmt.Errorf("--log-format %q: want text or json", logFormat)
+			}
+			log := hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("nlbd.host%d", r.HostID), Level: level,
+				JSONFormat: logFormat == "json", Output: stderr})
+			a := agent.New(r, agent.Options{ConfigPath: configPath, RunDir: runDir, BPFFS: bpffs, Log: log, Ready: notifyReady})
+			sigs := make(chan os.Signal, 4)
+			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2, syscall.SIGHUP)
+			defer signal.Stop(sigs)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			go func() {
+				for {
+					select {
+					case s := <-sigs:
+						switch s {
+						case syscall.SIGHUP:
+							if _, err := a.Reload(ctx); err != nil {
+								log.Error("reload", "error", err)
+							}
+						case syscall.SIGUSR2:
+							a.Exit(agent.ExitKeep)
+						default:
+							a.Exit(agent.ExitMode(r.OnExit))
+						}
+					case <-ctx.Done():
+						return
+					}
+				}
+			}()
+			return a.Run(ctx)
 		},
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetArgs(args)
-	root.Flags().StringVar(&configPath, "config", "", "configuration file")
-	root.Flags().StringVar(&checkPath, "check-config", "", "validate FILE, print a summary and exit; touches nothing")
-	root.Flags().BoolVar(&restore, "restore", false, "undo what a killed agent changed on the cluster NIC (MAC, addresses, sysctls), from its state file, and exit")
-	root.Flags().StringVar(&stateDir, "state-dir", "/run/nlb", "directory of the NIC state files")
+	f := root.Flags()
+	f.StringVar(&configPath, "config", "", "configuration file")
+	f.StringVar(&checkPath, "check-config", "", "validate FILE, print a summary and exit; touches nothing")
+	f.BoolVar(&restore, "restore", false, "undo what a killed agent changed (NIC MAC, addresses, sysctls, pinned eBPF), and exit")
+	f.StringVar(&runDir, "run-dir", "/run/nlb", "directory of the NIC state file and the control socket")
+	f.StringVar(&runDir, "state-dir", "/run/nlb", "old name of --run-dir")
+	f.MarkHidden("state-dir")
+	f.StringVar(&bpffs, "bpffs", "/sys/fs/bpf", "bpffs mount point (mounted if absent); pins go under BPFFS/nlb/IFNAME")
+	f.StringVar(&logFormat, "log-format", "text", "text or json")
+	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(stderr, "nlbd:", err)
 		return 1
 	}
 	return 0
 }
+
+// notifyReady tells systemd (Type=notify) that the agent is up.
+func notifyReady() {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return
+	}
+	if path[0] == '@' {
+		path = "\x00" + path[1:]
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte("READY=1"))
+}
+

@@ -16,6 +16,16 @@ import (
 	"github.com/vishvananda/netns"
 )
 
+// T is what these helpers need of a test: testing.TB has it, and so does
+// the demo's runner, which is not a test.
+type T interface {
+	Helper()
+	Fatalf(format string, args ...any)
+	Errorf(format string, args ...any)
+	Logf(format string, args ...any)
+	Cleanup(func())
+}
+
 // RequireRoot skips a test that needs root when not root, saying why. In
 // CI (CI=true), which runs as root, not being root is a failure, so that
 // kernel tests never silently skip there.
@@ -40,7 +50,7 @@ type NS struct {
 }
 
 // New creates namespace Prefix+suffix, removed when the test ends.
-func New(tb testing.TB, suffix string) *NS {
+func New(tb T, suffix string) *NS {
 	tb.Helper()
 	name := Prefix + suffix
 	runtime.LockOSThread()
@@ -110,7 +120,7 @@ func (n *NS) Do(fn func() error) error {
 }
 
 // Netlink returns a netlink handle operating inside the namespace.
-func (n *NS) Netlink(tb testing.TB) *netlink.Handle {
+func (n *NS) Netlink(tb T) *netlink.Handle {
 	tb.Helper()
 	h, err := netlink.NewHandleAt(n.handle)
 	if err != nil {
@@ -122,7 +132,7 @@ func (n *NS) Netlink(tb testing.TB) *netlink.Handle {
 
 // Veth creates a veth pair: aName in a, bName in b, both up, with the given
 // addresses (CIDR strings, may be empty).
-func Veth(tb testing.TB, a *NS, aName, aAddr string, b *NS, bName, bAddr string) {
+func Veth(tb T, a *NS, aName, aAddr string, b *NS, bName, bAddr string) {
 	tb.Helper()
 	ha, hb := a.Netlink(tb), b.Netlink(tb)
 	v := &netlink.Veth{
@@ -151,7 +161,7 @@ func Veth(tb testing.TB, a *NS, aName, aAddr string, b *NS, bName, bAddr string)
 }
 
 // Addr adds an address (CIDR) to a link.
-func Addr(tb testing.TB, h *netlink.Handle, l netlink.Link, cidr string) {
+func Addr(tb T, h *netlink.Handle, l netlink.Link, cidr string) {
 	tb.Helper()
 	a, err := netlink.ParseAddr(cidr)
 	if err != nil {
@@ -165,7 +175,7 @@ func Addr(tb testing.TB, h *netlink.Handle, l netlink.Link, cidr string) {
 
 // WaitGone waits until no link with the prefix is left in the root
 // namespace (`ip netns del` returns before veth peers disappear).
-func WaitGone(tb testing.TB) {
+func WaitGone(tb T) {
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		links, _ := netlink.LinkList()
@@ -185,7 +195,7 @@ func WaitGone(tb testing.TB) {
 
 // Switch creates a namespace holding a Linux bridge "br0" (up), the
 // segment's switch. Hosts are plugged into it with Plug.
-func Switch(tb testing.TB) *NS {
+func Switch(tb T) *NS {
 	tb.Helper()
 	sw := New(tb, "sw")
 	h := sw.Netlink(tb)
@@ -201,18 +211,18 @@ func Switch(tb testing.TB) *NS {
 
 // Plug connects host to the switch with a veth: ifname (with addr, may be
 // empty) in the host, "p"+ifname enslaved to br0 in the switch.
-func Plug(tb testing.TB, sw, host *NS, ifname, addr string) {
+func Plug(tb T, sw, host *NS, ifname, addr string) {
 	tb.Helper()
 	port := "p" + ifname
 	Veth(tb, host, ifname, addr, sw, port, "")
 	h := sw.Netlink(tb)
 	br, err := h.LinkByName("br0")
 	if err != nil {
-		tb.Fatal(err)
+		tb.Fatalf("%v", err)
 	}
 	p, err := h.LinkByName(port)
 	if err != nil {
-		tb.Fatal(err)
+		tb.Fatalf("%v", err)
 	}
 	if err := h.LinkSetMaster(p, br); err != nil {
 		tb.Fatalf("enslave %s: %v", port, err)

@@ -1,0 +1,366 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
+
+	"github.com/nlbproject/nlb/convergence"
+	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/heartbeat"
+	"github.com/nlbproject/nlb/macmode"
+	"github.com/nlbproject/nlb/remote"
+)
+
+func (a *Agent) stateFile() string {
+	return filepath.Join(a.opts.RunDir, a.cfg.Interface+".state")
+}
+
+
+func (a *Agent) pinDir() string {
+	return filepath.Join(a.opts.BPFFS, "nlb", a.cfg.Interface)
+}
+
+func (a *Agent) macConfig() macmode.Config {
+	return macmode.Config{Mode: macmode.Mode(a.cfg.MACMode.String()), Interface: a.cfg.Interface,
+		VIPs: a.cfg.VIPs, StateFile: a.stateFile()}
+}
+
+// clusterMACs returns the MAC the cluster answers ARP with, this host's
+// unique MAC, and the heartbeat destination.
+func clusterMACs(cfg *Resolved, nicMAC net.HardwareAddr) (cluster, own, hbDst net.HardwareAddr, err error) {
+	vip := cfg.VIPs[0]
+	switch cfg.MACMode {
+	case MACUnicast:
+		if cluster, err = macmode.UnicastMAC(vip); err != nil {
+			return
+		}
+		own, err = macmode.MaskedMAC(vip, cfg.HostID)
+		hbDst = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	case MACMulticast:
+		cluster, err = macmode.MulticastMAC(vip)
+		own, hbDst = nicMAC, cluster
+	case MACIGMP:
+		cluster, err = macmode.IGMPMAC(vip)
+		own, hbDst = nicMAC, cluster
+	default:
+		err = fmt.Errorf("mac mode %v", cfg.MACMode)
+	}
+	return
+}
+
+// baseState is the filter state of cfg with no marks.
+func baseState(cfg *Resolved) filter.State {
+	return filter.State{VIPs: cfg.VIPs, Rules: cfg.Rules, Seed: cfg.Seed, RemotePort: cfg.RemotePort}
+}
+
+// compatible reports whether the data plane's installed state was made for
+// the same cluster settings (its marks then mean the same buckets).
+func compatible(installed *filter.State, want *filter.State) bool {
+	if installed.Seed != want.Seed || installed.RemotePort != want.RemotePort ||
+		len(installed.VIPs) != len(want.VIPs) || len(installed.Rules) != len(want.Rules) {
+		return false
+	}
+	for i := range want.VIPs {
+		if installed.VIPs[i] != want.VIPs[i] {
+			return false
+		}
+	}
+	for i := range want.Rules {
+		if installed.Rules[i] != want.Rules[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// Run sets the host up, runs it until Exit or ctx ends, and leaves as
+// asked (ctx ending is ExitKeep: the quickest exit that breaks nothing).
+// Setup is all-or-nothing: on a setup error the host is left as it was.
+func (a *Agent) Run(ctx context.Context) (err error) {
+	cfg := a.cfg
+	log := a.log
+	a.started = time.Now()
+	a.inc = uint64(a.started.UnixNano())
+	link, err := netlink.LinkByName(cfg.Interface)
+	if err != nil {
+		return fmt.Errorf("host.interface %s: %w", cfg.Interface, err)
+	}
+	if err := os.MkdirAll(a.opts.RunDir, 0o700); err != nil {
+		return fmt.Errorf("run directory: %w", err)
+	}
+	var undo []func() error
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				if uerr := undo[i](); uerr != nil {
+					log.Error("undo after failed setup", "error", uerr)
+				}
+			}
+		}
+	}()
+
+	// 1. The data plane, before the NIC receives cluster traffic: a fresh
+	// one drops every VIP flow until convergence gives this host buckets.
+	mounted, err := filter.EnsureBPFFS(a.opts.BPFFS)
+	if err != nil {
+		return err
+	}
+	if mounted {
+		undo = append(undo, func() error { return unix.Unmount(a.opts.BPFFS, 0) })
+	}
+	dp, err := filter.Load(filter.DatapathOptions{PinDir: a.pinDir()})
+	if err != nil {
+		return err
+	}
+	want := baseState(cfg)
+	var restoreMarks *[filter.MaxRules + 1]*filter.Marks
+	var leaseLeft time.Duration
+	if dp.Adopted() {
+		inst, _, left, ierr := dp.Installed()
+		if ierr == nil && compatible(inst, &want) {
+			want.Marks = inst.Marks
+			restoreMarks, leaseLeft = &inst.Marks, left
+			log.Info("adopted the pinned data plane", "lease_left", left)
+		} else {
+			log.Warn("pinned data plane is for other cluster settings; starting with no buckets")
+		}
+		undo = append(undo, dp.Close)
+	} else {
+		undo = append(undo, dp.Detach)
+	}
+	nic, err := net.InterfaceByName(cfg.Interface)
+	if err != nil {
+		return err
+	}
+	clusterMAC, ownMAC, hbDst, err := clusterMACs(cfg, nic.HardwareAddr)
+	if err != nil {
+		return err
+	}
+	eg := filter.Egress{}
+	if cfg.MACMode == MACUnicast {
+		eg.Mask = true
+		copy(eg.ClusterMAC[:], clusterMAC)
+		copy(eg.MaskedMAC[:], ownMAC)
+	}
+	if restoreMarks == nil {
+		if err := dp.Update(&want, eg); err != nil {
+			return err
+		}
+		if err := dp.ExpireLease(); err != nil {
+			return err
+		}
+	} else if err := dp.Update(&want, eg); err != nil { // same marks, current egress
+		return err
+	}
+	if err := dp.Attach(link.Attrs().Index); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.dp, a.fstate, a.egress = dp, want, eg
+	a.mu.Unlock()
+
+	// 2. The NIC.
+	adopted, err := macmode.Adopt(a.macConfig())
+	if err != nil {
+		return err
+	}
+	if !adopted {
+		undo = append(undo, func() error { return macmode.Restore(a.stateFile()) })
+	}
+	log.Info("cluster NIC ready", "interface", cfg.Interface, "mode", cfg.MACMode, "cluster_mac", clusterMAC, "adopted", adopted)
+
+	// 3. Heartbeats, ARP, remote control.
+	conn, err := heartbeat.ListenPacket(cfg.Interface, hbDst)
+	if err != nil {
+		return err
+	}
+	undo = append(undo, conn.Close)
+	arp, err := macmode.NewResponder(cfg.Interface, cfg.VIPs, clusterMAC)
+	if err != nil {
+		return err
+	}
+	undo = append(undo, arp.Close)
+	a.gratuitous = arp.Gratuitous
+	sock := SocketPath(a.opts.RunDir)
+	os.Remove(sock) // a killed agent's
+	local, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("control socket: %w", err)
+	}
+	local.SetUnlinkOnClose(true)
+	undo = append(undo, local.Close)
+	if err := os.Chmod(sock, 0o600); err != nil {
+		return err
+	}
+	var udp *net.UDPConn
+	if cfg.RemotePort != 0 {
+		udp, err = net.ListenUDP("udp4", &net.UDPAddr{Port: int(cfg.RemotePort)})
+		if err != nil {
+			return fmt.Errorf("remote control on udp/%d: %w", cfg.RemotePort, err)
+		}
+		undo = append(undo, udp.Close)
+	}
+
+	// 4. Convergence.
+	m := convergence.NewMachine(a.machineConfig(cfg, ownMAC))
+	if restoreMarks != nil {
+		m.Restore(time.Now(), *restoreMarks, leaseLeft)
+	}
+	hkey := heartbeat.DeriveKey(cfg.Key)
+	node := NewNode(m, conn, heartbeat.NewGuard(hkey, cfg.VIPs[0], cfg.HostID), hkey, cfg.Period, log.Named("convergence"))
+	node.Apply = a.apply
+	node.Scan = a.scan
+	node.OnState = a.onState
+	a.mu.Lock()
+	a.node = node
+	a.mu.Unlock()
+	if err := arp.Gratuitous(); err != nil {
+		log.Warn("gratuitous arp failed", "error", err)
+	}
+	undo = nil // from here on, leaving is the exit path's job
+
+	srv := remote.NewServer(remote.DeriveKey(cfg.Key), a, log.Named("remote"))
+	runCtx, stopRun := context.WithCancel(context.Background())
+	g, gctx := errgroup.WithContext(runCtx)
+	g.Go(func() error { return node.Run(gctx) })
+	g.Go(func() error { return srv.ServeLocal(gctx, local) })
+	if udp != nil {
+		g.Go(func() error { return srv.ServeUDP(gctx, udp) })
+	}
+	if cfg.MACMode != MACUnicast { // the kernel answers ARP in unicast mode
+		g.Go(func() error {
+			go func() { <-gctx.Done(); arp.Close() }()
+			return arp.Run(gctx)
+		})
+	}
+	log.Info("agent running", "host", cfg.HostID, "cluster", cfg.Name, "incarnation", a.inc, "remote_port", cfg.RemotePort)
+	if a.opts.Ready != nil {
+		a.opts.Ready()
+	}
+
+	mode := ExitKeep
+	select {
+	case mode = <-a.exit:
+	case <-ctx.Done():
+	case <-gctx.Done(): // a component failed
+	}
+	if gctx.Err() == nil {
+		log.Info("agent leaving", "mode", mode)
+		a.leave(ctx, node, mode)
+	}
+	stopRun()
+	runErr := g.Wait()
+	conn.Close()
+	arp.Close()
+	if runErr != nil {
+		log.Error("agent component failed", "error", runErr)
+		mode = ExitKeep // the lease protects the cluster; a restart adopts
+	}
+	if mode == ExitKeep {
+		err = dp.Close()
+		log.Info("agent exited; data plane and NIC kept for the next agent")
+		return errors.Join(runErr, err)
+	}
+	// The NIC first, while the data plane still drops: once the programs
+	// are gone, nothing may reach this host for the VIPs.
+	err = errors.Join(runErr, macmode.Restore(a.stateFile()), dp.Detach())
+	if mounted {
+		err = errors.Join(err, unix.Unmount(a.opts.BPFFS, 0))
+	}
+	log.Info("agent exited; NIC and data plane restored")
+	return err
+}
+
+func (a *Agent) machineConfig(cfg *Resolved, ownMAC net.HardwareAddr) convergence.Config {
+	var mac [6]byte
+	copy(mac[:], ownMAC)
+	st := convergence.StateJoining
+	switch cfg.InitialState {
+	case "stopped":
+		st = convergence.StateStopped
+	case "suspended":
+		st = convergence.StateSuspended
+	}
+	return convergence.Config{
+		HostID: cfg.HostID, Incarnation: a.inc, ClusterVIP: cfg.VIPs[0], MAC: mac,
+		DedicatedIP: cfg.DedicatedIP.Addr(), Rules: cfg.Rules, ConfigDigest: cfg.Digest(),
+		Settings: cfg.Settings(), Period: cfg.Period, LossTolerance: cfg.LossTolerance,
+		Grace: cfg.Grace, DrainTimeout: cfg.DrainTimeout, QuorumVoters: cfg.QuorumVoters, StartState: st,
+	}
+}
+
+// leave carries out a stop or drainstop before the exit (keep does
+// nothing: the lease runs out by itself).
+func (a *Agent) leave(ctx context.Context, node *Node, mode ExitMode) {
+	if mode == ExitKeep {
+		return
+	}
+	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if mode == ExitDrainStop {
+		if err := node.Do(cctx, convergence.Command{Op: convergence.OpDrainStop}); err != nil {
+			a.log.Warn("drainstop", "error", err)
+		}
+		t := time.NewTicker(a.cfg.Period)
+		defer t.Stop()
+	wait:
+		for {
+			if st, _ := node.State(); st != convergence.StateDraining {
+				break
+			}
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				a.log.Warn("drain interrupted")
+				break wait
+			}
+		}
+	}
+	if err := node.Do(cctx, convergence.Command{Op: convergence.OpStop}); err != nil {
+		a.log.Warn("stop", "error", err)
+	}
+	// Let the peers hear that this host stopped: they re-converge at once
+	// instead of waiting for it to be declared dead.
+	time.Sleep(2 * a.cfg.Period)
+}
+
+// apply carries a machine action into the kernel.
+func (a *Agent) apply(action any) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	switch ac := action.(type) {
+	case convergence.InstallMarks:
+		a.fstate.Marks = ac.Marks
+		return a.dp.Update(&a.fstate, a.egress)
+	case convergence.Lease:
+		if ac.For == 0 {
+			a.fstate.LeaseValid = false
+			return a.dp.ExpireLease()
+		}
+		a.fstate.LeaseValid = true
+		return a.dp.RenewLease(ac.For)
+	}
+	return nil
+}
+
+// onState announces the VIPs when this host starts or stops serving.
+func (a *Agent) onState(from, to convergence.State) {
+	serving := func(s convergence.State) bool {
+		return s == convergence.StateConverged || s == convergence.StateDefault || s == convergence.StateDraining
+	}
+	a.log.Info("state", "from", from, "to", to)
+	if serving(from) != serving(to) && a.gratuitous != nil {
+		if err := a.gratuitous(); err != nil {
+			a.log.Warn("gratuitous arp failed", "error", err)
+		}
+	}
+}

@@ -1,0 +1,17 @@
+//go:build !linux
+
+package agent
+
+import (
+	"context"
+	"errors"
+
+	"github.com/nlbproject/nlb/convergence"
+)
+
+// Run needs Linux (eBPF, AF_PACKET, netlink).
+func (a *Agent) Run(ctx context.Context) error { return errors.New("nlbd runs on Linux only") }
+
+func (a *Agent) scan() (convergence.HeldScan, error) {
+	return convergence.HeldScan{}, errors.New("held-flow scan needs Linux")
+}

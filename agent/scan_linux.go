@@ -1,0 +1,51 @@
+package agent
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+
+	"github.com/nlbproject/nlb/convergence"
+)
+
+// tcpListen is TCP_LISTEN in the kernel's socket states.
+const tcpListen = 10
+
+// scan reports the buckets in which this host holds TCP flows: every
+// socket (established, closing, TIME_WAIT, SYN_RECV) whose local address
+// is a VIP, mapped to its table and bucket by the filter model. It runs in
+// the node's loop, after the marks of the previous step were installed. A
+// dump the kernel reports as interrupted is an error, never a partial
+// answer: a flow missed here would be reset by its bucket's new owner.
+func (a *Agent) scan() (convergence.HeldScan, error) {
+	var hs convergence.HeldScan
+	socks, err := netlink.SocketDiagTCP(unix.AF_INET)
+	if err != nil {
+		return hs, fmt.Errorf("sock_diag: %w", err)
+	}
+	a.mu.Lock()
+	st := a.fstate
+	a.mu.Unlock()
+	for _, s := range socks {
+		if s.State == tcpListen {
+			continue
+		}
+		local, ok1 := netip.AddrFromSlice(s.ID.Source.To4())
+		peer, ok2 := netip.AddrFromSlice(s.ID.Destination.To4())
+		if !ok1 || !ok2 {
+			continue
+		}
+		t, b, ok := st.Flow(netip.AddrPortFrom(peer, s.ID.DestinationPort), netip.AddrPortFrom(local, s.ID.SourcePort), unix.IPPROTO_TCP)
+		if !ok {
+			continue
+		}
+		if hs.Held[t] == nil {
+			hs.Held[t] = map[uint16]bool{}
+		}
+		hs.Held[t][uint16(b)] = true
+	}
+	return hs, nil
+}
+
