@@ -43,16 +43,16 @@ type Agent struct {
 	log  hclog.Logger
 	exit chan ExitMode
 
-	mu      sync.Mutex // guards cfg, fstate, node
-	cfg     *Resolved
-	fstate  filter.State // what the data plane holds (marks included)
-	node    *Node
-	egress  filter.Egress
-	dp      *filter.Datapath
+	mu     sync.Mutex // guards cfg, fstate, node
+	cfg    *Resolved
+	fstate filter.State // what the data plane holds (marks included)
+	node   *Node
+	egress filter.Egress
+	dp     *filter.Datapath
 	// gratuitous announces the VIPs (set once the ARP socket is open).
 	gratuitous func() error
-	started time.Time
-	inc     uint64
+	started    time.Time
+	inc        uint64
 }
 
 // New returns an agent for a validated configuration; it touches nothing.

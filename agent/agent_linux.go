@@ -24,7 +24,6 @@ func (a *Agent) stateFile() string {
 	return filepath.Join(a.opts.RunDir, a.cfg.Interface+".state")
 }
 
-
 func (a *Agent) pinDir() string {
 	return filepath.Join(a.opts.BPFFS, "nlb", a.cfg.Interface)
 }

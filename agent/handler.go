@@ -112,7 +112,7 @@ func (a *Agent) Handle(ctx context.Context, cmd remote.Command, args remote.Args
 		q := QueryResult{Host: cfg.HostID, State: st.State.String(), Why: st.Why, Members: []uint8{},
 			Heard: members(st.Heard), Convergences: st.Convergences,
 			LastConvergenceMS: float64(st.LastConvergence.Microseconds()) / 1000,
-			Owned: map[string]int{}, LeaseValid: fst.LeaseValid, Incarnation: a.inc,
+			Owned:             map[string]int{}, LeaseValid: fst.LeaseValid, Incarnation: a.inc,
 			Uptime: time.Since(a.started).Round(time.Second).String()}
 		if st.Epoch != nil {
 			q.Epoch, q.Members = st.Epoch.Num, members(st.Epoch.Members)
@@ -224,20 +224,20 @@ func (a *Agent) filterFlow(cfg *Resolved, node *Node, fst *filter.State, args re
 
 // Params is the effective configuration params reports.
 type Params struct {
-	Cluster       string          `json:"cluster"`
-	VIPs          []string        `json:"vips"`
-	MACMode       string          `json:"mac_mode"`
-	Period        string          `json:"heartbeat_period"`
-	LossTolerance int             `json:"loss_tolerance"`
-	RemotePort    uint16          `json:"remote_port"`
-	QuorumVoters  int             `json:"quorum_voters"`
-	Grace         string          `json:"grace"`
-	Interface     string          `json:"interface"`
-	DedicatedIP   string          `json:"dedicated_ip"`
-	OnExit        string          `json:"on_exit"`
-	DrainTimeout  string          `json:"drain_timeout"`
-	Rules         []ParamsRule    `json:"port_rules"`
-	Digest        string          `json:"config_digest"`
+	Cluster       string       `json:"cluster"`
+	VIPs          []string     `json:"vips"`
+	MACMode       string       `json:"mac_mode"`
+	Period        string       `json:"heartbeat_period"`
+	LossTolerance int          `json:"loss_tolerance"`
+	RemotePort    uint16       `json:"remote_port"`
+	QuorumVoters  int          `json:"quorum_voters"`
+	Grace         string       `json:"grace"`
+	Interface     string       `json:"interface"`
+	DedicatedIP   string       `json:"dedicated_ip"`
+	OnExit        string       `json:"on_exit"`
+	DrainTimeout  string       `json:"drain_timeout"`
+	Rules         []ParamsRule `json:"port_rules"`
+	Digest        string       `json:"config_digest"`
 }
 
 // ParamsRule is one port rule with this host's setting.

@@ -48,4 +48,3 @@ func (a *Agent) scan() (convergence.HeldScan, error) {
 	}
 	return hs, nil
 }
-

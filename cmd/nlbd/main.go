@@ -142,4 +142,3 @@ func notifyReady() {
 	defer c.Close()
 	_, _ = c.Write([]byte("READY=1"))
 }
-
