@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/remote"
 )
 
 // Options are the agent's process-level settings (flags of nlbd).
@@ -51,6 +52,7 @@ type Agent struct {
 	dp     *filter.Datapath
 	// gratuitous announces the VIPs (set once the ARP socket is open).
 	gratuitous func() error
+	srv        *remote.Server
 	started    time.Time
 	inc        uint64
 }

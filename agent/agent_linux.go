@@ -228,6 +228,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	undo = nil // from here on, leaving is the exit path's job
 
 	srv := remote.NewServer(remote.DeriveKey(cfg.Key), a, log.Named("remote"))
+	a.mu.Lock()
+	a.srv = srv
+	a.mu.Unlock()
 	runCtx, stopRun := context.WithCancel(context.Background())
 	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return node.Run(gctx) })

@@ -37,6 +37,8 @@ type QueryResult struct {
 	LeaseValid  bool           `json:"lease_valid"`
 	Incarnation uint64         `json:"incarnation"`
 	Uptime      string         `json:"uptime"`
+	// RemoteRefused counts remote-control datagrams refused, by reason.
+	RemoteRefused map[string]uint64 `json:"remote_refused"`
 }
 
 // RuleResult answers enable, disable and drain.
@@ -98,7 +100,7 @@ func (a *Agent) ruleName(cfg *Resolved, t int) string {
 // Handle implements remote.Handler.
 func (a *Agent) Handle(ctx context.Context, cmd remote.Command, args remote.Args) (any, error) {
 	a.mu.Lock()
-	cfg, node, fst := a.cfg, a.node, a.fstate
+	cfg, node, fst, srv := a.cfg, a.node, a.fstate, a.srv
 	a.mu.Unlock()
 	if node == nil {
 		return nil, errors.New("the agent is starting")
@@ -124,6 +126,14 @@ func (a *Agent) Handle(ctx context.Context, cmd remote.Command, args remote.Args
 			q.Owned[a.ruleName(cfg, t)] = ownedBuckets(&fst, t)
 		}
 		q.Owned["default"] = ownedBuckets(&fst, filter.DefaultRule)
+		q.RemoteRefused = map[string]uint64{}
+		if srv != nil {
+			for r, n := range srv.Guard().Counts() {
+				if r != int(remote.RefusedNone) {
+					q.RemoteRefused[remote.Refusal(r).String()] = n
+				}
+			}
+		}
 		return q, nil
 	case remote.CmdStart:
 		return nil, op(convergence.OpStart, 0)

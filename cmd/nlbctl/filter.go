@@ -13,6 +13,7 @@ import (
 	"github.com/nlbproject/nlb/agent"
 	"github.com/nlbproject/nlb/convergence"
 	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/remote"
 )
 
 type filterHost struct {
@@ -30,24 +31,32 @@ type filterResult struct {
 	Hosts    []filterHost `json:"hosts"`
 }
 
-func filterCommand() *cobra.Command {
-	var (
-		configPath, members, clientStr, vipStr, proto string
-		asJSON                                        bool
-	)
+func filterCommand(t *target) *cobra.Command {
+	var members, clientStr, vipStr, proto string
 	c := &cobra.Command{
-		Use:   "filter --config FILE --members 1,2,3 --client IP:PORT --vip IP:PORT --proto tcp|udp",
-		Short: "Show which host accepts a client flow (offline, from a config file)",
-		Long: `filter evaluates the filter model for a flow against the cluster described
-by a host's config file, as if the listed members had just formed the
-cluster, each with this file's per-rule weights and priorities. It is the
-same model the kernel program is tested against.`,
+		Use:   "filter --client IP:PORT --vip IP:PORT [--proto tcp|udp] [--config FILE --members 1,2,3]",
+		Short: "Show which host accepts a client flow",
+		Long: `filter says which host takes a client flow.
+
+Live (the default): every targeted agent answers from the tables it is
+filtering with right now, with its own verdict and the bucket's owner.
+
+Offline (--members with --config): the filter model is evaluated for the
+cluster described by the config file, as if the listed members had just
+formed it, each with this file's weights and priorities. It is the same
+model the kernel program is tested against.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if configPath == "" || members == "" || clientStr == "" || vipStr == "" {
-				return usageError{fmt.Errorf("--config, --members, --client and --vip are required")}
+			if clientStr == "" || vipStr == "" {
+				return usageError{fmt.Errorf("--client and --vip are required")}
 			}
-			r, err := agent.LoadConfig(configPath)
+			if members == "" {
+				return t.liveFilter(cmd, clientStr, vipStr, proto)
+			}
+			if t.config == "" {
+				return usageError{fmt.Errorf("--members (offline) needs --config")}
+			}
+			r, err := agent.LoadConfig(t.config)
 			if err != nil {
 				return err
 			}
@@ -74,7 +83,7 @@ same model the kernel program is tested against.`,
 			}
 			res := evaluate(r, ids, p)
 			res.Flow = fmt.Sprintf("%s -> %s/%s", client, vip, proto)
-			if asJSON {
+			if t.asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				return enc.Encode(res)
@@ -84,13 +93,56 @@ same model the kernel program is tested against.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&configPath, "config", "", "host config file")
-	f.StringVar(&members, "members", "", "live host IDs, comma-separated (e.g. 1,2,3)")
+	f.StringVar(&members, "members", "", "offline: host IDs of the cluster to model, comma-separated (e.g. 1,2,3)")
 	f.StringVar(&clientStr, "client", "", "client address and port")
 	f.StringVar(&vipStr, "vip", "", "VIP address and port")
 	f.StringVar(&proto, "proto", "tcp", "tcp or udp")
-	f.BoolVar(&asJSON, "json", false, "print JSON")
 	return c
+}
+
+// liveFilter asks the agents.
+func (t *target) liveFilter(cmd *cobra.Command, client, vip, proto string) error {
+	res, err := t.send(remote.CmdFilter, remote.Args{Client: client, Dest: vip, Proto: proto})
+	if err != nil {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	if t.asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(jsonResult(res)); err != nil {
+			return err
+		}
+		return outcome(res)
+	}
+	fmt.Fprintf(w, "flow      %s -> %s/%s\n", client, vip, proto)
+	var accepted []uint8
+	owners := map[uint8]bool{}
+	fmt.Fprintf(w, "\n%-6s %-8s %-24s %-8s %-7s %s\n", "HOST", "VERDICT", "REASON", "RULE", "BUCKET", "OWNER")
+	for _, r := range res.Replies {
+		var f agent.FilterResult
+		if r.Status != remote.StatusOK || json.Unmarshal(r.Result, &f) != nil {
+			fmt.Fprintf(w, "%-6d error: %s\n", r.Host, r.Error)
+			continue
+		}
+		if f.Verdict == "accept" || f.Verdict == "pass" {
+			accepted = append(accepted, r.Host)
+		}
+		owners[f.Owner] = true
+		fmt.Fprintf(w, "%-6d %-8s %-24s %-8s %-7d %d\n", r.Host, f.Verdict, f.Reason, f.Rule, f.Bucket, f.Owner)
+	}
+	switch len(accepted) {
+	case 0:
+		fmt.Fprintln(w, "\naccepted  by no host that answered")
+	case 1:
+		fmt.Fprintf(w, "\naccepted  by host %d\n", accepted[0])
+	default:
+		fmt.Fprintf(w, "\npassed    to hosts %v\n", accepted)
+	}
+	if len(owners) > 1 {
+		fmt.Fprintln(w, "warning   the hosts disagree on the owner: the cluster is converging")
+	}
+	return outcome(res)
 }
 
 func parseMembers(s string) ([]uint8, error) {

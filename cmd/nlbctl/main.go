@@ -1,6 +1,6 @@
-// Command nlbctl manages an nlb cluster. Today it answers, offline, which
-// host takes a flow (`nlbctl filter`); remote-control commands arrive with
-// the remote package.
+// Command nlbctl manages an nlb cluster: the local agent through its
+// control socket, or the whole cluster (or one host) over authenticated
+// UDP remote control. See docs/cli.md.
 package main
 
 import (
@@ -30,8 +30,15 @@ func main() {
 // can be tested with injected I/O.
 func run(args []string, stdout, stderr io.Writer) int {
 	root := &cobra.Command{
-		Use:           "nlbctl",
-		Short:         "Manage an nlb load-balancing cluster",
+		Use:   "nlbctl [--cluster VIP | --host IP] [--key-file F] COMMAND [ARGS]",
+		Short: "Manage an nlb load-balancing cluster",
+		Long: `nlbctl manages an nlb cluster. With no --cluster or --host it talks to the
+local agent through its control socket. With --cluster VIP every host
+answers; with --host IP (a dedicated IP) that host alone does.
+
+Exit codes: 0 every targeted host answered and succeeded; 1 error;
+2 usage; 3 no host answered; 4 some hosts did not answer or failed;
+5 refused (wrong key or clock).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -39,22 +46,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.SetErr(stderr)
 	root.SetArgs(args)
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error { return usageError{err} })
-	for _, c := range commands() {
+	t := &target{}
+	t.flags(root)
+	for _, c := range commands(t) {
 		root.AddCommand(c)
 	}
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(stderr, "nlbctl:", err)
 		var u usageError
-		if errors.As(err, &u) {
+		var e codeError
+		switch {
+		case errors.As(err, &u):
 			return exitUsage
+		case errors.As(err, &e):
+			return e.code
 		}
 		return exitError
 	}
 	return exitOK
 }
 
-func commands() []*cobra.Command {
-	return []*cobra.Command{
-		filterCommand(),
-	}
+func commands(t *target) []*cobra.Command {
+	return append(remoteCommands(t), filterCommand(t))
 }

@@ -1,0 +1,294 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/nlbproject/nlb/agent"
+	"github.com/nlbproject/nlb/remote"
+)
+
+// Exit codes of remote commands (besides exitOK, exitError, exitUsage).
+const (
+	exitTimeout = 3 // no host answered
+	exitPartial = 4 // some targeted hosts did not answer, or failed
+	exitRefused = 5 // the request was refused as not authentic
+)
+
+type codeError struct {
+	code int
+	msg  string
+}
+
+func (e codeError) Error() string { return e.msg }
+
+// target holds the global flags that say where a command goes.
+type target struct {
+	cluster, host, keyFile, config, socket string
+	port                                   uint16
+	hostID                                 uint8
+	timeout                                time.Duration
+	asJSON                                 bool
+}
+
+func (t *target) flags(c *cobra.Command) {
+	f := c.PersistentFlags()
+	f.StringVar(&t.cluster, "cluster", "", "send to this VIP: every host answers")
+	f.StringVar(&t.host, "host", "", "send to this host's dedicated IP: it alone answers")
+	f.Uint8Var(&t.hostID, "target", 0, "with --cluster, only this host ID acts and answers")
+	f.StringVar(&t.keyFile, "key-file", "", "cluster key file (remote targets)")
+	f.StringVar(&t.config, "config", "", "host config file: key file and port are taken from it")
+	f.Uint16Var(&t.port, "port", remote.DefaultPort, "remote-control UDP port")
+	f.StringVar(&t.socket, "socket", agent.SocketPath("/run/nlb"), "local agent's control socket (no --cluster or --host)")
+	f.DurationVar(&t.timeout, "timeout", 2*time.Second, "how long to wait for replies")
+	f.BoolVar(&t.asJSON, "json", false, "print JSON")
+}
+
+// send runs cmd where the flags say and returns what came back.
+func (t *target) send(cmd remote.Command, args remote.Args) (*remote.Result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), t.timeout+time.Second)
+	defer cancel()
+	if t.cluster == "" && t.host == "" {
+		if t.hostID != 0 {
+			return nil, usageError{errors.New("--target needs --cluster")}
+		}
+		return remote.DoLocal(ctx, t.socket, cmd, args)
+	}
+	if t.cluster != "" && t.host != "" {
+		return nil, usageError{errors.New("--cluster and --host exclude each other")}
+	}
+	addr := t.cluster + t.host
+	ip, err := netip.ParseAddr(addr)
+	if err != nil || !ip.Is4() {
+		return nil, usageError{fmt.Errorf("%q is not an IPv4 address", addr)}
+	}
+	keyFile, port := t.keyFile, t.port
+	if t.config != "" {
+		r, err := agent.LoadConfig(t.config)
+		if err != nil {
+			return nil, err
+		}
+		if keyFile == "" {
+			keyFile = r.Raw.Cluster.KeyFile
+		}
+		if r.RemotePort != 0 && port == remote.DefaultPort {
+			port = r.RemotePort
+		}
+	}
+	if keyFile == "" {
+		return nil, usageError{errors.New("remote targets need --key-file or --config")}
+	}
+	kb, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("key file: %w", err)
+	}
+	key := remote.DeriveKey(bytes.TrimSpace(kb))
+	c := &remote.Client{Key: &key, Timeout: t.timeout}
+	target := t.hostID
+	return c.Do(ctx, netip.AddrPortFrom(ip, port), target, cmd, args)
+}
+
+// outcome turns a result into the exit status.
+func outcome(res *remote.Result) error {
+	failed := 0
+	for _, r := range res.Replies {
+		if r.Status != remote.StatusOK {
+			failed++
+		}
+	}
+	switch {
+	case len(res.Replies) == 0 && len(res.Refused) > 0:
+		return codeError{exitRefused, fmt.Sprintf("refused by host(s) %v: wrong key, or clocks more than %v apart", res.Refused, remote.MaxSkew)}
+	case len(res.Replies) == 0:
+		return codeError{exitTimeout, "no host answered (is remote control enabled, and the key right?)"}
+	case len(res.Refused) > 0:
+		return codeError{exitRefused, fmt.Sprintf("refused by host(s) %v", res.Refused)}
+	case len(res.Missing) > 0 || failed > 0:
+		msg := []string{}
+		if len(res.Missing) > 0 {
+			msg = append(msg, fmt.Sprintf("no answer from host(s) %v", res.Missing))
+		}
+		if failed > 0 {
+			msg = append(msg, fmt.Sprintf("%d host(s) failed", failed))
+		}
+		return codeError{exitPartial, strings.Join(msg, "; ")}
+	}
+	return nil
+}
+
+// remoteCommands are the commands sent to agents.
+func remoteCommands(t *target) []*cobra.Command {
+	simple := []struct {
+		cmd   remote.Command
+		short string
+	}{
+		{remote.CmdQuery, "Show every host's state, epoch, members and buckets"},
+		{remote.CmdStart, "Start cluster operations on the host(s)"},
+		{remote.CmdStop, "Stop cluster operations at once (the host's connections end)"},
+		{remote.CmdDrainStop, "Take no new connections, stop when the existing ones end"},
+		{remote.CmdSuspend, "Stop, and ignore start until resume"},
+		{remote.CmdResume, "Leave suspended (then start)"},
+		{remote.CmdParams, "Show the effective configuration"},
+		{remote.CmdReload, "Re-read the configuration file (weights and priorities)"},
+	}
+	var out []*cobra.Command
+	for _, s := range simple {
+		out = append(out, &cobra.Command{
+			Use: s.cmd.String(), Short: s.short, Args: cobra.NoArgs,
+			RunE: func(c *cobra.Command, _ []string) error { return t.run(c, s.cmd, remote.Args{}) },
+		})
+	}
+	for _, r := range []struct {
+		cmd   remote.Command
+		short string
+	}{
+		{remote.CmdEnable, "Enable a port rule (name, VIP:port, port, or all)"},
+		{remote.CmdDisable, "Disable a port rule: its traffic is dropped, this host's connections end"},
+		{remote.CmdDrain, "Drain a port rule: no new connections, existing ones continue"},
+	} {
+		out = append(out, &cobra.Command{
+			Use: r.cmd.String() + " RULE", Short: r.short, Args: cobra.ExactArgs(1),
+			RunE: func(c *cobra.Command, a []string) error { return t.run(c, r.cmd, remote.Args{Rule: a[0]}) },
+		})
+	}
+	out = append(out, &cobra.Command{
+		Use: "ip2mac [VIP]", Short: "Show the cluster MAC addresses for a VIP", Args: cobra.MaximumNArgs(1),
+		RunE: func(c *cobra.Command, a []string) error {
+			var args remote.Args
+			if len(a) == 1 {
+				args.VIP = a[0]
+			}
+			return t.run(c, remote.CmdIP2MAC, args)
+		},
+	})
+	return out
+}
+
+// run sends cmd, prints the replies and returns the outcome.
+func (t *target) run(c *cobra.Command, cmd remote.Command, args remote.Args) error {
+	res, err := t.send(cmd, args)
+	if err != nil {
+		return err
+	}
+	w := c.OutOrStdout()
+	if t.asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(jsonResult(res)); err != nil {
+			return err
+		}
+	} else {
+		printResult(w, cmd, res)
+	}
+	return outcome(res)
+}
+
+type jsonReply struct {
+	Host   uint8           `json:"host"`
+	Status string          `json:"status"`
+	State  string          `json:"state"`
+	Error  string          `json:"error,omitempty"`
+	Result json.RawMessage `json:"result,omitempty"`
+}
+
+func jsonResult(res *remote.Result) any {
+	out := struct {
+		Replies []jsonReply `json:"replies"`
+		Refused []uint8     `json:"refused"`
+		Missing []uint8     `json:"missing"`
+	}{Replies: []jsonReply{}, Refused: append([]uint8{}, res.Refused...), Missing: append([]uint8{}, res.Missing...)}
+	for _, r := range res.Replies {
+		out.Replies = append(out.Replies, jsonReply{r.Host, r.Status.String(), r.State, r.Error, r.Result})
+	}
+	return out
+}
+
+func printResult(w io.Writer, cmd remote.Command, res *remote.Result) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	defer tw.Flush()
+	switch cmd {
+	case remote.CmdQuery:
+		fmt.Fprintln(tw, "HOST\tSTATE\tEPOCH\tMEMBERS\tDEFAULT\tOWNED BUCKETS\tCONVERGENCES\tLAST")
+		for _, r := range res.Replies {
+			var q agent.QueryResult
+			if r.Status != remote.StatusOK || json.Unmarshal(r.Result, &q) != nil {
+				fmt.Fprintf(tw, "%d\t%s\terror: %s\n", r.Host, r.State, r.Error)
+				continue
+			}
+			state := q.State
+			if q.Why != "" && (q.State == "refused" || q.State == "stopped" || q.State == "converging") {
+				state += " (" + q.Why + ")"
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%d\t%.0fms\n", q.Host, state, q.Epoch, ids(q.Members),
+				q.DefaultHost, owned(q.Owned), q.Convergences, q.LastConvergenceMS)
+		}
+	case remote.CmdParams, remote.CmdReload, remote.CmdIP2MAC:
+		for _, r := range res.Replies {
+			fmt.Fprintf(tw, "host %d (%s): %s\n", r.Host, r.State, r.Status)
+			if r.Error != "" {
+				fmt.Fprintf(tw, "  error: %s\n", r.Error)
+				continue
+			}
+			var m map[string]any
+			if json.Unmarshal(r.Result, &m) == nil {
+				keys := make([]string, 0, len(m))
+				for k := range m {
+					keys = append(keys, k)
+				}
+				sort.Strings(keys)
+				for _, k := range keys {
+					v, _ := json.Marshal(m[k])
+					fmt.Fprintf(tw, "  %s\t%s\n", k, v)
+				}
+			}
+		}
+	default:
+		fmt.Fprintln(tw, "HOST\tSTATE\tRESULT")
+		for _, r := range res.Replies {
+			result := "ok"
+			if r.Error != "" {
+				result = "failed: " + r.Error
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\n", r.Host, r.State, result)
+		}
+	}
+	for _, id := range res.Refused {
+		fmt.Fprintf(tw, "%d\trefused the request (wrong key or clock)\n", id)
+	}
+	for _, id := range res.Missing {
+		fmt.Fprintf(tw, "%d\tno answer\n", id)
+	}
+}
+
+func ids(v []uint8) string {
+	s := make([]string, len(v))
+	for i, x := range v {
+		s[i] = fmt.Sprint(x)
+	}
+	return strings.Join(s, ",")
+}
+
+func owned(m map[string]int) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var parts []string
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
+	}
+	return strings.Join(parts, " ")
+}
