@@ -1,0 +1,514 @@
+//go:build linux
+
+// Package e2e runs whole clusters of real nlbd agents in network
+// namespaces with real traffic (internal/cluster).
+package e2e
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv4"
+
+	"github.com/nlbproject/nlb/internal/cluster"
+	"github.com/nlbproject/nlb/internal/netns"
+	"github.com/nlbproject/nlb/remote"
+)
+
+var all3 = []uint8{1, 2, 3}
+
+func startAll(t *testing.T, c *cluster.Cluster, ids []uint8) uint64 {
+	t.Helper()
+	for _, id := range ids {
+		c.Start(id)
+	}
+	e, err := c.WaitConverged(ids, 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// parallel runs n jobs on w workers.
+func parallel(n, w int, job func(i int)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range w {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				job(i)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// TestSpread: in each MAC mode, connections from many client ports and
+// two client namespaces all succeed, each is answered by exactly the host
+// the live tables name (nlbctl filter), and per-host counts match the
+// weights. UDP flows likewise; ICMP echo gets exactly one reply; with
+// affinity single every connection of a client IP lands on one host.
+func TestSpread(t *testing.T) {
+	netns.RequireRoot(t)
+	for _, tc := range []struct {
+		mode      string
+		tcp, udp  int
+		weights   map[uint8]int
+		checkICMP bool
+	}{
+		{"unicast", 3000, 600, map[uint8]int{1: 50, 2: 50, 3: 100}, true},
+		{"multicast", 3000, 600, nil, true},
+		{"igmp", 600, 300, nil, false},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			c := cluster.New(t, cluster.Options{Mode: tc.mode, Weights: tc.weights})
+			startAll(t, c, all3)
+			counts := map[uint8]int{}
+			var mu sync.Mutex
+			var failures, wrong atomic.Int64
+			parallel(tc.tcp, 32, func(i int) {
+				cl := c.Clients[i%len(c.Clients)]
+				id, local, err := cl.Get(cl.IPs[(i/2)%len(cl.IPs)], cluster.PortHTTP, 3*time.Second)
+				if err != nil {
+					if failures.Add(1) < 5 {
+						t.Errorf("connection %d: %v", i, err)
+					}
+					return
+				}
+				own, err := c.Owner(uint8(1+i%3), local, cluster.PortHTTP, "tcp")
+				if err != nil || own != id {
+					if wrong.Add(1) < 5 {
+						t.Errorf("%v answered by host %d, tables name %d (%v)", local, id, own, err)
+					}
+				}
+				mu.Lock()
+				counts[id]++
+				mu.Unlock()
+			})
+			total := 0
+			for _, w := range tc.weights {
+				total += w
+			}
+			for _, id := range all3 {
+				share := 1.0 / 3
+				if tc.weights != nil {
+					share = float64(tc.weights[id]) / float64(total)
+				}
+				exp := share * float64(tc.tcp)
+				sd := math.Sqrt(float64(tc.tcp) * share * (1 - share))
+				if d := math.Abs(float64(counts[id]) - exp); d > 5*sd {
+					t.Errorf("host %d: %d connections, expected %.0f ± %.0f (5 sd)", id, counts[id], exp, 5*sd)
+				}
+			}
+			t.Logf("%s: %d TCP connections, %d failed, %d on the wrong host; per host %v", tc.mode, tc.tcp, failures.Load(), wrong.Load(), counts)
+
+			// UDP flows.
+			ucounts := map[uint8]int{}
+			var ufail atomic.Int64
+			parallel(tc.udp, 16, func(i int) {
+				cl := c.Clients[i%len(c.Clients)]
+				id, local, err := cl.UDPEcho(cl.IPs[(i/2)%len(cl.IPs)], 2*time.Second)
+				if err != nil {
+					if ufail.Add(1) < 5 {
+						t.Errorf("udp flow %d: %v", i, err)
+					}
+					return
+				}
+				own, err := c.Owner(1, local, cluster.PortEcho, "udp")
+				if err != nil || own != id {
+					t.Errorf("udp %v answered by host %d, tables name %d (%v)", local, id, own, err)
+				}
+				mu.Lock()
+				ucounts[id]++
+				mu.Unlock()
+			})
+			t.Logf("%s: %d UDP flows, %d failed; per host %v", tc.mode, tc.udp, ufail.Load(), ucounts)
+
+			// Affinity single: one host per client IP, whatever the port.
+			for ci, cl := range c.Clients {
+				for _, ip := range cl.IPs[:2] {
+					seen := map[uint8]int{}
+					for range 20 {
+						id, _, err := cl.Get(ip, cluster.PortSticky, 3*time.Second)
+						if err != nil {
+							t.Fatalf("sticky from %v: %v", ip, err)
+						}
+						seen[id]++
+					}
+					if len(seen) != 1 {
+						t.Errorf("client %d %v: affinity single spread over hosts %v", ci, ip, seen)
+					}
+				}
+			}
+			if tc.checkICMP {
+				checkEcho(t, c)
+			}
+		})
+	}
+}
+
+// checkEcho pings the VIP and requires exactly one reply per request.
+func checkEcho(t *testing.T, c *cluster.Cluster) {
+	cl := c.Clients[0]
+	var conn *icmp.PacketConn
+	if err := cl.NS.Do(func() (err error) {
+		conn, err = icmp.ListenPacket("ip4:icmp", cl.IPs[0].String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const n = 20
+	replies := map[int]int{}
+	for seq := range n {
+		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: 0x4e4c, Seq: seq, Data: []byte("nlb")}}
+		b, _ := msg.Marshal(nil)
+		if _, err := conn.WriteTo(b, &net.IPAddr{IP: cluster.VIP.AsSlice()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 1500)
+	conn.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
+	for {
+		k, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		m, err := icmp.ParseMessage(1, buf[:k])
+		if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
+			continue
+		}
+		if e, ok := m.Body.(*icmp.Echo); ok && e.ID == 0x4e4c && from.String() == cluster.VIP.String() {
+			replies[e.Seq]++
+		}
+	}
+	for seq := range n {
+		if replies[seq] != 1 {
+			t.Errorf("echo %d: %d replies, want exactly 1", seq, replies[seq])
+		}
+	}
+}
+
+// load opens short connections (HTTP on the web rule) until stop, from
+// every client address, and counts failures; a SYN retransmit is allowed
+// (the timeout is 4 s).
+type load struct {
+	ok, failed atomic.Int64
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	mu         sync.Mutex
+	errs       []string
+}
+
+func startLoad(c *cluster.Cluster, workers int, port uint16) *load {
+	l := &load{stop: make(chan struct{})}
+	for w := range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			cl := c.Clients[w%len(c.Clients)]
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				_, local, err := cl.Get(cl.IPs[(w+i)%len(cl.IPs)], port, 4*time.Second)
+				if err != nil {
+					l.failed.Add(1)
+					l.mu.Lock()
+					if len(l.errs) < 5 {
+						l.errs = append(l.errs, fmt.Sprintf("%v: %v", local, err))
+					}
+					l.mu.Unlock()
+				} else {
+					l.ok.Add(1)
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load) finish(t *testing.T, what string) {
+	t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	t.Logf("%s: %d new connections, %d failed", what, l.ok.Load(), l.failed.Load())
+	if l.failed.Load() != 0 {
+		t.Errorf("%s: %d new connections failed: %v", what, l.failed.Load(), l.errs)
+	}
+}
+
+// longLived keeps n echo connections open, each sending a line every
+// period and requiring its answer within 3 s (else a stall).
+type longLived struct {
+	resets, stalls, lines atomic.Int64
+	stop                  chan struct{}
+	wg                    sync.WaitGroup
+	hosts                 sync.Map // conn index -> host
+	mu                    sync.Mutex
+	errs                  []string
+}
+
+func openLongLived(t *testing.T, c *cluster.Cluster, n int) *longLived {
+	t.Helper()
+	ll := &longLived{stop: make(chan struct{})}
+	conns := make([]*net.TCPConn, n)
+	parallel(n, 16, func(i int) {
+		cl := c.Clients[i%len(c.Clients)]
+		conn, err := cl.Dial(cl.IPs[(i/2)%len(cl.IPs)], 0, cluster.PortEcho, 4*time.Second)
+		if err != nil {
+			t.Errorf("long-lived %d: %v", i, err)
+			return
+		}
+		conns[i] = conn
+	})
+	if t.Failed() {
+		t.FailNow()
+	}
+	for i, conn := range conns {
+		ll.wg.Add(1)
+		go func() {
+			defer ll.wg.Done()
+			defer conn.Close()
+			buf := make([]byte, 128)
+			tick := time.NewTicker(300 * time.Millisecond)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ll.stop:
+					return
+				case <-tick.C:
+				}
+				conn.SetDeadline(time.Now().Add(3 * time.Second))
+				if _, err := fmt.Fprintf(conn, "line %d\n", i); err != nil {
+					ll.fail(&ll.resets, i, err)
+					return
+				}
+				_, err := conn.Read(buf)
+				if err != nil {
+					if ne, ok := err.(net.Error); ok && ne.Timeout() {
+						ll.fail(&ll.stalls, i, err)
+					} else {
+						ll.fail(&ll.resets, i, err)
+					}
+					return
+				}
+				ll.lines.Add(1)
+				ll.hosts.Store(i, buf[0]-'0')
+			}
+		}()
+	}
+	return ll
+}
+
+func (ll *longLived) fail(n *atomic.Int64, i int, err error) {
+	n.Add(1)
+	ll.mu.Lock()
+	if len(ll.errs) < 5 {
+		ll.errs = append(ll.errs, fmt.Sprintf("conn %d: %v", i, err))
+	}
+	ll.mu.Unlock()
+}
+
+func (ll *longLived) finish(t *testing.T, what string) {
+	t.Helper()
+	close(ll.stop)
+	ll.wg.Wait()
+	t.Logf("%s: %d lines on long-lived connections, %d resets, %d stalls", what, ll.lines.Load(), ll.resets.Load(), ll.stalls.Load())
+	if ll.resets.Load()+ll.stalls.Load() != 0 {
+		t.Errorf("%s: %d resets, %d stalls: %v", what, ll.resets.Load(), ll.stalls.Load(), ll.errs)
+	}
+}
+
+// TestHostFailure: kill -9 one agent and cut its host off; new
+// connections in its buckets succeed again after the failover time
+// (reported); connections on the other hosts see no error.
+func TestHostFailure(t *testing.T) {
+	netns.RequireRoot(t)
+	c := cluster.New(t, cluster.Options{ClientIPs: 10})
+	startAll(t, c, all3)
+	// Client addresses whose sticky bucket (affinity single: the address
+	// alone) host 3 owns, and others.
+	var victimIP netip.Addr
+	var victimCl *cluster.Client
+	var others []netip.Addr
+	for _, cl := range c.Clients[:1] {
+		for _, ip := range cl.IPs {
+			own, err := c.Owner(1, netip.AddrPortFrom(ip, 1), cluster.PortSticky, "tcp")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if own == 3 && !victimIP.IsValid() {
+				victimIP, victimCl = ip, cl
+			} else if own != 3 {
+				others = append(others, ip)
+			}
+		}
+	}
+	if !victimIP.IsValid() || len(others) == 0 {
+		t.Fatalf("no client address maps to host 3 and to others (hash seed); victim %v others %v", victimIP, others)
+	}
+	// Connections to the surviving hosts run throughout.
+	var otherFail, otherOK atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for _, ip := range others {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, _, err := victimCl.Get(ip, cluster.PortSticky, 4*time.Second); err != nil {
+					otherFail.Add(1)
+				} else {
+					otherOK.Add(1)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	c.Kill(3)
+	c.Isolate(3, true)
+	killed := time.Now()
+	// Probe the victim's bucket with short timeouts until it answers.
+	var recovered time.Duration
+	for time.Since(killed) < 20*time.Second {
+		id, _, err := victimCl.Get(victimIP, cluster.PortSticky, 300*time.Millisecond)
+		if err == nil {
+			if id == 3 {
+				t.Fatalf("killed and isolated host 3 answered")
+			}
+			recovered = time.Since(killed)
+			break
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if recovered == 0 {
+		t.Fatal("host 3's buckets never recovered")
+	}
+	if _, err := c.WaitConverged([]uint8{1, 2}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("failover: new connections in the failed host's buckets succeed %v after kill -9 (heartbeat 100ms × 10)", recovered.Round(time.Millisecond))
+	t.Logf("surviving hosts: %d connections, %d failed", otherOK.Load(), otherFail.Load())
+	if otherFail.Load() != 0 {
+		t.Errorf("%d connections to surviving hosts failed", otherFail.Load())
+	}
+}
+
+// TestPlannedChanges: a join, a weight change, a rule drain and a
+// drainstop, with 500 long-lived connections open across all of them and
+// new connections throughout: no reset, no stall, no failed connection.
+// A disabled rule drops its traffic and comes back when enabled.
+func TestPlannedChanges(t *testing.T) {
+	netns.RequireRoot(t)
+	c := cluster.New(t, cluster.Options{})
+	startAll(t, c, []uint8{1, 2})
+	ll := openLongLived(t, c, 500)
+	ld := startLoad(c, 8, cluster.PortHTTP)
+	step := func(what string, f func()) {
+		t.Logf("step: %s", what)
+		f()
+		time.Sleep(time.Second)
+	}
+	step("host 3 joins", func() {
+		c.Start(3)
+		if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+	step("host 1's weight 50 → 100 (reload)", func() {
+		c.SetWeight(1, 100)
+		if _, err := c.Local(1, remote.CmdReload, remote.Args{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+	step("rule echo drained on host 2, then enabled", func() {
+		if _, err := c.Local(2, remote.CmdDrain, remote.Args{Rule: "echo"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		if _, err := c.Local(2, remote.CmdEnable, remote.Args{Rule: "echo"}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+	step("rule sticky disabled everywhere: its traffic is dropped; enabled again", func() {
+		for _, id := range all3 {
+			if _, err := c.Local(id, remote.CmdDisable, remote.Args{Rule: "sticky"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(time.Second)
+		cl := c.Clients[0]
+		if id, _, err := cl.Get(cl.IPs[0], cluster.PortSticky, 1500*time.Millisecond); err == nil {
+			t.Errorf("disabled rule: host %d answered", id)
+		}
+		for _, id := range all3 {
+			if _, err := c.Local(id, remote.CmdEnable, remote.Args{Rule: "sticky"}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := cl.Get(cl.IPs[0], cluster.PortSticky, 3*time.Second); err != nil {
+			t.Errorf("re-enabled rule: %v", err)
+		}
+	})
+	step("host 2 drainstops", func() {
+		if _, err := c.Local(2, remote.CmdDrainStop, remote.Args{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.WaitConverged([]uint8{1, 3}, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	})
+	time.Sleep(2 * time.Second)
+	ld.finish(t, "new connections")
+	// Host 2 takes no new connections, and drains once its own end.
+	for range 20 {
+		cl := c.Clients[0]
+		if id, _, err := cl.Get(cl.IPs[1], cluster.PortHTTP, 3*time.Second); err != nil || id == 2 {
+			t.Errorf("after drainstop: host %d, %v", id, err)
+		}
+	}
+	ll.finish(t, "long-lived")
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		q, err := c.Query(2)
+		if err == nil && q.State == "stopped" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("host 2 did not stop after its connections ended: %+v %v", q, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
