@@ -10,12 +10,21 @@ import (
 	"github.com/nlbproject/nlb/convergence"
 )
 
-// tcpListen is TCP_LISTEN in the kernel's socket states.
-const tcpListen = 10
+// Kernel TCP socket states.
+const (
+	tcpTimeWait = 6
+	tcpListen   = 10
+)
 
 // scan reports the buckets in which this host holds TCP flows: every
-// socket (established, closing, TIME_WAIT, SYN_RECV) whose local address
-// is a VIP, mapped to its table and bucket by the filter model. It runs in
+// socket (established, closing, SYN_RECV) whose local address is a VIP,
+// mapped to its table and bucket by the filter model. TIME_WAIT does not
+// count: it is no connection, and counting it would hold every bucket this
+// host served in the last minute (an HTTP/1.0 server closes first, so
+// every one of its connections ends in TIME_WAIT here). The kernel still
+// accepts packets for it while the bucket is retained; afterwards a late
+// FIN retransmit meets a RST from the new owner, which ends a closed
+// connection either way (docs/architecture.md). It runs in
 // the node's loop, after the marks of the previous step were installed. A
 // dump the kernel reports as interrupted is an error, never a partial
 // answer: a flow missed here would be reset by its bucket's new owner.
@@ -29,7 +38,7 @@ func (a *Agent) scan() (convergence.HeldScan, error) {
 	st := a.fstate
 	a.mu.Unlock()
 	for _, s := range socks {
-		if s.State == tcpListen {
+		if s.State == tcpListen || s.State == tcpTimeWait {
 			continue
 		}
 		local, ok1 := netip.AddrFromSlice(s.ID.Source.To4())
