@@ -9,7 +9,13 @@ import (
 	"math"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
+	"syscall"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -514,4 +520,156 @@ func TestPlannedChanges(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestAgentRestart: an agent restarted under load, after SIGTERM (leaves
+// by drainstop, then rejoins) and after SIGKILL (the pinned data plane
+// keeps filtering; the new agent adopts it), fails no connection; the
+// long-lived connections held by the killed agent's host survive.
+func TestAgentRestart(t *testing.T) {
+	netns.RequireRoot(t)
+	c := cluster.New(t, cluster.Options{})
+	startAll(t, c, all3)
+	ld := startLoad(c, 8, cluster.PortHTTP)
+	time.Sleep(500 * time.Millisecond)
+
+	t.Log("SIGTERM host 2, then start it")
+	c.Signal(2, syscall.SIGTERM)
+	if err := c.Wait(2, 20*time.Second); err != nil {
+		t.Fatalf("host 2 after SIGTERM: %v", err)
+	}
+	if _, err := c.WaitConverged([]uint8{1, 3}, 10*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c.Start(2)
+	if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	ld.finish(t, "SIGTERM and start")
+
+	ll := openLongLived(t, c, 200)
+	ld = startLoad(c, 8, cluster.PortHTTP)
+	time.Sleep(500 * time.Millisecond)
+	t.Log("SIGKILL host 3, then start it")
+	c.Kill(3)
+	time.Sleep(300 * time.Millisecond)
+	c.Start(3)
+	if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	ld.finish(t, "SIGKILL and start")
+	ll.finish(t, "long-lived across SIGKILL and start")
+}
+
+// TestRemoteControl: from a client namespace, nlbctl --cluster VIP query
+// gets a row per host; drainstop and start on one host change its state;
+// disable/enable change a rule; a wrong key and a replayed datagram are
+// refused and counted.
+func TestRemoteControl(t *testing.T) {
+	netns.RequireRoot(t)
+	c := cluster.New(t, cluster.Options{})
+	startAll(t, c, all3)
+	nlbctl := buildNlbctl(t)
+	cl := c.Clients[0]
+	run := func(wantCode int, args ...string) string {
+		t.Helper()
+		full := append([]string{"--net=" + cl.NS.Path(), "--", nlbctl, "--cluster", cluster.VIP.String(), "--key-file", c.KeyFile}, args...)
+		out, err := exec.Command("nsenter", full...).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if code != wantCode {
+			t.Fatalf("nlbctl %v: exit %d, want %d:\n%s", args, code, wantCode, out)
+		}
+		return string(out)
+	}
+	out := run(0, "query")
+	t.Logf("nlbctl query:\n%s", out)
+	for _, row := range []string{"\n1 ", "\n2 ", "\n3 "} {
+		if !strings.Contains(out, row) {
+			t.Fatalf("query lacks a row for host%s", row)
+		}
+	}
+	run(0, "--target", "2", "drainstop")
+	waitState(t, c, 2, "stopped")
+	run(0, "--target", "2", "start")
+	if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	run(0, "disable", "sticky")
+	if id, _, err := cl.Get(cl.IPs[0], cluster.PortSticky, 1500*time.Millisecond); err == nil {
+		t.Errorf("disabled rule answered by host %d", id)
+	}
+	run(0, "enable", "sticky")
+	if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if out := run(4, "disable", "no-such-rule"); !strings.Contains(out, "no port rule") {
+		t.Errorf("bad rule: %s", out)
+	}
+	// Wrong key: refused (exit 5), counted, nothing changed.
+	bad := filepath.Join(t.TempDir(), "bad.key")
+	os.WriteFile(bad, []byte("this is not the cluster key, but 32+ bytes"), 0o600)
+	full := []string{"--net=" + cl.NS.Path(), "--", nlbctl, "--cluster", cluster.VIP.String(), "--key-file", bad, "stop"}
+	if err := exec.Command("nsenter", full...).Run(); err == nil || err.(*exec.ExitError).ExitCode() != 5 {
+		t.Fatalf("wrong key: %v, want exit 5", err)
+	}
+	// Replay: a valid datagram sent twice is executed once.
+	b, err := remote.Marshal(&remote.Message{Kind: remote.KindRequest, Command: remote.CmdQuery,
+		Timestamp: time.Now().UnixNano(), Nonce: [16]byte{9, 9, 9}, RequestID: 99}, &c.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.NS.Do(func() error {
+		conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(cluster.VIP, remote.DefaultPort)))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		conn.Write(b)
+		time.Sleep(200 * time.Millisecond)
+		_, err = conn.Write(b)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	for _, id := range all3 {
+		q, err := c.Query(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if q.State == "stopped" {
+			t.Errorf("host %d stopped by a request with the wrong key", id)
+		}
+		if q.RemoteRefused["bad-auth"] != 1 || q.RemoteRefused["replay"] != 1 {
+			t.Errorf("host %d refusals %v, want bad-auth 1 and replay 1", id, q.RemoteRefused)
+		}
+	}
+}
+
+func waitState(t *testing.T, c *cluster.Cluster, id uint8, states ...string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if q, err := c.Query(id); err == nil && slices.Contains(states, q.State) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("host %d never reached %v", id, states)
+}
+
+func buildNlbctl(t *testing.T) string {
+	out := filepath.Join(t.TempDir(), "nlbctl")
+	cmd := exec.Command("go", "build", "-o", out, "../cmd/nlbctl")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("build nlbctl: %v: %s", err, b)
+	}
+	return out
 }
