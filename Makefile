@@ -6,7 +6,7 @@ PKGS      := ./...
 # 15 minutes on a 2-core machine.
 TEST_TIMEOUT ?= 14m
 
-.PHONY: all build test test-pure demo bench generate check-generated lint fuzz soak clean deps need-root
+.PHONY: deps-quiet install all build test test-pure demo bench generate check-generated lint fuzz soak clean deps need-root
 
 all: build
 
@@ -31,14 +31,13 @@ test: lint
 test-pure:
 	$(GO) test -count=1 $(PKGS)
 
-demo: need-root build
-	@echo "make demo: not available yet. The demo needs the running agent (nlbd --config), which"
-	@echo "needs the MAC modes and remote control; they are not built yet. What exists and is tested"
-	@echo "today: the filter model and bucket table, config validation, the eBPF data plane, the"
-	@echo "heartbeat protocol and the convergence state machine. Try:"
-	@echo "  bin/nlbd --check-config examples/host1.yaml   (after writing a key file it names)"
-	@echo "  sudo go test -v -run 'TestAttachNamespace|TestNodesConvergeOnBridge' ./filter ./agent"
-	@exit 1
+# demo runs a 3-host cluster in network namespaces with live traffic, a
+# host failure and a drain, and removes everything afterwards.
+demo: need-root deps-quiet build
+	$(GO) run ./internal/demo $(BIN)/nlbd
+
+deps-quiet:
+	@./scripts/deps.sh >/dev/null
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime 2000x $(PKGS)
