@@ -27,9 +27,11 @@ type runner struct {
 	cleanups []func()
 }
 
-func (r *runner) Helper()                           {}
-func (r *runner) Logf(format string, args ...any)   { fmt.Printf(format+"\n", args...) }
-func (r *runner) Errorf(format string, args ...any) { fmt.Fprintf(os.Stderr, "error: "+format+"\n", args...) }
+func (r *runner) Helper()                         {}
+func (r *runner) Logf(format string, args ...any) { fmt.Printf(format+"\n", args...) }
+func (r *runner) Errorf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "error: "+format+"\n", args...)
+}
 func (r *runner) Fatalf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "demo failed: "+format+"\n", args...)
 	r.cleanup()
