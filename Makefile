@@ -14,6 +14,17 @@ build:
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/nlbd ./cmd/nlbd
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/nlbctl ./cmd/nlbctl
 
+# install puts the binaries, the systemd unit and an example config in
+# place (PREFIX=/usr/local); it never starts anything.
+PREFIX ?= /usr/local
+install: build
+	install -D -m 0755 $(BIN)/nlbd $(DESTDIR)$(PREFIX)/sbin/nlbd
+	install -D -m 0755 $(BIN)/nlbctl $(DESTDIR)$(PREFIX)/bin/nlbctl
+	install -D -m 0644 deploy/nlbd.service $(DESTDIR)/etc/systemd/system/nlbd.service
+	install -d -m 0700 $(DESTDIR)/etc/nlb
+	test -e $(DESTDIR)/etc/nlb/nlb.yaml || install -m 0600 examples/host1.yaml $(DESTDIR)/etc/nlb/nlb.yaml
+	install -D -m 0644 docs/operations.md $(DESTDIR)/usr/share/doc/nlb/operations.md
+
 # deps installs what a fresh Debian machine lacks (needs root for apt).
 deps:
 	./scripts/deps.sh
