@@ -594,6 +594,26 @@ func TestRemoteControl(t *testing.T) {
 			t.Fatalf("query lacks a row for host%s", row)
 		}
 	}
+	// One host by its dedicated IP: one row.
+	full0 := []string{"--net=" + cl.NS.Path(), "--", nlbctl, "--host", cluster.HostIP(2).String(), "--key-file", c.KeyFile, "query"}
+	if out, err := exec.Command("nsenter", full0...).CombinedOutput(); err != nil || strings.Count(string(out), "\n") != 2 || !strings.Contains(string(out), "\n2 ") {
+		t.Fatalf("--host query: %v:\n%s", err, out)
+	}
+	out = run(0, "--target", "1", "params")
+	t.Logf("nlbctl params:\n%s", out)
+	if !strings.Contains(out, `"web"`) || !strings.Contains(out, `heartbeat_period  "100ms"`) {
+		t.Errorf("params lacks the rules or period:\n%s", out)
+	}
+	out = run(0, "--target", "1", "ip2mac")
+	t.Logf("nlbctl ip2mac:\n%s", out)
+	if !strings.Contains(out, `cluster_mac    "02:bf:c6:12:00:64"`) || !strings.Contains(out, `host_mac       "02:01:c6:12:00:64"`) {
+		t.Errorf("ip2mac:\n%s", out)
+	}
+	out = run(0, "filter", "--client", "198.18.0.200:40000", "--vip", "198.18.0.100:80")
+	t.Logf("nlbctl filter:\n%s", out)
+	if strings.Count(out, "accept ") != 1 || !strings.Contains(out, "accepted  by host ") {
+		t.Errorf("live filter: want exactly one accepting host:\n%s", out)
+	}
 	run(0, "--target", "2", "drainstop")
 	waitState(t, c, 2, "stopped")
 	run(0, "--target", "2", "start")

@@ -38,6 +38,9 @@ type Client struct {
 	// Settle is how long to keep listening for more replies once every
 	// expected host answered (other hosts may still be on their way).
 	Settle time.Duration
+	// OneHost says the address is one host's own (not a VIP): its reply
+	// alone is expected, not its peers'.
+	OneHost bool
 }
 
 func newRequest(target uint8, cmd Command, args Args) (*Message, error) {
@@ -90,6 +93,7 @@ func (c *Client) Do(ctx context.Context, addr netip.AddrPort, target uint8, cmd 
 		deadline = d
 	}
 	g := newGather(req, target)
+	g.oneHost = c.OneHost
 	buf := make([]byte, MaxDatagram+1)
 	for {
 		end := deadline
@@ -158,6 +162,7 @@ type gather struct {
 	replies    map[uint8]HostReply
 	refused    map[uint8]bool
 	expected   map[uint8]bool
+	oneHost    bool // expect the first replying host only
 	completeAt time.Time
 }
 
@@ -189,7 +194,7 @@ func (g *gather) add(b []byte, key *Key) {
 			return
 		}
 		g.replies[m.Host] = HostReply{Status: m.Status, Reply: r}
-		if g.target == 0 {
+		if g.target == 0 && !g.oneHost {
 			for _, p := range r.Peers {
 				g.expected[p] = true
 			}

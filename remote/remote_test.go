@@ -267,6 +267,13 @@ func TestGatherExpectsPeers(t *testing.T) {
 	if !g.complete() {
 		t.Fatal("not complete with all three")
 	}
+	// Sent to one host's own address: its peers are not expected.
+	g = newGather(req, 0)
+	g.oneHost = true
+	add(2, StatusOK, []uint8{1, 2, 3})
+	if !g.complete() || len(g.result().Missing) != 0 {
+		t.Fatalf("one host: %+v", g.result())
+	}
 }
 
 func TestLocalSocket(t *testing.T) {

@@ -95,7 +95,7 @@ func (t *target) send(cmd remote.Command, args remote.Args) (*remote.Result, err
 		return nil, fmt.Errorf("key file: %w", err)
 	}
 	key := remote.DeriveKey(bytes.TrimSpace(kb))
-	c := &remote.Client{Key: &key, Timeout: t.timeout}
+	c := &remote.Client{Key: &key, Timeout: t.timeout, OneHost: t.host != ""}
 	target := t.hostID
 	return c.Do(ctx, netip.AddrPortFrom(ip, port), target, cmd, args)
 }
