@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -64,21 +65,8 @@ func baseState(cfg *Resolved) filter.State {
 // compatible reports whether the data plane's installed state was made for
 // the same cluster settings (its marks then mean the same buckets).
 func compatible(installed *filter.State, want *filter.State) bool {
-	if installed.Seed != want.Seed || installed.RemotePort != want.RemotePort ||
-		len(installed.VIPs) != len(want.VIPs) || len(installed.Rules) != len(want.Rules) {
-		return false
-	}
-	for i := range want.VIPs {
-		if installed.VIPs[i] != want.VIPs[i] {
-			return false
-		}
-	}
-	for i := range want.Rules {
-		if installed.Rules[i] != want.Rules[i] {
-			return false
-		}
-	}
-	return true
+	return installed.Seed == want.Seed && installed.RemotePort == want.RemotePort &&
+		slices.Equal(installed.VIPs, want.VIPs) && slices.Equal(installed.Rules, want.Rules)
 }
 
 // Run sets the host up, runs it until Exit or ctx ends, and leaves as
@@ -150,15 +138,15 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		copy(eg.ClusterMAC[:], clusterMAC)
 		copy(eg.MaskedMAC[:], ownMAC)
 	}
+	// Adopted marks are kept (with the current egress); a fresh data
+	// plane starts with none and no lease.
+	if err := dp.Update(&want, eg); err != nil {
+		return err
+	}
 	if restoreMarks == nil {
-		if err := dp.Update(&want, eg); err != nil {
-			return err
-		}
 		if err := dp.ExpireLease(); err != nil {
 			return err
 		}
-	} else if err := dp.Update(&want, eg); err != nil { // same marks, current egress
-		return err
 	}
 	if err := dp.Attach(link.Attrs().Index); err != nil {
 		return err
