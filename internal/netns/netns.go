@@ -227,4 +227,27 @@ func Plug(tb T, sw, host *NS, ifname, addr string) {
 	if err := h.LinkSetMaster(p, br); err != nil {
 		tb.Fatalf("enslave %s: %v", port, err)
 	}
+	// A frame sent before both ends report carrier is lost; tests that
+	// send once right after plugging must not depend on that race.
+	WaitOperUp(tb, host.Netlink(tb), ifname)
+	WaitOperUp(tb, h, port)
+}
+
+// WaitOperUp waits (up to 5 s) until the link reports operational state up.
+func WaitOperUp(tb T, h *netlink.Handle, name string) {
+	tb.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l, err := h.LinkByName(name)
+		if err != nil {
+			tb.Fatalf("link %s: %v", name, err)
+		}
+		if l.Attrs().OperState == netlink.OperUp {
+			return
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("link %s: operational state %v after 5 s", name, l.Attrs().OperState)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
