@@ -339,86 +339,99 @@ func (ll *longLived) finish(t *testing.T, what string) {
 	}
 }
 
+// modes are the MAC modes the scenarios below run in; TestSpread and
+// TestHostFailure add igmp.
+var modes = []string{"unicast", "multicast"}
+
+// eachMode runs scenario once per MAC mode as a subtest.
+func eachMode(t *testing.T, ms []string, scenario func(t *testing.T, mode string)) {
+	netns.RequireRoot(t)
+	for _, m := range ms {
+		t.Run(m, func(t *testing.T) { scenario(t, m) })
+	}
+}
+
 // TestHostFailure: kill -9 one agent and cut its host off; new
 // connections in its buckets succeed again after the failover time
 // (reported); connections on the other hosts see no error.
 func TestHostFailure(t *testing.T) {
-	netns.RequireRoot(t)
-	c := cluster.New(t, cluster.Options{ClientIPs: 10})
-	startAll(t, c, all3)
-	// Client addresses whose sticky bucket (affinity single: the address
-	// alone) host 3 owns, and others.
-	var victimIP netip.Addr
-	var victimCl *cluster.Client
-	var others []netip.Addr
-	for _, cl := range c.Clients[:1] {
-		for _, ip := range cl.IPs {
-			own, err := c.Owner(1, netip.AddrPortFrom(ip, 1), cluster.PortSticky, "tcp")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if own == 3 && !victimIP.IsValid() {
-				victimIP, victimCl = ip, cl
-			} else if own != 3 {
-				others = append(others, ip)
+	eachMode(t, append(modes, "igmp"), func(t *testing.T, mode string) {
+		c := cluster.New(t, cluster.Options{Mode: mode, ClientIPs: 10})
+		startAll(t, c, all3)
+		// Client addresses whose sticky bucket (affinity single: the address
+		// alone) host 3 owns, and others.
+		var victimIP netip.Addr
+		var victimCl *cluster.Client
+		var others []netip.Addr
+		for _, cl := range c.Clients[:1] {
+			for _, ip := range cl.IPs {
+				own, err := c.Owner(1, netip.AddrPortFrom(ip, 1), cluster.PortSticky, "tcp")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if own == 3 && !victimIP.IsValid() {
+					victimIP, victimCl = ip, cl
+				} else if own != 3 {
+					others = append(others, ip)
+				}
 			}
 		}
-	}
-	if !victimIP.IsValid() || len(others) == 0 {
-		t.Fatalf("no client address maps to host 3 and to others (hash seed); victim %v others %v", victimIP, others)
-	}
-	// Connections to the surviving hosts run throughout.
-	var otherFail, otherOK atomic.Int64
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for _, ip := range others {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if _, _, err := victimCl.Get(ip, cluster.PortSticky, 4*time.Second); err != nil {
-					otherFail.Add(1)
-				} else {
-					otherOK.Add(1)
-				}
-				time.Sleep(10 * time.Millisecond)
-			}
-		}()
-	}
-	time.Sleep(500 * time.Millisecond)
-	c.Kill(3)
-	c.Isolate(3, true)
-	killed := time.Now()
-	// Probe the victim's bucket with short timeouts until it answers.
-	var recovered time.Duration
-	for time.Since(killed) < 20*time.Second {
-		id, _, err := victimCl.Get(victimIP, cluster.PortSticky, 300*time.Millisecond)
-		if err == nil {
-			if id == 3 {
-				t.Fatalf("killed and isolated host 3 answered")
-			}
-			recovered = time.Since(killed)
-			break
+		if !victimIP.IsValid() || len(others) == 0 {
+			t.Fatalf("no client address maps to host 3 and to others (hash seed); victim %v others %v", victimIP, others)
 		}
-	}
-	close(stop)
-	wg.Wait()
-	if recovered == 0 {
-		t.Fatal("host 3's buckets never recovered")
-	}
-	if _, err := c.WaitConverged([]uint8{1, 2}, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("failover: new connections in the failed host's buckets succeed %v after kill -9 (heartbeat 100ms × 10)", recovered.Round(time.Millisecond))
-	t.Logf("surviving hosts: %d connections, %d failed", otherOK.Load(), otherFail.Load())
-	if otherFail.Load() != 0 {
-		t.Errorf("%d connections to surviving hosts failed", otherFail.Load())
-	}
+		// Connections to the surviving hosts run throughout.
+		var otherFail, otherOK atomic.Int64
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, ip := range others {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					if _, _, err := victimCl.Get(ip, cluster.PortSticky, 4*time.Second); err != nil {
+						otherFail.Add(1)
+					} else {
+						otherOK.Add(1)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			}()
+		}
+		time.Sleep(500 * time.Millisecond)
+		c.Kill(3)
+		c.Isolate(3, true)
+		killed := time.Now()
+		// Probe the victim's bucket with short timeouts until it answers.
+		var recovered time.Duration
+		for time.Since(killed) < 20*time.Second {
+			id, _, err := victimCl.Get(victimIP, cluster.PortSticky, 300*time.Millisecond)
+			if err == nil {
+				if id == 3 {
+					t.Fatalf("killed and isolated host 3 answered")
+				}
+				recovered = time.Since(killed)
+				break
+			}
+		}
+		close(stop)
+		wg.Wait()
+		if recovered == 0 {
+			t.Fatal("host 3's buckets never recovered")
+		}
+		if _, err := c.WaitConverged([]uint8{1, 2}, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("failover: new connections in the failed host's buckets succeed %v after kill -9 (heartbeat 100ms × 10)", recovered.Round(time.Millisecond))
+		t.Logf("surviving hosts: %d connections, %d failed", otherOK.Load(), otherFail.Load())
+		if otherFail.Load() != 0 {
+			t.Errorf("%d connections to surviving hosts failed", otherFail.Load())
+		}
+	})
 }
 
 // TestPlannedChanges: a join, a weight change, a rule drain and a
@@ -426,100 +439,101 @@ func TestHostFailure(t *testing.T) {
 // new connections throughout: no reset, no stall, no failed connection.
 // A disabled rule drops its traffic and comes back when enabled.
 func TestPlannedChanges(t *testing.T) {
-	netns.RequireRoot(t)
-	// drainstop waits for connections to end: its timeout must outlast them.
-	c := cluster.New(t, cluster.Options{DrainTimeout: 2 * time.Minute})
-	startAll(t, c, []uint8{1, 2})
-	ll := openLongLived(t, c, 500)
-	ld := startLoad(c, 8, cluster.PortHTTP)
-	step := func(what string, f func()) {
-		t.Logf("%s step: %s", time.Now().Format("15:04:05.000"), what)
-		f()
-		time.Sleep(time.Second)
-	}
-	step("host 3 joins", func() {
-		c.Start(3)
-		if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
-			t.Fatal(err)
+	eachMode(t, modes, func(t *testing.T, mode string) {
+		// drainstop waits for connections to end: its timeout must outlast them.
+		c := cluster.New(t, cluster.Options{Mode: mode, DrainTimeout: 2 * time.Minute})
+		startAll(t, c, []uint8{1, 2})
+		ll := openLongLived(t, c, 500)
+		ld := startLoad(c, 8, cluster.PortHTTP)
+		step := func(what string, f func()) {
+			t.Logf("%s step: %s", time.Now().Format("15:04:05.000"), what)
+			f()
+			time.Sleep(time.Second)
 		}
-	})
-	step("host 1's weight 50 → 100 (reload)", func() {
-		c.SetWeight(1, 100)
-		if _, err := c.Local(1, remote.CmdReload, remote.Args{}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	})
-	step("rule echo drained on host 2, then enabled", func() {
-		if _, err := c.Local(2, remote.CmdDrain, remote.Args{Rule: "echo"}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		time.Sleep(time.Second)
-		if _, err := c.Local(2, remote.CmdEnable, remote.Args{Rule: "echo"}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
-			t.Fatal(err)
-		}
-	})
-	step("rule sticky disabled everywhere: its traffic is dropped; enabled again", func() {
-		for _, id := range all3 {
-			if _, err := c.Local(id, remote.CmdDisable, remote.Args{Rule: "sticky"}); err != nil {
+		step("host 3 joins", func() {
+			c.Start(3)
+			if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
 				t.Fatal(err)
 			}
-		}
-		time.Sleep(time.Second)
-		cl := c.Clients[0]
-		if id, _, err := cl.Get(cl.IPs[0], cluster.PortSticky, 1500*time.Millisecond); err == nil {
-			t.Errorf("disabled rule: host %d answered", id)
-		}
-		for _, id := range all3 {
-			if _, err := c.Local(id, remote.CmdEnable, remote.Args{Rule: "sticky"}); err != nil {
+		})
+		step("host 1's weight 50 → 100 (reload)", func() {
+			c.SetWeight(1, 100)
+			if _, err := c.Local(1, remote.CmdReload, remote.Args{}); err != nil {
 				t.Fatal(err)
 			}
+			if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		})
+		step("rule echo drained on host 2, then enabled", func() {
+			if _, err := c.Local(2, remote.CmdDrain, remote.Args{Rule: "echo"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(time.Second)
+			if _, err := c.Local(2, remote.CmdEnable, remote.Args{Rule: "echo"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+				t.Fatal(err)
+			}
+		})
+		step("rule sticky disabled everywhere: its traffic is dropped; enabled again", func() {
+			for _, id := range all3 {
+				if _, err := c.Local(id, remote.CmdDisable, remote.Args{Rule: "sticky"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(time.Second)
+			cl := c.Clients[0]
+			if id, _, err := cl.Get(cl.IPs[0], cluster.PortSticky, 1500*time.Millisecond); err == nil {
+				t.Errorf("disabled rule: host %d answered", id)
+			}
+			for _, id := range all3 {
+				if _, err := c.Local(id, remote.CmdEnable, remote.Args{Rule: "sticky"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := cl.Get(cl.IPs[0], cluster.PortSticky, 3*time.Second); err != nil {
+				t.Errorf("re-enabled rule: %v", err)
+			}
+		})
+		step("host 2 drainstops", func() {
+			if _, err := c.Local(2, remote.CmdDrainStop, remote.Args{}); err != nil {
+				t.Fatal(err)
+			}
+			// Host 2 stays a member, with no buckets, while it drains.
+			if q, err := c.Query(2); err != nil || q.State != "draining" {
+				t.Fatalf("host 2 after drainstop: %+v %v", q, err)
+			}
+		})
+		time.Sleep(2 * time.Second)
+		ld.finish(t, "new connections")
+		// Host 2 takes no new connections, and drains once its own end.
+		for range 20 {
+			cl := c.Clients[0]
+			if id, _, err := cl.Get(cl.IPs[1], cluster.PortHTTP, 3*time.Second); err != nil || id == 2 {
+				t.Errorf("after drainstop: host %d, %v", id, err)
+			}
 		}
-		if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
-			t.Fatal(err)
-		}
-		if _, _, err := cl.Get(cl.IPs[0], cluster.PortSticky, 3*time.Second); err != nil {
-			t.Errorf("re-enabled rule: %v", err)
+		ll.finish(t, "long-lived")
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			q, err := c.Query(2)
+			if err == nil && q.State == "stopped" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("host 2 did not stop after its connections ended: %+v %v", q, err)
+			}
+			time.Sleep(100 * time.Millisecond)
 		}
 	})
-	step("host 2 drainstops", func() {
-		if _, err := c.Local(2, remote.CmdDrainStop, remote.Args{}); err != nil {
-			t.Fatal(err)
-		}
-		// Host 2 stays a member, with no buckets, while it drains.
-		if q, err := c.Query(2); err != nil || q.State != "draining" {
-			t.Fatalf("host 2 after drainstop: %+v %v", q, err)
-		}
-	})
-	time.Sleep(2 * time.Second)
-	ld.finish(t, "new connections")
-	// Host 2 takes no new connections, and drains once its own end.
-	for range 20 {
-		cl := c.Clients[0]
-		if id, _, err := cl.Get(cl.IPs[1], cluster.PortHTTP, 3*time.Second); err != nil || id == 2 {
-			t.Errorf("after drainstop: host %d, %v", id, err)
-		}
-	}
-	ll.finish(t, "long-lived")
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		q, err := c.Query(2)
-		if err == nil && q.State == "stopped" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("host 2 did not stop after its connections ended: %+v %v", q, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // TestAgentRestart: an agent restarted under load, after SIGTERM (leaves
@@ -527,39 +541,40 @@ func TestPlannedChanges(t *testing.T) {
 // keeps filtering; the new agent adopts it), fails no connection; the
 // long-lived connections held by the killed agent's host survive.
 func TestAgentRestart(t *testing.T) {
-	netns.RequireRoot(t)
-	c := cluster.New(t, cluster.Options{})
-	startAll(t, c, all3)
-	ld := startLoad(c, 8, cluster.PortHTTP)
-	time.Sleep(500 * time.Millisecond)
+	eachMode(t, modes, func(t *testing.T, mode string) {
+		c := cluster.New(t, cluster.Options{Mode: mode})
+		startAll(t, c, all3)
+		ld := startLoad(c, 8, cluster.PortHTTP)
+		time.Sleep(500 * time.Millisecond)
 
-	t.Log("SIGTERM host 2, then start it")
-	c.Signal(2, syscall.SIGTERM)
-	if err := c.Wait(2, 20*time.Second); err != nil {
-		t.Fatalf("host 2 after SIGTERM: %v", err)
-	}
-	if _, err := c.WaitConverged([]uint8{1, 3}, 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	c.Start(2)
-	if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	ld.finish(t, "SIGTERM and start")
+		t.Log("SIGTERM host 2, then start it")
+		c.Signal(2, syscall.SIGTERM)
+		if err := c.Wait(2, 20*time.Second); err != nil {
+			t.Fatalf("host 2 after SIGTERM: %v", err)
+		}
+		if _, err := c.WaitConverged([]uint8{1, 3}, 10*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		c.Start(2)
+		if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		ld.finish(t, "SIGTERM and start")
 
-	ll := openLongLived(t, c, 200)
-	ld = startLoad(c, 8, cluster.PortHTTP)
-	time.Sleep(500 * time.Millisecond)
-	t.Log("SIGKILL host 3, then start it")
-	c.Kill(3)
-	time.Sleep(300 * time.Millisecond)
-	c.Start(3)
-	if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(2 * time.Second)
-	ld.finish(t, "SIGKILL and start")
-	ll.finish(t, "long-lived across SIGKILL and start")
+		ll := openLongLived(t, c, 200)
+		ld = startLoad(c, 8, cluster.PortHTTP)
+		time.Sleep(500 * time.Millisecond)
+		t.Log("SIGKILL host 3, then start it")
+		c.Kill(3)
+		time.Sleep(300 * time.Millisecond)
+		c.Start(3)
+		if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(2 * time.Second)
+		ld.finish(t, "SIGKILL and start")
+		ll.finish(t, "long-lived across SIGKILL and start")
+	})
 }
 
 // TestRemoteControl: from a client namespace, nlbctl --cluster VIP query
@@ -567,109 +582,114 @@ func TestAgentRestart(t *testing.T) {
 // disable/enable change a rule; a wrong key and a replayed datagram are
 // refused and counted.
 func TestRemoteControl(t *testing.T) {
-	netns.RequireRoot(t)
-	c := cluster.New(t, cluster.Options{})
-	startAll(t, c, all3)
-	nlbctl := buildNlbctl(t)
-	cl := c.Clients[0]
-	run := func(wantCode int, args ...string) string {
-		t.Helper()
-		full := append([]string{"--net=" + cl.NS.Path(), "--", nlbctl, "--cluster", cluster.VIP.String(), "--key-file", c.KeyFile}, args...)
-		out, err := exec.Command("nsenter", full...).CombinedOutput()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
+	eachMode(t, modes, func(t *testing.T, mode string) {
+		c := cluster.New(t, cluster.Options{Mode: mode})
+		startAll(t, c, all3)
+		nlbctl := buildNlbctl(t)
+		cl := c.Clients[0]
+		run := func(wantCode int, args ...string) string {
+			t.Helper()
+			full := append([]string{"--net=" + cl.NS.Path(), "--", nlbctl, "--cluster", cluster.VIP.String(), "--key-file", c.KeyFile}, args...)
+			out, err := exec.Command("nsenter", full...).CombinedOutput()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != wantCode {
+				t.Fatalf("nlbctl %v: exit %d, want %d:\n%s", args, code, wantCode, out)
+			}
+			return string(out)
+		}
+		out := run(0, "query")
+		t.Logf("nlbctl query:\n%s", out)
+		for _, row := range []string{"\n1 ", "\n2 ", "\n3 "} {
+			if !strings.Contains(out, row) {
+				t.Fatalf("query lacks a row for host%s", row)
+			}
+		}
+		// One host by its dedicated IP: one row.
+		full0 := []string{"--net=" + cl.NS.Path(), "--", nlbctl, "--host", cluster.HostIP(2).String(), "--key-file", c.KeyFile, "query"}
+		if out, err := exec.Command("nsenter", full0...).CombinedOutput(); err != nil || strings.Count(string(out), "\n") != 2 || !strings.Contains(string(out), "\n2 ") {
+			t.Fatalf("--host query: %v:\n%s", err, out)
+		}
+		out = run(0, "--target", "1", "params")
+		t.Logf("nlbctl params:\n%s", out)
+		if !strings.Contains(out, `"web"`) || !strings.Contains(out, `heartbeat_period  "100ms"`) {
+			t.Errorf("params lacks the rules or period:\n%s", out)
+		}
+		out = run(0, "--target", "1", "ip2mac")
+		t.Logf("nlbctl ip2mac:\n%s", out)
+		want := map[string]string{"unicast": "02:bf:c6:12:00:64", "multicast": "03:bf:c6:12:00:64"}[mode]
+		if !strings.Contains(out, `cluster_mac    "`+want+`"`) {
+			t.Errorf("ip2mac: want cluster_mac %s:\n%s", want, out)
+		}
+		if mode == "unicast" && !strings.Contains(out, `host_mac       "02:01:c6:12:00:64"`) {
+			t.Errorf("ip2mac: want host 1's masked MAC:\n%s", out)
+		}
+		out = run(0, "filter", "--client", "198.18.0.200:40000", "--vip", "198.18.0.100:80")
+		t.Logf("nlbctl filter:\n%s", out)
+		if strings.Count(out, "accept ") != 1 || !strings.Contains(out, "accepted  by host ") {
+			t.Errorf("live filter: want exactly one accepting host:\n%s", out)
+		}
+		run(0, "--target", "2", "drainstop")
+		waitState(t, c, 2, "stopped")
+		run(0, "--target", "2", "start")
+		if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
 			t.Fatal(err)
 		}
-		if code != wantCode {
-			t.Fatalf("nlbctl %v: exit %d, want %d:\n%s", args, code, wantCode, out)
+		run(0, "disable", "sticky")
+		if id, _, err := cl.Get(cl.IPs[0], cluster.PortSticky, 1500*time.Millisecond); err == nil {
+			t.Errorf("disabled rule answered by host %d", id)
 		}
-		return string(out)
-	}
-	out := run(0, "query")
-	t.Logf("nlbctl query:\n%s", out)
-	for _, row := range []string{"\n1 ", "\n2 ", "\n3 "} {
-		if !strings.Contains(out, row) {
-			t.Fatalf("query lacks a row for host%s", row)
+		run(0, "enable", "sticky")
+		if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+			t.Fatal(err)
 		}
-	}
-	// One host by its dedicated IP: one row.
-	full0 := []string{"--net=" + cl.NS.Path(), "--", nlbctl, "--host", cluster.HostIP(2).String(), "--key-file", c.KeyFile, "query"}
-	if out, err := exec.Command("nsenter", full0...).CombinedOutput(); err != nil || strings.Count(string(out), "\n") != 2 || !strings.Contains(string(out), "\n2 ") {
-		t.Fatalf("--host query: %v:\n%s", err, out)
-	}
-	out = run(0, "--target", "1", "params")
-	t.Logf("nlbctl params:\n%s", out)
-	if !strings.Contains(out, `"web"`) || !strings.Contains(out, `heartbeat_period  "100ms"`) {
-		t.Errorf("params lacks the rules or period:\n%s", out)
-	}
-	out = run(0, "--target", "1", "ip2mac")
-	t.Logf("nlbctl ip2mac:\n%s", out)
-	if !strings.Contains(out, `cluster_mac    "02:bf:c6:12:00:64"`) || !strings.Contains(out, `host_mac       "02:01:c6:12:00:64"`) {
-		t.Errorf("ip2mac:\n%s", out)
-	}
-	out = run(0, "filter", "--client", "198.18.0.200:40000", "--vip", "198.18.0.100:80")
-	t.Logf("nlbctl filter:\n%s", out)
-	if strings.Count(out, "accept ") != 1 || !strings.Contains(out, "accepted  by host ") {
-		t.Errorf("live filter: want exactly one accepting host:\n%s", out)
-	}
-	run(0, "--target", "2", "drainstop")
-	waitState(t, c, 2, "stopped")
-	run(0, "--target", "2", "start")
-	if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	run(0, "disable", "sticky")
-	if id, _, err := cl.Get(cl.IPs[0], cluster.PortSticky, 1500*time.Millisecond); err == nil {
-		t.Errorf("disabled rule answered by host %d", id)
-	}
-	run(0, "enable", "sticky")
-	if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if out := run(4, "disable", "no-such-rule"); !strings.Contains(out, "no port rule") {
-		t.Errorf("bad rule: %s", out)
-	}
-	// Wrong key: refused (exit 5), counted, nothing changed.
-	bad := filepath.Join(t.TempDir(), "bad.key")
-	os.WriteFile(bad, []byte("this is not the cluster key, but 32+ bytes"), 0o600)
-	full := []string{"--net=" + cl.NS.Path(), "--", nlbctl, "--cluster", cluster.VIP.String(), "--key-file", bad, "stop"}
-	if err := exec.Command("nsenter", full...).Run(); err == nil || err.(*exec.ExitError).ExitCode() != 5 {
-		t.Fatalf("wrong key: %v, want exit 5", err)
-	}
-	// Replay: a valid datagram sent twice is executed once.
-	b, err := remote.Marshal(&remote.Message{Kind: remote.KindRequest, Command: remote.CmdQuery,
-		Timestamp: time.Now().UnixNano(), Nonce: [16]byte{9, 9, 9}, RequestID: 99}, &c.Key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cl.NS.Do(func() error {
-		conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(cluster.VIP, remote.DefaultPort)))
+		if out := run(4, "disable", "no-such-rule"); !strings.Contains(out, "no port rule") {
+			t.Errorf("bad rule: %s", out)
+		}
+		// Wrong key: refused (exit 5), counted, nothing changed.
+		bad := filepath.Join(t.TempDir(), "bad.key")
+		os.WriteFile(bad, []byte("this is not the cluster key, but 32+ bytes"), 0o600)
+		full := []string{"--net=" + cl.NS.Path(), "--", nlbctl, "--cluster", cluster.VIP.String(), "--key-file", bad, "stop"}
+		if err := exec.Command("nsenter", full...).Run(); err == nil || err.(*exec.ExitError).ExitCode() != 5 {
+			t.Fatalf("wrong key: %v, want exit 5", err)
+		}
+		// Replay: a valid datagram sent twice is executed once.
+		b, err := remote.Marshal(&remote.Message{Kind: remote.KindRequest, Command: remote.CmdQuery,
+			Timestamp: time.Now().UnixNano(), Nonce: [16]byte{9, 9, 9}, RequestID: 99}, &c.Key)
 		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cl.NS.Do(func() error {
+			conn, err := net.DialUDP("udp4", nil, net.UDPAddrFromAddrPort(netip.AddrPortFrom(cluster.VIP, remote.DefaultPort)))
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			conn.Write(b)
+			time.Sleep(200 * time.Millisecond)
+			_, err = conn.Write(b)
 			return err
-		}
-		defer conn.Close()
-		conn.Write(b)
-		time.Sleep(200 * time.Millisecond)
-		_, err = conn.Write(b)
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(300 * time.Millisecond)
-	for _, id := range all3 {
-		q, err := c.Query(id)
-		if err != nil {
+		}); err != nil {
 			t.Fatal(err)
 		}
-		if q.State == "stopped" {
-			t.Errorf("host %d stopped by a request with the wrong key", id)
+		time.Sleep(300 * time.Millisecond)
+		for _, id := range all3 {
+			q, err := c.Query(id)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if q.State == "stopped" {
+				t.Errorf("host %d stopped by a request with the wrong key", id)
+			}
+			if q.RemoteRefused["bad-auth"] != 1 || q.RemoteRefused["replay"] != 1 {
+				t.Errorf("host %d refusals %v, want bad-auth 1 and replay 1", id, q.RemoteRefused)
+			}
 		}
-		if q.RemoteRefused["bad-auth"] != 1 || q.RemoteRefused["replay"] != 1 {
-			t.Errorf("host %d refusals %v, want bad-auth 1 and replay 1", id, q.RemoteRefused)
-		}
-	}
+	})
 }
 
 func waitState(t *testing.T, c *cluster.Cluster, id uint8, states ...string) {
