@@ -163,7 +163,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if !adopted {
 		undo = append(undo, func() error { return macmode.Restore(a.stateFile()) })
 	}
-	log.Info("cluster NIC ready", "interface", cfg.Interface, "mode", cfg.MACMode, "cluster_mac", clusterMAC, "adopted", adopted)
+	log.Info("cluster NIC ready", "interface", cfg.Interface, "mode", cfg.MACMode, "cluster_mac", clusterMAC.String(), "adopted", adopted)
 
 	// 3. Heartbeats, ARP, remote control.
 	conn, err := heartbeat.ListenPacket(cfg.Interface, hbDst)

@@ -66,6 +66,8 @@ type Options struct {
 	OnExit string
 	// DrainTimeout is host.drain_timeout (default 10s).
 	DrainTimeout time.Duration
+	// InitialState is host.initial_state (default started).
+	InitialState string
 	// Nlbd is the nlbd binary; empty builds it into the cluster's dir.
 	Nlbd string
 	// Dir holds configs, keys and logs; empty uses a temporary directory.
@@ -124,6 +126,9 @@ func New(t netns.T, o Options) *Cluster {
 	}
 	if o.Period == 0 {
 		o.Period = 100 * time.Millisecond
+	}
+	if o.InitialState == "" {
+		o.InitialState = "started"
 	}
 	if o.OnExit == "" {
 		o.OnExit = "drainstop"
@@ -297,6 +302,7 @@ host:
   id: %d
   interface: %s
   dedicated_ip: %s/24
+  initial_state: %s
   on_exit: %s
   drain_timeout: %s
   rules:
@@ -304,7 +310,7 @@ host:
     echo: {weight: "%s"}
     sticky: {weight: "%s"}
 `, VIP, c.Opts.Mode, c.KeyFile, c.Opts.Period, PortHTTP, PortEcho, PortSticky,
-		h.ID, h.Ifname, HostIP(h.ID), c.Opts.OnExit, c.Opts.DrainTimeout, w, w, w)
+		h.ID, h.Ifname, HostIP(h.ID), c.Opts.InitialState, c.Opts.OnExit, c.Opts.DrainTimeout, w, w, w)
 }
 
 // SetWeight rewrites host id's weights (every rule) in its config file;
