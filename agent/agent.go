@@ -8,6 +8,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/health"
 	"github.com/nlbproject/nlb/remote"
 )
 
@@ -53,6 +54,7 @@ type Agent struct {
 	// gratuitous announces the VIPs (set once the ARP socket is open).
 	gratuitous func() error
 	srv        *remote.Server
+	health     *health.Runner // nil without checks
 	started    time.Time
 	inc        uint64
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/nlbproject/nlb/convergence"
 	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/health"
 	"github.com/nlbproject/nlb/heartbeat"
 	"github.com/nlbproject/nlb/macmode"
 	"github.com/nlbproject/nlb/remote"
@@ -197,8 +198,30 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		undo = append(undo, udp.Close)
 	}
 
-	// 4. Convergence.
-	m := convergence.NewMachine(a.machineConfig(cfg, ownMAC))
+	var metricsL net.Listener
+	if cfg.MetricsAddr != "" {
+		metricsL, err = net.Listen("tcp", cfg.MetricsAddr)
+		if err != nil {
+			return fmt.Errorf("metrics endpoint on %s: %w", cfg.MetricsAddr, err)
+		}
+		undo = append(undo, metricsL.Close)
+	}
+
+	// 4. Health checks: one probe each before joining, so that the host
+	// joins with the rules whose service does not answer drained.
+	mcfg := a.machineConfig(cfg, ownMAC)
+	var hc *health.Runner
+	if checks := cfg.HealthChecks(); len(checks) > 0 {
+		hc = health.NewRunner(checks)
+		for _, rule := range hc.Prime(ctx) {
+			i, _ := cfg.RuleIndex(rule)
+			mcfg.HealthDown = append(mcfg.HealthDown, i)
+			log.Warn("health check failing at start: rule drained on this host", "rule", rule, "detail", hc.Status(rule).Detail)
+		}
+	}
+
+	// 5. Convergence.
+	m := convergence.NewMachine(mcfg)
 	if restoreMarks != nil {
 		m.Restore(time.Now(), *restoreMarks, leaseLeft)
 	}
@@ -208,7 +231,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	node.Scan = a.scan
 	node.OnState = a.onState
 	a.mu.Lock()
-	a.node = node
+	a.node, a.health = node, hc
 	a.mu.Unlock()
 	if err := arp.Gratuitous(); err != nil {
 		log.Warn("gratuitous arp failed", "error", err)
@@ -225,6 +248,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return srv.ServeLocal(gctx, local) })
 	if udp != nil {
 		g.Go(func() error { return srv.ServeUDP(gctx, udp) })
+	}
+	if metricsL != nil {
+		g.Go(func() error { return a.serveMetrics(gctx, metricsL) })
+	}
+	if hc != nil {
+		hc.OnChange = func(rule string, up bool, detail string) { a.healthChanged(gctx, node, rule, up, detail) }
+		g.Go(func() error { hc.Run(gctx); return nil })
 	}
 	if cfg.MACMode != MACUnicast { // the kernel answers ARP in unicast mode
 		g.Go(func() error {
@@ -340,6 +370,29 @@ func (a *Agent) apply(action any) error {
 		return a.dp.RenewLease(ac.For)
 	}
 	return nil
+}
+
+// healthChanged drains a rule on this host when its check goes down and
+// ends that when it comes back up; the cluster reconverges as for an
+// operator's drain.
+func (a *Agent) healthChanged(ctx context.Context, node *Node, rule string, up bool, detail string) {
+	a.mu.Lock()
+	cfg := a.cfg
+	a.mu.Unlock()
+	i, err := cfg.RuleIndex(rule)
+	if err != nil {
+		return
+	}
+	op := convergence.OpHealthDown
+	if up {
+		op = convergence.OpHealthUp
+		a.log.Info("health", "rule", rule, "status", "up", "action", "rule enabled on this host")
+	} else {
+		a.log.Warn("health", "rule", rule, "status", "down", "detail", detail, "action", "rule drained on this host")
+	}
+	if err := node.Do(ctx, convergence.Command{Op: op, Rule: i}); err != nil && ctx.Err() == nil {
+		a.log.Error("health: could not apply", "rule", rule, "error", err)
+	}
 }
 
 // onState announces the VIPs when this host starts or stops serving.

@@ -3,10 +3,13 @@ package agent
 import (
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/health"
 )
 
 func writeKey(t *testing.T, n int) string {
@@ -56,6 +59,12 @@ func TestExampleConfig(t *testing.T) {
 	if r.Seed == zero {
 		t.Fatal("seed not derived from the key")
 	}
+	hc := r.HealthChecks()
+	want := health.Check{Rule: "http", Kind: health.KindHTTP, Target: "http://127.0.0.1:80/healthz", Expect: 200,
+		Interval: 2 * time.Second, Timeout: time.Second, Rise: 2, Fall: 3}
+	if len(hc) != 1 || !reflect.DeepEqual(*hc[0], want) {
+		t.Fatalf("health checks %+v, want [%+v]", hc, want)
+	}
 }
 
 // TestConfigErrors: each bad input yields an error naming the key.
@@ -96,6 +105,18 @@ func TestConfigErrors(t *testing.T) {
 		{"priority range", "priority: 1", "priority: 99", "host.rules.dns.priority"},
 		{"priority on multiple", "weight: \"60\"", "weight: \"60\"\n      priority: 2", "host.rules.https.priority"},
 		{"unknown rule", "    dns:\n", "    smtp:\n", "host.rules"},
+		{"health type", "type: http, url", "type: ping, url", "host.rules.http.health.type"},
+		{"health url", `url: "http://127.0.0.1:80/healthz"`, `url: "127.0.0.1:80"`, "host.rules.http.health.url"},
+		{"health scheme", `url: "http://127.0.0.1:80/healthz"`, `url: "https://127.0.0.1/"`, "host.rules.http.health.url"},
+		{"health expect", "expect: 200", "expect: 42", "host.rules.http.health.expect"},
+		{"health timeout", "timeout: 1s", "timeout: 3s", "host.rules.http.health.timeout"},
+		{"health interval", "interval: 2s", "interval: 10ms", "host.rules.http.health.interval"},
+		{"health rise", "rise: 2", "rise: -1", "host.rules.http.health.rise"},
+		{"health fall", "fall: 3", "fall: 101", "host.rules.http.health.fall"},
+		{"health tcp address", "type: http, url", "type: tcp, address: nowhere, url", "host.rules.http.health.address"},
+		{"health tcp url", "type: http, url", "type: tcp, address: \"127.0.0.1:80\", url", "host.rules.http.health.url"},
+		{"health exec command", "type: http, url", "type: exec, url", "host.rules.http.health.command"},
+		{"health duration", "interval: 2s", "interval: often", "line"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

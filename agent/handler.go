@@ -11,6 +11,7 @@ import (
 
 	"github.com/nlbproject/nlb/convergence"
 	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/health"
 	"github.com/nlbproject/nlb/macmode"
 	"github.com/nlbproject/nlb/remote"
 )
@@ -39,6 +40,9 @@ type QueryResult struct {
 	Uptime      string         `json:"uptime"`
 	// RemoteRefused counts remote-control datagrams refused, by reason.
 	RemoteRefused map[string]uint64 `json:"remote_refused"`
+	// Health is each checked rule's status: "up", or "down: " and the
+	// last failure ("down: http 503").
+	Health map[string]string `json:"health,omitempty"`
 }
 
 // RuleResult answers enable, disable and drain.
@@ -100,7 +104,7 @@ func (a *Agent) ruleName(cfg *Resolved, t int) string {
 // Handle implements remote.Handler.
 func (a *Agent) Handle(ctx context.Context, cmd remote.Command, args remote.Args) (any, error) {
 	a.mu.Lock()
-	cfg, node, fst, srv := a.cfg, a.node, a.fstate, a.srv
+	cfg, node, fst, srv, hc := a.cfg, a.node, a.fstate, a.srv, a.health
 	a.mu.Unlock()
 	if node == nil {
 		return nil, errors.New("the agent is starting")
@@ -126,6 +130,12 @@ func (a *Agent) Handle(ctx context.Context, cmd remote.Command, args remote.Args
 			q.Owned[a.ruleName(cfg, t)] = ownedBuckets(&fst, t)
 		}
 		q.Owned["default"] = ownedBuckets(&fst, filter.DefaultRule)
+		if hc != nil {
+			q.Health = map[string]string{}
+			for _, h := range hc.Snapshot() {
+				q.Health[h.Rule] = healthWords(h)
+			}
+		}
 		q.RemoteRefused = map[string]uint64{}
 		if srv != nil {
 			for r, n := range srv.Guard().Counts() {
@@ -321,12 +331,23 @@ func restartNeeded(cur, next *Resolved) string {
 		{"host.interface", cur.Interface, next.Interface},
 		{"host.dedicated_ip", cur.DedicatedIP, next.DedicatedIP},
 		{"host.metrics_address", cur.MetricsAddr, next.MetricsAddr},
+		{"host.rules.*.health", cur.HealthChecks(), next.HealthChecks()},
 	} {
 		if !reflect.DeepEqual(c.a, c.b) {
 			return c.name
 		}
 	}
 	return ""
+}
+
+func healthWords(h health.Status) string {
+	switch {
+	case !h.Known:
+		return "unknown"
+	case h.Up:
+		return "up"
+	}
+	return "down: " + h.Detail
 }
 
 // ownedBuckets counts, per table, the buckets this host takes new flows in.

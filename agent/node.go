@@ -36,6 +36,9 @@ type Node struct {
 	inbox    chan []byte
 	cmds     chan nodeCmd
 	overflow atomic.Uint64
+	sent     atomic.Uint64
+	// received counts authenticated frames per sending host (index ID-1).
+	received [64]atomic.Uint64
 
 	mu     sync.Mutex // guards status, the snapshot for readers
 	status Status
@@ -70,6 +73,21 @@ func NewNode(m *convergence.Machine, conn heartbeat.Conn, guard *heartbeat.Guard
 	return &Node{m: m, conn: conn, guard: guard, key: key, period: period, log: log,
 		inbox: make(chan []byte, 256), cmds: make(chan nodeCmd)}
 }
+
+// FramesSent is the number of heartbeat frames sent.
+func (n *Node) FramesSent() uint64 { return n.sent.Load() }
+
+// FramesReceived is the number of authenticated frames accepted from
+// host id (1–64).
+func (n *Node) FramesReceived(id uint8) uint64 {
+	if id == 0 || id > 64 {
+		return 0
+	}
+	return n.received[id-1].Load()
+}
+
+// FramesRefused is the guard's count of frames dropped, per reason.
+func (n *Node) FramesRefused() [heartbeat.NumDrops]uint64 { return n.guard.Counts() }
 
 // State returns the machine's state and epoch number as of its last step.
 func (n *Node) State() (convergence.State, uint64) {
@@ -151,6 +169,9 @@ func (n *Node) loop(ctx context.Context) error {
 				n.log.Trace("heartbeat dropped", "reason", drop)
 				continue
 			}
+			if id := sender(msg); drop == heartbeat.DropNone && id >= 1 && id <= 64 {
+				n.received[id-1].Add(1)
+			}
 			if err := n.step(time.Now(), convergence.Received{Msg: msg, SelfID: drop == heartbeat.DropSelf}); err != nil {
 				return err
 			}
@@ -193,6 +214,8 @@ func (n *Node) step(now time.Time, ev any) error {
 			}
 			if err := n.conn.Send(b); err != nil {
 				n.log.Warn("heartbeat send failed", "error", err)
+			} else {
+				n.sent.Add(1)
 			}
 		case convergence.Event:
 			n.log.Info(a.Kind, "host", a.Host, "detail", a.Msg)
@@ -230,4 +253,15 @@ func (n *Node) step(now time.Time, ev any) error {
 		n.OnState(from, to)
 	}
 	return nil
+}
+
+// sender is the host ID an authenticated message came from.
+func sender(msg any) uint8 {
+	switch m := msg.(type) {
+	case *heartbeat.Heartbeat:
+		return m.HostID
+	case *heartbeat.TableChunk:
+		return m.HostID
+	}
+	return 0
 }

@@ -37,6 +37,9 @@ type Config struct {
 	QuorumVoters int
 	// StartState is started, stopped or suspended.
 	StartState State
+	// HealthDown lists the rules (indexes) whose health check failed at
+	// start: the host joins with them drained.
+	HealthDown []int
 }
 
 // DeadAfter is how long a silent peer stays alive in the view.
@@ -89,6 +92,12 @@ const (
 	OpDisableRule
 	OpDrainRule
 	OpSetSettings // reload with new per-rule settings
+	// OpHealthDown drains Rule on this host because its health check
+	// fails; OpHealthUp ends that. They are kept apart from the operator's
+	// enable/disable/drain: a recovering check does not undo an operator's
+	// disable, and an operator's enable does not override a failing check.
+	OpHealthDown
+	OpHealthUp
 )
 
 // Actions, returned by Step.
@@ -197,6 +206,7 @@ type Machine struct {
 	born            time.Time // first Step
 
 	ruleFlags  []uint8 // operator overrides per rule (heartbeat.Rule*)
+	healthDown []bool  // rules whose local health check fails: drained
 	drainStart time.Time
 	events     []any
 }
@@ -204,7 +214,13 @@ type Machine struct {
 // NewMachine returns a machine in its start state; it does nothing until
 // stepped.
 func NewMachine(cfg Config) *Machine {
-	m := &Machine{cfg: cfg, peers: map[uint8]*peer{}, ruleFlags: make([]uint8, len(cfg.Rules))}
+	m := &Machine{cfg: cfg, peers: map[uint8]*peer{}, ruleFlags: make([]uint8, len(cfg.Rules)),
+		healthDown: make([]bool, len(cfg.Rules))}
+	for _, i := range cfg.HealthDown {
+		if i >= 0 && i < len(m.healthDown) {
+			m.healthDown[i] = true
+		}
+	}
 	for t := range m.count {
 		m.count[t][filter.MarkNone] = filter.Buckets
 	}
@@ -516,6 +532,10 @@ func (m *Machine) command(now time.Time, c Command) {
 				}
 			}
 		}
+	case OpHealthDown, OpHealthUp:
+		if c.Rule >= 0 && c.Rule < len(m.healthDown) {
+			m.healthDown[c.Rule] = c.Op == OpHealthDown
+		}
 	case OpSetSettings:
 		if len(c.Settings) == len(m.cfg.Settings) {
 			m.cfg.Settings = append([]RuleSetting(nil), c.Settings...)
@@ -530,6 +550,9 @@ func (m *Machine) effective() []heartbeat.RuleSetting {
 	for i, s := range m.cfg.Settings {
 		w := uint8(s.Weight)
 		f := m.ruleFlags[i]
+		if f == 0 && m.healthDown[i] {
+			f = heartbeat.RuleDraining
+		}
 		if f != 0 || m.state == StateDraining {
 			w = 0
 			if m.state == StateDraining {

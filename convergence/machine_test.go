@@ -159,7 +159,7 @@ func TestSuspendResume(t *testing.T) {
 // TestDrainRule: draining one rule on a host moves that rule's buckets
 // away and leaves its other rules alone.
 func TestDrainRule(t *testing.T) {
-	s := formed(t, 6, 3)
+	s := formed(t, 7, 3)
 	h := s.hosts[3]
 	before := s.hosts[1].m.Epoch().Tables[filter.DefaultRule]
 	s.apply(h, h.m.Step(s.now, Command{Op: OpDrainRule, Rule: 0}))
@@ -180,6 +180,38 @@ func TestDrainRule(t *testing.T) {
 	if c := s.hosts[1].m.Epoch().Tables[0].Counts(); c[3] < filter.Buckets/3-1 {
 		t.Fatalf("rule 0 after enable: host 3 owns %d", c[3])
 	}
+	if len(s.violations) > 0 {
+		s.fail(t, "")
+	}
+}
+
+// TestHealthDrain: a failing health check drains the rule on its host as
+// an operator's drain would; the operator's enable does not override it,
+// a recovering check does not undo the operator's disable, and the rule
+// comes back once both allow it.
+func TestHealthDrain(t *testing.T) {
+	s := formed(t, 6, 3)
+	h := s.hosts[3]
+	owned := func(what string, want func(n int) bool) {
+		t.Helper()
+		if s.settle(10*time.Second) < 0 {
+			s.fail(t, what)
+		}
+		if n := s.hosts[1].m.Epoch().Tables[0].Counts()[3]; !want(n) {
+			t.Fatalf("%s: host 3 owns %d buckets of rule 0", what, n)
+		}
+	}
+	none := func(n int) bool { return n == 0 }
+	share := func(n int) bool { return n >= filter.Buckets/3-1 }
+	s.apply(h, h.m.Step(s.now, Command{Op: OpHealthDown, Rule: 0}))
+	owned("health down", none)
+	s.apply(h, h.m.Step(s.now, Command{Op: OpEnableRule, Rule: 0}))
+	owned("operator enable while health down", none)
+	s.apply(h, h.m.Step(s.now, Command{Op: OpDisableRule, Rule: 0}))
+	s.apply(h, h.m.Step(s.now, Command{Op: OpHealthUp, Rule: 0}))
+	owned("health up while disabled", none)
+	s.apply(h, h.m.Step(s.now, Command{Op: OpEnableRule, Rule: 0}))
+	owned("enabled and healthy", share)
 	if len(s.violations) > 0 {
 		s.fail(t, "")
 	}

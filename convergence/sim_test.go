@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -485,6 +486,13 @@ func (s *sim) settled() bool {
 		return true
 	}
 	e := up[0].m.Epoch()
+	// Every host's own settings (operator and health overrides included)
+	// are those of the epoch: a change not yet heard is not settled.
+	for _, h := range up {
+		if e.Members&(1<<(h.id-1)) != 0 && !slices.Equal(e.Settings[h.id], toSettings(h.m.effective(), len(s.cfg.Rules))) {
+			return false
+		}
+	}
 	for _, t := range simTables {
 		tab := e.Tables[t]
 		for b := 0; b < filter.Buckets; b++ {

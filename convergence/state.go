@@ -29,6 +29,15 @@ const (
 	StateRefused    State = 8
 )
 
+// States lists every valid state, in value order.
+func States() []State {
+	out := make([]State, 0, StateRefused)
+	for s := StateStopped; s <= StateRefused; s++ {
+		out = append(out, s)
+	}
+	return out
+}
+
 func (s State) String() string {
 	switch s {
 	case StateStopped:

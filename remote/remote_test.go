@@ -240,6 +240,13 @@ func TestServerDispatch(t *testing.T) {
 	if diff := cmp.Diff([]Command{CmdQuery, CmdDisable}, h.got); diff != "" {
 		t.Fatalf("executed (-want +got):\n%s", diff)
 	}
+	// Answered requests are counted per command and outcome; refusals
+	// only by the guard.
+	if s.Replies(CmdQuery, StatusOK) != 1 || s.Replies(CmdDisable, StatusFailed) != 1 ||
+		s.Replies(CmdStop, StatusOK)+s.Replies(CmdStop, StatusFailed) != 0 || s.Replies(CmdStop, StatusRefused) != 0 {
+		t.Fatalf("replies: query ok %d, disable failed %d, stop %d/%d", s.Replies(CmdQuery, StatusOK),
+			s.Replies(CmdDisable, StatusFailed), s.Replies(CmdStop, StatusOK), s.Replies(CmdStop, StatusFailed))
+	}
 }
 
 func TestGatherExpectsPeers(t *testing.T) {

@@ -57,8 +57,18 @@ type Server struct {
 	guard *Guard
 	log   hclog.Logger
 
-	// Executed counts commands run (successfully or not).
-	Executed atomic.Uint64
+	// replies counts answered requests per command and outcome (ok or
+	// failed); refusals are counted by the guard.
+	replies [numCommands][StatusRefused]atomic.Uint64
+}
+
+// Replies returns how many requests for cmd were answered with st (ok or
+// failed), over UDP and the local socket.
+func (s *Server) Replies(cmd Command, st Status) uint64 {
+	if !cmd.Valid() || st >= StatusRefused {
+		return 0
+	}
+	return s.replies[cmd][st].Load()
 }
 
 // NewServer returns a server; it starts nothing.
@@ -150,7 +160,6 @@ func (s *Server) execute(ctx context.Context, m *Message, key *Key) []byte {
 			return s.reply(m, Reply{Error: "bad arguments: " + err.Error()}, StatusFailed, key)
 		}
 	}
-	s.Executed.Add(1)
 	res, err := s.h.Handle(ctx, m.Command, args)
 	if err != nil {
 		return s.reply(m, Reply{Error: err.Error()}, StatusFailed, key)
@@ -168,6 +177,11 @@ func (s *Server) execute(ctx context.Context, m *Message, key *Key) []byte {
 
 // reply fills in the identity and encodes the reply.
 func (s *Server) reply(m *Message, r Reply, st Status, key *Key) []byte {
+	defer func() {
+		if m.Command.Valid() && st < StatusRefused {
+			s.replies[m.Command][st].Add(1)
+		}
+	}()
 	r.Host, r.State, r.Peers = s.h.Identity()
 	body, err := json.Marshal(r)
 	if err == nil && len(body) > MaxReplyBody {

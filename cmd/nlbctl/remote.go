@@ -220,7 +220,7 @@ func printResult(w io.Writer, cmd remote.Command, res *remote.Result) {
 	defer tw.Flush()
 	switch cmd {
 	case remote.CmdQuery:
-		fmt.Fprintln(tw, "HOST\tSTATE\tEPOCH\tMEMBERS\tDEFAULT\tOWNED BUCKETS\tCONVERGENCES\tLAST")
+		fmt.Fprintln(tw, "HOST\tSTATE\tEPOCH\tMEMBERS\tDEFAULT\tOWNED BUCKETS\tCONVERGENCES\tLAST\tNOTES")
 		for _, r := range res.Replies {
 			var q agent.QueryResult
 			if r.Status != remote.StatusOK || json.Unmarshal(r.Result, &q) != nil {
@@ -231,8 +231,8 @@ func printResult(w io.Writer, cmd remote.Command, res *remote.Result) {
 			if q.Why != "" && (q.State == "refused" || q.State == "stopped" || q.State == "converging") {
 				state += " (" + q.Why + ")"
 			}
-			fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%d\t%.0fms\n", q.Host, state, q.Epoch, ids(q.Members),
-				q.DefaultHost, owned(q.Owned), q.Convergences, q.LastConvergenceMS)
+			fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%d\t%.0fms\t%s\n", q.Host, state, q.Epoch, ids(q.Members),
+				q.DefaultHost, owned(q.Owned), q.Convergences, q.LastConvergenceMS, notes(&q))
 		}
 	case remote.CmdParams, remote.CmdReload, remote.CmdIP2MAC:
 		for _, r := range res.Replies {
@@ -291,4 +291,27 @@ func owned(m map[string]int) string {
 		parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
 	}
 	return strings.Join(parts, " ")
+}
+
+// notes lists what keeps a host from taking its share: failing health
+// checks ("health web: http 503") and an expired lease.
+func notes(q *agent.QueryResult) string {
+	var out []string
+	rules := make([]string, 0, len(q.Health))
+	for r := range q.Health {
+		rules = append(rules, r)
+	}
+	sort.Strings(rules)
+	for _, r := range rules {
+		if h := q.Health[r]; h != "up" {
+			out = append(out, "health "+r+": "+h)
+		}
+	}
+	if !q.LeaseValid && q.State != "stopped" && q.State != "suspended" {
+		out = append(out, "lease expired")
+	}
+	if len(out) == 0 {
+		return "-"
+	}
+	return strings.Join(out, "; ")
 }

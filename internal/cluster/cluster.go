@@ -42,6 +42,9 @@ var (
 // HostIP is host id's dedicated address.
 func HostIP(id uint8) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, id}) }
 
+// MetricsAddr is host id's Prometheus endpoint, on its dedicated IP.
+func MetricsAddr(id uint8) netip.AddrPort { return netip.AddrPortFrom(HostIP(id), 9425) }
+
 // ClientIP is address k of client namespace c.
 func ClientIP(c, k int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, byte(200 + 10*c + k)}) }
 
@@ -66,6 +69,9 @@ type Options struct {
 	OnExit string
 	// DrainTimeout is host.drain_timeout (default 10s).
 	DrainTimeout time.Duration
+	// Health adds an HTTP health check of the local backend to rule web
+	// (every 200ms, rise 2, fall 2).
+	Health bool
 	// InitialState is host.initial_state (default started).
 	InitialState string
 	// Nlbd is the nlbd binary; empty builds it into the cluster's dir.
@@ -100,6 +106,7 @@ type Host struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan error
+	http map[uint16]*http.Server
 }
 
 // Client is one client namespace with its addresses.
@@ -279,6 +286,10 @@ func (c *Cluster) addHost(t netns.T, id uint8) {
 
 // config is host h's configuration file.
 func (c *Cluster) config(h *Host) string {
+	hc := ""
+	if c.Opts.Health {
+		hc = fmt.Sprintf(", health: {type: http, url: \"http://127.0.0.1:%d/\", interval: 200ms, timeout: 200ms, rise: 2, fall: 2}", PortHTTP)
+	}
 	w := "equal"
 	if v, ok := c.Opts.Weights[h.ID]; ok {
 		w = strconv.Itoa(v)
@@ -302,15 +313,16 @@ host:
   id: %d
   interface: %s
   dedicated_ip: %s/24
+  metrics_address: %s
   initial_state: %s
   on_exit: %s
   drain_timeout: %s
   rules:
-    web: {weight: "%s"}
+    web: {weight: "%s"%s}
     echo: {weight: "%s"}
     sticky: {weight: "%s"}
 `, VIP, c.Opts.Mode, c.KeyFile, c.Opts.Period, PortHTTP, PortEcho, PortSticky,
-		h.ID, h.Ifname, HostIP(h.ID), c.Opts.InitialState, c.Opts.OnExit, c.Opts.DrainTimeout, w, w, w)
+		h.ID, h.Ifname, HostIP(h.ID), MetricsAddr(h.ID), c.Opts.InitialState, c.Opts.OnExit, c.Opts.DrainTimeout, w, hc, w, w)
 }
 
 // SetWeight rewrites host id's weights (every rule) in its config file;
@@ -344,18 +356,19 @@ func startBackend(t netns.T, h *Host) {
 			}
 			return serr
 		}}
-		body := fmt.Sprintf("host %d\n", h.ID)
-		for _, port := range []int{PortHTTP, PortSticky} {
-			ln, err := net.Listen("tcp4", fmt.Sprintf(":%d", port))
-			if err != nil {
+		for _, port := range []uint16{PortHTTP, PortSticky} {
+			if err := h.serveHTTP(port); err != nil {
 				return err
 			}
-			srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-				io.WriteString(w, body)
-			}), ReadHeaderTimeout: 5 * time.Second}
-			go srv.Serve(ln)
-			closers = append(closers, srv)
 		}
+		closers = append(closers, closerFunc(func() error {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			for _, srv := range h.http {
+				srv.Close()
+			}
+			return nil
+		}))
 		ln, err := net.Listen("tcp4", fmt.Sprintf(":%d", PortEcho))
 		if err != nil {
 			return err
@@ -406,6 +419,52 @@ func startBackend(t netns.T, h *Host) {
 	})
 	if err != nil {
 		t.Fatalf("backend of host %d: %v", h.ID, err)
+	}
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+// serveHTTP starts the HTTP backend on port ("host N"); it must run in
+// the host's namespace.
+func (h *Host) serveHTTP(port uint16) error {
+	ln, err := net.Listen("tcp4", fmt.Sprintf(":%d", port))
+	if err != nil {
+		return err
+	}
+	body := fmt.Sprintf("host %d\n", h.ID)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		io.WriteString(w, body)
+	}), ReadHeaderTimeout: 5 * time.Second}
+	go srv.Serve(ln)
+	h.mu.Lock()
+	if h.http == nil {
+		h.http = map[uint16]*http.Server{}
+	}
+	h.http[port] = srv
+	h.mu.Unlock()
+	return nil
+}
+
+// StopHTTP stops host id's HTTP backend on PortHTTP (its listener and
+// connections close): the service dies, the agent keeps running.
+func (c *Cluster) StopHTTP(id uint8) {
+	h := c.Hosts[id]
+	h.mu.Lock()
+	srv := h.http[PortHTTP]
+	delete(h.http, PortHTTP)
+	h.mu.Unlock()
+	if srv != nil {
+		srv.Close()
+	}
+}
+
+// StartHTTP starts host id's HTTP backend on PortHTTP again.
+func (c *Cluster) StartHTTP(id uint8) {
+	h := c.Hosts[id]
+	if err := h.NS.Do(func() error { return h.serveHTTP(PortHTTP) }); err != nil {
+		c.T.Fatalf("start HTTP on host %d: %v", id, err)
 	}
 }
 

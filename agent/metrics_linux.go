@@ -1,0 +1,220 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/nlbproject/nlb/convergence"
+	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/heartbeat"
+	"github.com/nlbproject/nlb/remote"
+)
+
+// The agent's metrics are read from their sources at scrape time (kernel
+// counters, the node's status, the guards' counters): nothing is counted
+// twice, and a scrape shows the same figures as nlbctl query.
+var (
+	descPackets = prometheus.NewDesc("nlb_packets_total",
+		"Packets the data plane decided, per rule (\"default\": VIP traffic matching no rule; \"none\": not VIP traffic) and reason.",
+		[]string{"rule", "verdict", "reason"}, nil)
+	descBuckets = prometheus.NewDesc("nlb_buckets",
+		"Buckets per rule and handoff mark: owned and dirty take new flows; retained ones only carry flows this host holds.",
+		[]string{"rule", "mark"}, nil)
+	descState = prometheus.NewDesc("nlb_state",
+		"1 for the host's current state.", []string{"state"}, nil)
+	descEpoch = prometheus.NewDesc("nlb_epoch",
+		"Number of the membership epoch in force.", nil, nil)
+	descMembers = prometheus.NewDesc("nlb_members",
+		"Hosts in the epoch in force.", nil, nil)
+	descConvergences = prometheus.NewDesc("nlb_convergences_total",
+		"Convergences completed since the agent started.", nil, nil)
+	descLastConv = prometheus.NewDesc("nlb_last_convergence_seconds",
+		"Duration of the last convergence.", nil, nil)
+	descLease = prometheus.NewDesc("nlb_lease_valid",
+		"1 while the data plane's lease lets it take new flows.", nil, nil)
+	descHBSent = prometheus.NewDesc("nlb_heartbeat_frames_sent_total",
+		"Heartbeat frames sent.", nil, nil)
+	descHBRecv = prometheus.NewDesc("nlb_heartbeat_frames_received_total",
+		"Authenticated heartbeat frames accepted, per sending host.", []string{"peer"}, nil)
+	descHBRefused = prometheus.NewDesc("nlb_heartbeat_frames_refused_total",
+		"Heartbeat frames dropped, per reason (a refused frame's sender is not authenticated, so it is not a label).",
+		[]string{"reason"}, nil)
+	descHBOverflow = prometheus.NewDesc("nlb_heartbeat_inbox_overflow_total",
+		"Heartbeat frames dropped because the agent's inbox was full.", nil, nil)
+	descRemote = prometheus.NewDesc("nlb_remote_requests_total",
+		"Remote-control requests answered, per command and outcome (ok, failed).",
+		[]string{"command", "outcome"}, nil)
+	descRemoteRefused = prometheus.NewDesc("nlb_remote_refused_total",
+		"Remote-control datagrams refused, per reason.", []string{"reason"}, nil)
+	descHealth = prometheus.NewDesc("nlb_health_check_up",
+		"1 while a rule's health check passes (after rise), 0 while it fails (after fall).",
+		[]string{"rule", "check"}, nil)
+	descHealthRuns = prometheus.NewDesc("nlb_health_checks_total",
+		"Health-check runs per rule and result.", []string{"rule", "result"}, nil)
+	descScrapeErr = prometheus.NewDesc("nlb_scrape_errors_total",
+		"1 when this scrape could not read the kernel counters.", nil, nil)
+)
+
+type collector struct{ a *Agent }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	prometheus.DescribeByCollect(c, ch)
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	a := c.a
+	a.mu.Lock()
+	cfg, node, fst, srv, dp, hc := a.cfg, a.node, a.fstate, a.srv, a.dp, a.health
+	a.mu.Unlock()
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	rule := func(t int) string {
+		if t == filter.NoTable {
+			return "none"
+		}
+		return a.ruleName(cfg, t)
+	}
+	tables := func(yield func(int) bool) {
+		for t := range cfg.Rules {
+			if !yield(t) {
+				return
+			}
+		}
+		yield(filter.DefaultRule)
+	}
+
+	if dp != nil {
+		cs, err := dp.Counters()
+		scrapeErr := 0.0
+		if err != nil {
+			a.log.Warn("metrics: kernel counters", "error", err)
+			scrapeErr = 1
+		} else {
+			for t := range cs {
+				if t < filter.MaxRules && t >= len(cfg.Rules) {
+					continue
+				}
+				for r, n := range cs[t] {
+					reason := filter.Reason(r)
+					if reason == filter.ReasonInvalid || (n == 0 && !interesting(t, reason)) {
+						continue
+					}
+					counter(descPackets, n, rule(t), reason.Verdict().String(), reason.String())
+				}
+			}
+		}
+		gauge(descScrapeErr, scrapeErr)
+	}
+	for t := range tables {
+		var per [4]int
+		if m := fst.Marks[t]; m != nil {
+			for _, k := range m {
+				if int(k) < len(per) {
+					per[k]++
+				}
+			}
+		}
+		for _, k := range []filter.Mark{filter.MarkOwned, filter.MarkDirty, filter.MarkRetained} {
+			gauge(descBuckets, float64(per[k]), rule(t), k.String())
+		}
+	}
+	if fst.LeaseValid {
+		gauge(descLease, 1)
+	} else {
+		gauge(descLease, 0)
+	}
+	if node != nil {
+		st := node.Status()
+		for _, s := range convergence.States() {
+			v := 0.0
+			if s == st.State {
+				v = 1
+			}
+			gauge(descState, v, s.String())
+		}
+		if st.Epoch != nil {
+			gauge(descEpoch, float64(st.Epoch.Num))
+			gauge(descMembers, float64(len(members(st.Epoch.Members))))
+		}
+		counter(descConvergences, st.Convergences)
+		gauge(descLastConv, st.LastConvergence.Seconds())
+		counter(descHBSent, node.FramesSent())
+		for id := uint8(1); id <= 64; id++ {
+			if n := node.FramesReceived(id); n > 0 {
+				counter(descHBRecv, n, strconv.Itoa(int(id)))
+			}
+		}
+		for r, n := range node.FramesRefused() {
+			if d := heartbeat.Drop(r); d != heartbeat.DropNone {
+				counter(descHBRefused, n, d.String())
+			}
+		}
+		counter(descHBOverflow, st.Overflow)
+	}
+	if srv != nil {
+		for cmd := remote.Command(1); cmd.Valid(); cmd++ {
+			for _, o := range []remote.Status{remote.StatusOK, remote.StatusFailed} {
+				if n := srv.Replies(cmd, o); n > 0 {
+					counter(descRemote, n, cmd.String(), o.String())
+				}
+			}
+		}
+		for r, n := range srv.Guard().Counts() {
+			if rf := remote.Refusal(r); rf != remote.RefusedNone {
+				counter(descRemoteRefused, n, rf.String())
+			}
+		}
+	}
+	if hc != nil {
+		for _, s := range hc.Snapshot() {
+			up := 0.0
+			if s.Up {
+				up = 1
+			}
+			gauge(descHealth, up, s.Rule, s.Kind)
+			counter(descHealthRuns, s.Passed, s.Rule, "pass")
+			counter(descHealthRuns, s.Failed, s.Rule, "fail")
+		}
+	}
+}
+
+// interesting says which zero counters are still exported, so that rate()
+// and alerts have a series from the first scrape: the accept and drop
+// reasons of every rule.
+func interesting(t int, r filter.Reason) bool {
+	return t != filter.NoTable && r.Verdict() != filter.Pass
+}
+
+// serveMetrics serves /metrics on l until ctx ends.
+func (a *Agent) serveMetrics(ctx context.Context, l net.Listener) error {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{a}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: nil}))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "nlbd: metrics are at /metrics", http.StatusNotFound)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
