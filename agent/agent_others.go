@@ -15,3 +15,5 @@ func (a *Agent) Run(ctx context.Context) error { return errors.New("nlbd runs on
 func (a *Agent) scan() (convergence.HeldScan, error) {
 	return convergence.HeldScan{}, errors.New("held-flow scan needs Linux")
 }
+
+func (a *Agent) packetTotals() (accepted, dropped uint64) { return 0, 0 }

@@ -40,6 +40,10 @@ type QueryResult struct {
 	Uptime      string         `json:"uptime"`
 	// RemoteRefused counts remote-control datagrams refused, by reason.
 	RemoteRefused map[string]uint64 `json:"remote_refused"`
+	// Accepted and Dropped count VIP packets this host's data plane
+	// accepted and dropped since it was loaded (nlbctl watch shows rates).
+	Accepted uint64 `json:"accepted_packets"`
+	Dropped  uint64 `json:"dropped_packets"`
 	// Health is each checked rule's status: "up", or "down: " and the
 	// last failure ("down: http 503").
 	Health map[string]string `json:"health,omitempty"`
@@ -130,6 +134,7 @@ func (a *Agent) Handle(ctx context.Context, cmd remote.Command, args remote.Args
 			q.Owned[a.ruleName(cfg, t)] = ownedBuckets(&fst, t)
 		}
 		q.Owned["default"] = ownedBuckets(&fst, filter.DefaultRule)
+		q.Accepted, q.Dropped = a.packetTotals()
 		if hc != nil {
 			q.Health = map[string]string{}
 			for _, h := range hc.Snapshot() {

@@ -190,6 +190,34 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+// packetTotals sums the VIP packets accepted and dropped over all rules.
+func (a *Agent) packetTotals() (accepted, dropped uint64) {
+	a.mu.Lock()
+	dp := a.dp
+	a.mu.Unlock()
+	if dp == nil {
+		return 0, 0
+	}
+	cs, err := dp.Counters()
+	if err != nil {
+		return 0, 0
+	}
+	for t := range cs {
+		if t == filter.NoTable {
+			continue
+		}
+		for r, n := range cs[t] {
+			switch filter.Reason(r).Verdict() {
+			case filter.Accept:
+				accepted += n
+			case filter.Drop:
+				dropped += n
+			}
+		}
+	}
+	return accepted, dropped
+}
+
 // interesting says which zero counters are still exported, so that rate()
 // and alerts have a series from the first scrape: the accept and drop
 // reasons of every rule.

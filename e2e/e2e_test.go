@@ -614,6 +614,11 @@ func TestRemoteControl(t *testing.T) {
 		if out, err := exec.Command("nsenter", full0...).CombinedOutput(); err != nil || strings.Count(string(out), "\n") != 2 || !strings.Contains(string(out), "\n2 ") {
 			t.Fatalf("--host query: %v:\n%s", err, out)
 		}
+		out = run(0, "watch", "--count", "2", "--interval", "300ms")
+		t.Logf("nlbctl watch --count 2:\n%s", out)
+		if strings.Count(out, "HOST  STATE") != 2 || !strings.Contains(out, "33.") {
+			t.Errorf("watch: want two frames with a third of the buckets per host:\n%s", out)
+		}
 		out = run(0, "--target", "1", "params")
 		t.Logf("nlbctl params:\n%s", out)
 		if !strings.Contains(out, `"web"`) || !strings.Contains(out, `heartbeat_period  "100ms"`) {

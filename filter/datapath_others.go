@@ -27,3 +27,4 @@ func (*Datapath) RenewLease(time.Duration) error { return ErrUnsupported }
 func (*Datapath) ExpireLease() error             { return ErrUnsupported }
 func (*Datapath) Close() error                   { return nil }
 func (*Datapath) Detach() error                  { return nil }
+func RemovePinned(string) error                  { return ErrUnsupported }

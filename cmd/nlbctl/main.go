@@ -67,5 +67,5 @@ Exit codes: 0 every targeted host answered and succeeded; 1 error;
 }
 
 func commands(t *target) []*cobra.Command {
-	return append(remoteCommands(t), filterCommand(t))
+	return append(remoteCommands(t), filterCommand(t), watchCommand(t))
 }
