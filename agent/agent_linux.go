@@ -400,7 +400,6 @@ func (a *Agent) onState(from, to convergence.State) {
 	serving := func(s convergence.State) bool {
 		return s == convergence.StateConverged || s == convergence.StateDefault || s == convergence.StateDraining
 	}
-	a.log.Info("state", "from", from, "to", to)
 	if serving(from) != serving(to) && a.gratuitous != nil {
 		if err := a.gratuitous(); err != nil {
 			a.log.Warn("gratuitous arp failed", "error", err)

@@ -59,14 +59,25 @@ var (
 		[]string{"rule", "check"}, nil)
 	descHealthRuns = prometheus.NewDesc("nlb_health_checks_total",
 		"Health-check runs per rule and result.", []string{"rule", "result"}, nil)
-	descScrapeErr = prometheus.NewDesc("nlb_scrape_errors_total",
+	descScrapeErr = prometheus.NewDesc("nlb_scrape_error",
 		"1 when this scrape could not read the kernel counters.", nil, nil)
 )
 
 type collector struct{ a *Agent }
 
-func (c collector) Describe(ch chan<- *prometheus.Desc) {
-	prometheus.DescribeByCollect(c, ch)
+// allDescs lists every metric the collector exports.
+var allDescs = []*prometheus.Desc{descPackets, descBuckets, descState, descEpoch, descMembers,
+	descConvergences, descLastConv, descLease, descHBSent, descHBRecv, descHBRefused, descHBOverflow,
+	descRemote, descRemoteRefused, descHealth, descHealthRuns, descScrapeErr}
+
+// Describe sends every descriptor: the set is fixed, whatever a scrape
+// finds.
+func (c collector) Describe(ch chan<- *prometheus.Desc) { c.describeAll(ch) }
+
+func (collector) describeAll(ch chan<- *prometheus.Desc) {
+	for _, d := range allDescs {
+		ch <- d
+	}
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {

@@ -218,7 +218,8 @@ func (n *Node) step(now time.Time, ev any) error {
 				n.sent.Add(1)
 			}
 		case convergence.Event:
-			n.log.Info(a.Kind, "host", a.Host, "detail", a.Msg)
+			// Stable keys for log pipelines: event, host, detail.
+			n.log.Info("cluster event", "event", a.Kind, "host", a.Host, "detail", a.Msg)
 			if a.Kind == "state" {
 				why = a.Msg
 			}

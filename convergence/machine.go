@@ -113,7 +113,7 @@ type (
 	Lease struct{ For time.Duration }
 	// Event is a state change worth one log line.
 	Event struct {
-		Kind string // "state", "join", "leave", "refused", "epoch", "drained", "duplicate-id"
+		Kind string // "state", "join", "leave", "evict", "refused", "epoch", "drained", "duplicate-id", "quorum"
 		Host uint8
 		Msg  string
 	}
@@ -409,6 +409,8 @@ func (m *Machine) receive(now time.Time, r Received) []any {
 		}
 		if p.refused != "" || p.hb == nil || !m.alive(now, p) {
 			m.events = append(m.events, Event{Kind: "join", Host: msg.HostID, Msg: "heard"})
+		} else if was, is := State(p.hb.State), State(msg.State); was.active() && !is.active() {
+			m.events = append(m.events, Event{Kind: "leave", Host: msg.HostID, Msg: is.String()})
 		}
 		p.refused, p.reported = "", false
 		p.hb, p.lastHeard = msg, now
@@ -642,7 +644,7 @@ func (m *Machine) tick(now time.Time) []any {
 	}
 	for id, p := range m.peers {
 		if p.hb != nil && p.refused == "" && now.Sub(p.lastHeard) >= m.cfg.DeadAfter() && now.Sub(p.lastHeard) < m.cfg.DeadAfter()+m.cfg.Period {
-			m.events = append(m.events, Event{Kind: "leave", Host: id, Msg: "no heartbeat"})
+			m.events = append(m.events, Event{Kind: "evict", Host: id, Msg: "no heartbeat"})
 		}
 	}
 	// A joiner listens for DeadAfter before it speaks: it learns the epoch

@@ -82,7 +82,7 @@ type sim struct {
 	flowsMade   int
 	wireBytes   int64 // bytes sent by all hosts, with Ethernet framing
 	countLeaves bool
-	leaves      int // "leave" events: a live host declared dead by a peer
+	leaves      int // "evict" events: a live host declared dead by a peer
 	// graceExpired counts flows held by a host whose agent is dead that
 	// were reset by a host which lost contact with it more than
 	// DeadAfter + Grace ago: the documented limit of the protection.
@@ -234,7 +234,7 @@ func (s *sim) apply(h *simHost, acts []any) {
 			if a.Kind == "epoch" && a.Msg == "proposed" {
 				s.epochs++
 			}
-			if a.Kind == "leave" && s.countLeaves {
+			if a.Kind == "evict" && s.countLeaves {
 				s.leaves++ // no host crashes in runs that count leaves
 			}
 			if s.trace != nil {
