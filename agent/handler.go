@@ -7,6 +7,7 @@ import (
 	"math/bits"
 	"net/netip"
 	"reflect"
+	"sort"
 	"time"
 
 	"github.com/nlbproject/nlb/convergence"
@@ -44,9 +45,25 @@ type QueryResult struct {
 	// accepted and dropped since it was loaded (nlbctl watch shows rates).
 	Accepted uint64 `json:"accepted_packets"`
 	Dropped  uint64 `json:"dropped_packets"`
+	// Silent lists the peers this host stopped hearing while they took
+	// part: a host whose agent died (its data plane may still filter) or
+	// that was cut off.
+	Silent []SilentPeer `json:"silent,omitempty"`
 	// Health is each checked rule's status: "up", or "down: " and the
 	// last failure ("down: http 503").
 	Health map[string]string `json:"health,omitempty"`
+}
+
+// SilentPeer is a peer gone quiet, as this host sees it.
+type SilentPeer struct {
+	Host     uint8   `json:"host"`
+	SilentMS float64 `json:"silent_ms"`
+	// LeaseExpired: silent for longer than a lease lasts, so its data
+	// plane takes no new flows even if it still runs.
+	LeaseExpired bool `json:"lease_expired"`
+	// Evicted: silent for loss_tolerance periods; its buckets were
+	// given to the others.
+	Evicted bool `json:"evicted"`
 }
 
 // RuleResult answers enable, disable and drain.
@@ -135,6 +152,12 @@ func (a *Agent) Handle(ctx context.Context, cmd remote.Command, args remote.Args
 		}
 		q.Owned["default"] = ownedBuckets(&fst, filter.DefaultRule)
 		q.Accepted, q.Dropped = a.packetTotals()
+		mc := convergence.Config{Period: cfg.Period, LossTolerance: cfg.LossTolerance}
+		for id, d := range st.Silent {
+			q.Silent = append(q.Silent, SilentPeer{Host: id, SilentMS: float64(d.Milliseconds()),
+				LeaseExpired: d >= mc.LeaseFor(), Evicted: d >= mc.DeadAfter()})
+		}
+		sort.Slice(q.Silent, func(i, j int) bool { return q.Silent[i].Host < q.Silent[j].Host })
 		if hc != nil {
 			q.Health = map[string]string{}
 			for _, h := range hc.Snapshot() {

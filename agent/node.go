@@ -59,6 +59,9 @@ type Status struct {
 	LastConvergence time.Duration
 	// Overflow counts frames dropped because the inbox was full.
 	Overflow uint64
+	// Silent holds the peers that went quiet while taking part, with the
+	// time since they were last heard (as of the last step).
+	Silent map[uint8]time.Duration
 
 	convergingSince time.Time
 }
@@ -234,7 +237,7 @@ func (n *Node) step(now time.Time, ev any) error {
 	to := n.m.State()
 	n.mu.Lock()
 	st := &n.status
-	st.State, st.Epoch, st.Heard = to, n.m.Epoch(), n.m.Heard(now)
+	st.State, st.Epoch, st.Heard, st.Silent = to, n.m.Epoch(), n.m.Heard(now), n.m.Silent(now)
 	if why != "" {
 		st.Why = why
 	}

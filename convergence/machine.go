@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"math/bits"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/nlbproject/nlb/filter"
@@ -328,10 +329,25 @@ func (m *Machine) Step(now time.Time, ev any) []any {
 			mk := m.marks[t]
 			im.Marks[t] = &mk
 		}
-		out = append(out, im)
+		out = marksBeforeRenewal(out, im)
 		m.dirtyMarks = false
 	}
 	return append(out, m.events...)
+}
+
+// marksBeforeRenewal places im before the first lease renewal in out: a
+// renewal lets the kernel take new flows in the buckets it holds owned,
+// so buckets this step closes must be closed first (a restarted agent
+// whose lease had run out would otherwise reopen, for an instant, buckets
+// that other hosts own by now). Messages stay before it: what they
+// advertise was installed by an earlier step.
+func marksBeforeRenewal(out []any, im InstallMarks) []any {
+	for i, a := range out {
+		if l, ok := a.(Lease); ok && l.For > 0 {
+			return slices.Insert(out, i, any(im))
+		}
+	}
+	return append(out, im)
 }
 
 // Heard returns, as a bitmap (bit i-1 = host i), this host and the peers
@@ -344,6 +360,27 @@ func (m *Machine) Heard(now time.Time) uint64 {
 		}
 	}
 	return v
+}
+
+// Silent returns, for each admitted peer that went quiet while taking
+// part (its last heartbeat said converging, converged or draining), how
+// long ago it was last heard, once that exceeds two periods. Such a
+// peer's agent may be dead with its data plane still filtering: after
+// LeaseFor its lease has run out, after DeadAfter it is evicted.
+func (m *Machine) Silent(now time.Time) map[uint8]time.Duration {
+	var out map[uint8]time.Duration
+	for id, p := range m.peers {
+		if p.hb == nil || p.refused != "" || !State(p.hb.State).active() {
+			continue
+		}
+		if d := now.Sub(p.lastHeard); d > 2*m.cfg.Period {
+			if out == nil {
+				out = map[uint8]time.Duration{}
+			}
+			out[id] = d
+		}
+	}
+	return out
 }
 
 func (m *Machine) alive(now time.Time, p *peer) bool {

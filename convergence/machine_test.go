@@ -216,3 +216,55 @@ func TestHealthDrain(t *testing.T) {
 		s.fail(t, "")
 	}
 }
+
+// TestRestartExpiredLeaseClosesFirst: an agent restarted after its lease
+// ran out (its buckets belong to others by now) installs its closed marks
+// before it renews the lease: the other order would let its kernel take a
+// SYN, for an instant, in buckets another host owns. (Found by
+// TestDeadAgent's SYN-ACK capture: one SYN answered by two hosts.)
+func TestRestartExpiredLeaseClosesFirst(t *testing.T) {
+	s := formed(t, 8, 3)
+	s.crashAgent(3)
+	s.run(3 * time.Second) // past the lease and the eviction
+	if s.settle(10*time.Second) < 0 {
+		s.fail(t, "after the crash")
+	}
+	h := s.hosts[3]
+	owned := 0
+	for _, k := range h.marks[0] {
+		if k == filter.MarkOwned || k == filter.MarkDirty {
+			owned++
+		}
+	}
+	if owned == 0 || s.now.Before(h.leaseUntil) {
+		t.Fatalf("test bug: host 3's kernel holds %d open buckets, lease until %v (now %v)", owned, h.leaseUntil, s.now)
+	}
+	s.boot(3, true)
+	acts := h.m.Step(s.now, Tick{})
+	closed := -1
+	for i, a := range acts {
+		switch a := a.(type) {
+		case InstallMarks:
+			for b, k := range a.Marks[0] {
+				if k == filter.MarkOwned || k == filter.MarkDirty {
+					t.Fatalf("restart installs bucket %d as %v", b, k)
+				}
+			}
+			closed = i
+		case Lease:
+			if a.For > 0 && closed < 0 {
+				t.Fatalf("lease renewed (action %d) before the closed marks were installed: %T", i, acts)
+			}
+		}
+	}
+	if closed < 0 {
+		t.Fatal("restart installed no marks")
+	}
+	s.apply(h, acts)
+	if s.settle(10*time.Second) < 0 {
+		s.fail(t, "after the restart")
+	}
+	if len(s.violations) > 0 {
+		s.fail(t, "")
+	}
+}

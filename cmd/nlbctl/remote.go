@@ -234,6 +234,9 @@ func printResult(w io.Writer, cmd remote.Command, res *remote.Result) {
 			fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%d\t%.0fms\t%s\n", q.Host, state, q.Epoch, ids(q.Members),
 				q.DefaultHost, owned(q.Owned), q.Convergences, q.LastConvergenceMS, notes(&q))
 		}
+		for _, row := range silentRows(res) {
+			fmt.Fprintf(tw, "%d\tno answer\t-\t-\t-\t-\t-\t-\t%s\n", row.host, row.notes)
+		}
 	case remote.CmdParams, remote.CmdReload, remote.CmdIP2MAC:
 		for _, r := range res.Replies {
 			fmt.Fprintf(tw, "host %d (%s): %s\n", r.Host, r.State, r.Status)
@@ -314,4 +317,51 @@ func notes(q *agent.QueryResult) string {
 		return "-"
 	}
 	return strings.Join(out, "; ")
+}
+
+// silentRows describes the hosts that did not answer but that answering
+// hosts report as gone quiet while taking part: how long, and whether
+// their lease has run out (their data plane, if it still runs, takes no
+// new flows) and they were evicted.
+type silentRow struct {
+	host  uint8
+	notes string
+}
+
+func silentRows(res *remote.Result) []silentRow {
+	answered := map[uint8]bool{}
+	worst := map[uint8]agent.SilentPeer{}
+	seenBy := map[uint8]uint8{}
+	for _, r := range res.Replies {
+		answered[r.Host] = true
+		var q agent.QueryResult
+		if r.Status != remote.StatusOK || json.Unmarshal(r.Result, &q) != nil {
+			continue
+		}
+		for _, s := range q.Silent {
+			if w, ok := worst[s.Host]; !ok || s.SilentMS < w.SilentMS {
+				worst[s.Host], seenBy[s.Host] = s, q.Host // the freshest view
+			}
+		}
+	}
+	var ids []uint8
+	for id := range worst {
+		if !answered[id] {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	var out []silentRow
+	for _, id := range ids {
+		s := worst[id]
+		what := []string{fmt.Sprintf("silent %.1fs to host %d", s.SilentMS/1000, seenBy[id])}
+		if s.LeaseExpired {
+			what = append(what, "lease expired")
+		}
+		if s.Evicted {
+			what = append(what, "evicted")
+		}
+		out = append(out, silentRow{id, strings.Join(what, "; ")})
+	}
+	return out
 }

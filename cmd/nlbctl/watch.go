@@ -95,8 +95,15 @@ func drawWatch(w io.Writer, res *remote.Result, prev map[uint8]sample, now time.
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\n", q.Host, q.State, q.Epoch, share(q.Owned), acc, drop, notes(&q))
 	}
+	silent := map[uint8]bool{}
+	for _, row := range silentRows(res) {
+		silent[row.host] = true
+		fmt.Fprintf(tw, "%d\tno answer\t-\t-\t-\t-\t%s\n", row.host, row.notes)
+	}
 	for _, id := range res.Missing {
-		fmt.Fprintf(tw, "%d\tno answer\t-\t-\t-\t-\t-\n", id)
+		if !silent[id] {
+			fmt.Fprintf(tw, "%d\tno answer\t-\t-\t-\t-\t-\n", id)
+		}
 	}
 	tw.Flush()
 	return next

@@ -18,6 +18,7 @@ func TestDrawWatch(t *testing.T) {
 			Owned: map[string]int{"default": 0, "web": 1024, "dns": 1024}}
 		if health != "" {
 			q.Health = map[string]string{"web": health}
+			q.Silent = []agent.SilentPeer{{Host: 4, SilentMS: 2300, LeaseExpired: true, Evicted: true}}
 		}
 		b, _ := json.Marshal(q)
 		return remote.HostReply{Status: remote.StatusOK, Reply: remote.Reply{Host: id, Result: b}}
@@ -33,6 +34,7 @@ func TestDrawWatch(t *testing.T) {
 		"1     converged  3      25.0%  250         500        health web: down: http 503",
 		"2     converged  3      25.0%  100         0          -",
 		"3     no answer",
+		"4     no answer  -      -      -           -          silent 2.3s to host 1; lease expired; evicted",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("watch output lacks %q:\n%s", want, got)

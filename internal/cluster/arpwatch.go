@@ -11,38 +11,28 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nlbproject/nlb/internal/netns"
 )
 
-// Announcement is one gratuitous ARP frame seen on a host's switch port.
-type Announcement struct {
-	At  time.Time
-	MAC net.HardwareAddr // the ARP sender hardware address (what clients learn)
-}
-
-// ARPWatch records the gratuitous ARP frames (sender IP = target IP = the
-// VIP) one host sends into the switch: a raw socket on the host's bridge
-// port, keeping only frames that arrive from the host.
-type ARPWatch struct {
-	mu      sync.Mutex
-	seen    []Announcement
+// tap reads every frame on one interface of a namespace (ETH_P_ALL: a
+// bridge port's rx handler consumes frames before protocol-specific
+// packet sockets would see them) and hands those not sent by this side
+// (PACKET_OUTGOING) to fn, until the test ends.
+type tap struct {
 	fd      int
-	done    chan struct{} // closed to stop run
-	stopped chan struct{} // closed by run once the socket is closed
+	done    chan struct{}
+	stopped chan struct{}
 }
 
-// WatchARP starts recording host id's announcements of the VIP until the
-// test ends.
-func (c *Cluster) WatchARP(id uint8) *ARPWatch {
-	c.T.Helper()
-	h := c.Hosts[id]
-	w := &ARPWatch{fd: -1, done: make(chan struct{}), stopped: make(chan struct{})}
-	err := c.Switch.Do(func() error {
-		ifi, err := net.InterfaceByName("p" + h.Ifname)
+func startTap(t netns.T, ns *netns.NS, ifname string, fn func(frame []byte)) {
+	t.Helper()
+	tp := &tap{fd: -1, done: make(chan struct{}), stopped: make(chan struct{})}
+	err := ns.Do(func() error {
+		ifi, err := net.InterfaceByName(ifname)
 		if err != nil {
 			return err
 		}
-		// ETH_P_ALL: a bridge port's rx handler consumes frames before
-		// protocol-specific packet sockets would see them.
 		proto := htons(unix.ETH_P_ALL)
 		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, int(proto))
 		if err != nil {
@@ -57,42 +47,65 @@ func (c *Cluster) WatchARP(id uint8) *ARPWatch {
 			unix.Close(fd)
 			return err
 		}
-		w.fd = fd
+		tp.fd = fd
 		return nil
 	})
 	if err != nil {
-		c.T.Fatalf("watch ARP of host %d: %v", id, err)
+		t.Fatalf("capture on %s: %v", ifname, err)
 	}
-	go w.run()
-	c.T.Cleanup(w.close)
-	return w
+	go func() {
+		defer close(tp.stopped)
+		defer unix.Close(tp.fd)
+		buf := make([]byte, 65536)
+		for {
+			select {
+			case <-tp.done:
+				return
+			default:
+			}
+			n, from, err := unix.Recvfrom(tp.fd, buf, 0)
+			if err != nil {
+				continue // timeout: look at done again
+			}
+			if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype != unix.PACKET_OUTGOING {
+				fn(buf[:n])
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		close(tp.done)
+		<-tp.stopped // within one receive timeout
+	})
 }
 
 func htons(v uint16) uint16 { return v<<8 | v>>8 }
 
-func (w *ARPWatch) run() {
-	defer close(w.stopped)
-	defer unix.Close(w.fd)
-	buf := make([]byte, 1514)
-	for {
-		select {
-		case <-w.done:
-			return
-		default:
-		}
-		n, from, err := unix.Recvfrom(w.fd, buf, 0)
-		if err != nil {
-			continue // timeout: look at done again
-		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); !ok || ll.Pkttype == unix.PACKET_OUTGOING {
-			continue // towards the host, not from it
-		}
-		if mac, ok := gratuitous(buf[:n]); ok {
+// Announcement is one gratuitous ARP frame seen on a host's switch port.
+type Announcement struct {
+	At  time.Time
+	MAC net.HardwareAddr // the ARP sender hardware address (what clients learn)
+}
+
+// ARPWatch records the gratuitous ARP frames (sender IP = target IP = the
+// VIP) one host sends into the switch, seen at its bridge port.
+type ARPWatch struct {
+	mu   sync.Mutex
+	seen []Announcement
+}
+
+// WatchARP starts recording host id's announcements of the VIP until the
+// test ends.
+func (c *Cluster) WatchARP(id uint8) *ARPWatch {
+	c.T.Helper()
+	w := &ARPWatch{}
+	startTap(c.T, c.Switch, "p"+c.Hosts[id].Ifname, func(f []byte) {
+		if mac, ok := gratuitous(f); ok {
 			w.mu.Lock()
 			w.seen = append(w.seen, Announcement{At: time.Now(), MAC: mac})
 			w.mu.Unlock()
 		}
-	}
+	})
+	return w
 }
 
 // gratuitous parses an Ethernet/ARP frame and reports the sender hardware
@@ -137,7 +150,67 @@ func (w *ARPWatch) WaitMore(n int, timeout time.Duration) ([]Announcement, error
 	}
 }
 
-func (w *ARPWatch) close() {
-	close(w.done)
-	<-w.stopped // within one receive timeout
+// SYNACKWatch records, at a client, which hosts answered each SYN: a
+// SYN-ACK from the VIP is keyed by the client's address, port and
+// acknowledged sequence number (the SYN's), and attributed to the host
+// whose masked source MAC (unicast mode: 02:ID:...) it carries.
+type SYNACKWatch struct {
+	mu      sync.Mutex
+	answers map[synKey]map[string]bool
+	total   int
+}
+
+type synKey struct {
+	client netip.AddrPort
+	ack    uint32
+}
+
+// WatchSYNACK starts recording SYN-ACKs arriving at client ci.
+func (c *Cluster) WatchSYNACK(ci int) *SYNACKWatch {
+	c.T.Helper()
+	w := &SYNACKWatch{answers: map[synKey]map[string]bool{}}
+	cl := c.Clients[ci]
+	startTap(c.T, cl.NS, cl.Ifname, func(f []byte) {
+		const eth = 14
+		if len(f) < eth+20 || binary.BigEndian.Uint16(f[12:]) != unix.ETH_P_IP {
+			return
+		}
+		ip := f[eth:]
+		ihl := int(ip[0]&0x0f) * 4
+		if ip[9] != unix.IPPROTO_TCP || len(ip) < ihl+20 || netip.AddrFrom4([4]byte(ip[12:16])) != VIP {
+			return
+		}
+		tcp := ip[ihl:]
+		const syn, ack = 0x02, 0x10
+		if tcp[13]&(syn|ack) != syn|ack {
+			return
+		}
+		k := synKey{netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip[16:20])), binary.BigEndian.Uint16(tcp[2:4])),
+			binary.BigEndian.Uint32(tcp[8:12])}
+		from := net.HardwareAddr(f[6:12]).String()
+		if f[6] == 0x02 {
+			from = fmt.Sprintf("host %d", f[7])
+		}
+		w.mu.Lock()
+		if w.answers[k] == nil {
+			w.answers[k] = map[string]bool{}
+		}
+		w.answers[k][from] = true
+		w.total++
+		w.mu.Unlock()
+	})
+	return w
+}
+
+// Result returns the SYN-ACKs seen, the SYNs answered, and a description
+// of each SYN answered by more than one host.
+func (w *SYNACKWatch) Result() (synacks, syns int, doubles []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for k, hosts := range w.answers {
+		if len(hosts) > 1 {
+			doubles = append(doubles, fmt.Sprintf("%v seq %d answered by %v", k.client, k.ack-1, hosts))
+		}
+	}
+	return w.total, len(w.answers), doubles
 }

@@ -72,6 +72,8 @@ type Options struct {
 	// Health adds an HTTP health check of the local backend to rule web
 	// (every 200ms, rise 2, fall 2).
 	Health bool
+	// Grace is cluster.grace (default 3s).
+	Grace time.Duration
 	// InitialState is host.initial_state (default started).
 	InitialState string
 	// Nlbd is the nlbd binary; empty builds it into the cluster's dir.
@@ -111,8 +113,9 @@ type Host struct {
 
 // Client is one client namespace with its addresses.
 type Client struct {
-	NS  *netns.NS
-	IPs []netip.Addr
+	NS     *netns.NS
+	Ifname string
+	IPs    []netip.Addr
 }
 
 // New creates the network, writes the configs and starts the backends;
@@ -133,6 +136,9 @@ func New(t netns.T, o Options) *Cluster {
 	}
 	if o.Period == 0 {
 		o.Period = 100 * time.Millisecond
+	}
+	if o.Grace == 0 {
+		o.Grace = 3 * time.Second
 	}
 	if o.InitialState == "" {
 		o.InitialState = "started"
@@ -176,7 +182,7 @@ func New(t netns.T, o Options) *Cluster {
 		ns := netns.New(t, fmt.Sprintf("c%d", ci))
 		ifname := fmt.Sprintf("%sc%d", netns.Prefix, ci)
 		netns.Plug(t, c.Switch, ns, ifname, ClientIP(ci, 0).String()+"/24")
-		cl := &Client{NS: ns, IPs: []netip.Addr{ClientIP(ci, 0)}}
+		cl := &Client{NS: ns, Ifname: ifname, IPs: []netip.Addr{ClientIP(ci, 0)}}
 		h := ns.Netlink(t)
 		l, err := h.LinkByName(ifname)
 		if err != nil {
@@ -302,7 +308,7 @@ func (c *Cluster) config(h *Host) string {
   heartbeat:
     period: %s
     loss_tolerance: 10
-  grace: 3s
+  grace: %s
   remote_control:
     enabled: true
   port_rules:
@@ -321,7 +327,7 @@ host:
     web: {weight: "%s"%s}
     echo: {weight: "%s"}
     sticky: {weight: "%s"}
-`, VIP, c.Opts.Mode, c.KeyFile, c.Opts.Period, PortHTTP, PortEcho, PortSticky,
+`, VIP, c.Opts.Mode, c.KeyFile, c.Opts.Period, c.Opts.Grace, PortHTTP, PortEcho, PortSticky,
 		h.ID, h.Ifname, HostIP(h.ID), MetricsAddr(h.ID), c.Opts.InitialState, c.Opts.OnExit, c.Opts.DrainTimeout, w, hc, w, w)
 }
 
@@ -680,23 +686,30 @@ func (cl *Client) Get(src netip.Addr, port uint16, timeout time.Duration) (uint8
 	defer conn.Close()
 	local := conn.LocalAddr().(*net.TCPAddr).AddrPort()
 	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	id, err := HTTPHost(conn, timeout)
+	return id, local, err
+}
+
+// HTTPHost makes one HTTP/1.0 request on conn and returns the ID of the
+// host that answered.
+func HTTPHost(conn net.Conn, timeout time.Duration) (uint8, error) {
 	conn.SetDeadline(time.Now().Add(timeout))
 	if _, err := io.WriteString(conn, "GET / HTTP/1.0\r\nHost: vip\r\n\r\n"); err != nil {
-		return 0, local, err
+		return 0, err
 	}
 	b, err := io.ReadAll(conn)
 	if err != nil {
-		return 0, local, err
+		return 0, err
 	}
 	i := strings.LastIndex(string(b), "host ")
 	if i < 0 {
-		return 0, local, fmt.Errorf("unexpected answer %q", b)
+		return 0, fmt.Errorf("unexpected answer %q", b)
 	}
 	n, err := strconv.Atoi(strings.TrimSpace(string(b[i+5:])))
 	if err != nil {
-		return 0, local, fmt.Errorf("unexpected answer %q", b)
+		return 0, fmt.Errorf("unexpected answer %q", b)
 	}
-	return uint8(n), local, nil
+	return uint8(n), nil
 }
 
 // UDPEcho sends one datagram from src to VIP:7 and returns the answering
