@@ -4,10 +4,7 @@ package e2e
 
 import (
 	"errors"
-	"math/rand/v2"
 	"net"
-	"net/netip"
-	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -18,28 +15,6 @@ import (
 	"github.com/nlbproject/nlb/internal/cluster"
 	"github.com/nlbproject/nlb/internal/netns"
 )
-
-// flowsOwnedBy returns n client flows (address, port) of client cl that
-// the live tables give to one of owners for port.
-func flowsOwnedBy(t *testing.T, c *cluster.Cluster, cl *cluster.Client, port uint16, n int, seed uint64, owners ...uint8) []netip.AddrPort {
-	t.Helper()
-	r := rand.New(rand.NewPCG(seed, 7))
-	var out []netip.AddrPort
-	for tries := 0; len(out) < n; tries++ {
-		if tries > 50*n {
-			t.Fatalf("found only %d flows owned by %v", len(out), owners)
-		}
-		f := netip.AddrPortFrom(cl.IPs[r.IntN(len(cl.IPs))], uint16(20000+r.IntN(40000)))
-		own, err := c.Owner(1, f, port, "tcp")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if slices.Contains(owners, own) && !slices.Contains(out, f) {
-			out = append(out, f)
-		}
-	}
-	return out
-}
 
 // TestDeadAgent: the agent of host 3 is killed with SIGKILL while host 3,
 // its backend and its pinned filter stay up, under 300 long-lived
@@ -54,7 +29,7 @@ func TestDeadAgent(t *testing.T) {
 	c := cluster.New(t, cluster.Options{Grace: 10 * time.Second})
 	startAll(t, c, all3)
 	w0, w1 := c.WatchSYNACK(0), c.WatchSYNACK(1)
-	victims := flowsOwnedBy(t, c, c.Clients[0], cluster.PortHTTP, 160, 3, 3)
+	victims := c.FlowsOwnedBy(c.Clients[0], cluster.PortHTTP, 160, 3, 3)
 	ll := openLongLived(t, c, 300)
 	ld := startLoad(c, 6, cluster.PortHTTP)
 	time.Sleep(time.Second)
@@ -170,7 +145,7 @@ func TestWholeHostCrash(t *testing.T) {
 	c := cluster.New(t, cluster.Options{})
 	startAll(t, c, all3)
 	cl := c.Clients[0]
-	f := flowsOwnedBy(t, c, cl, cluster.PortEcho, 1, 5, 3)[0]
+	f := c.FlowsOwnedBy(cl, cluster.PortEcho, 1, 5, 3)[0]
 	conn, err := cl.Dial(f.Addr(), f.Port(), cluster.PortEcho, 2*time.Second)
 	if err != nil {
 		t.Fatal(err)
@@ -188,7 +163,7 @@ func TestWholeHostCrash(t *testing.T) {
 	c.Isolate(3, true)
 	cut := time.Now()
 	// A new connection in host 3's buckets is taken by a new owner.
-	g := flowsOwnedBy(t, c, cl, cluster.PortHTTP, 1, 6, 3)[0]
+	g := c.FlowsOwnedBy(cl, cluster.PortHTTP, 1, 6, 3)[0]
 	if _, err := c.WaitConverged([]uint8{1, 2}, 10*time.Second); err != nil {
 		t.Fatal(err)
 	}

@@ -14,12 +14,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -742,4 +744,27 @@ func (cl *Client) UDPEcho(src netip.Addr, timeout time.Duration) (uint8, netip.A
 		return 0, local, fmt.Errorf("unexpected echo %q", buf[:n])
 	}
 	return uint8(v), local, nil
+}
+
+// FlowsOwnedBy returns n distinct client flows (address, port) of cl that
+// the live tables (asked of host 1) give to one of owners for port/tcp.
+// The same seed gives the same candidates.
+func (c *Cluster) FlowsOwnedBy(cl *Client, port uint16, n int, seed uint64, owners ...uint8) []netip.AddrPort {
+	c.T.Helper()
+	r := rand.New(rand.NewPCG(seed, 7))
+	var out []netip.AddrPort
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 50*n {
+			c.T.Fatalf("found only %d flows owned by %v", len(out), owners)
+		}
+		f := netip.AddrPortFrom(cl.IPs[r.IntN(len(cl.IPs))], uint16(20000+r.IntN(40000)))
+		own, err := c.Owner(1, f, port, "tcp")
+		if err != nil {
+			c.T.Fatalf("%v", err)
+		}
+		if slices.Contains(owners, own) && !slices.Contains(out, f) {
+			out = append(out, f)
+		}
+	}
+	return out
 }
