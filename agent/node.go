@@ -28,7 +28,8 @@ type Node struct {
 	log    hclog.Logger
 	// Apply receives InstallMarks and Lease actions; nil ignores them.
 	Apply func(action any) error
-	// Scan, if set, is called before every tick for the held-flow scan.
+	// Scan, if set, is called before a tick for the held-flow scan, when
+	// the machine has retained buckets a scan could release.
 	Scan func() (convergence.HeldScan, error)
 	// OnState, if set, is called (from the loop) after every state change.
 	OnState func(from, to convergence.State)
@@ -190,7 +191,7 @@ func (n *Node) loop(ctx context.Context) error {
 				return err
 			}
 		case now := <-t.C:
-			if n.Scan != nil {
+			if n.Scan != nil && n.m.NeedsScan() {
 				hs, err := n.Scan()
 				if err != nil {
 					n.log.Warn("held-flow scan failed", "error", err)

@@ -1,19 +1,9 @@
 package agent
 
 import (
-	"fmt"
-	"net/netip"
-
-	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/nlbproject/nlb/convergence"
-)
-
-// Kernel TCP socket states.
-const (
-	tcpTimeWait = 6
-	tcpListen   = 10
 )
 
 // scan reports the buckets in which this host holds TCP flows: every
@@ -30,23 +20,15 @@ const (
 // answer: a flow missed here would be reset by its bucket's new owner.
 func (a *Agent) scan() (convergence.HeldScan, error) {
 	var hs convergence.HeldScan
-	socks, err := netlink.SocketDiagTCP(unix.AF_INET)
+	socks, err := dumpTCP4(heldStates)
 	if err != nil {
-		return hs, fmt.Errorf("sock_diag: %w", err)
+		return hs, err
 	}
 	a.mu.Lock()
 	st := a.fstate
 	a.mu.Unlock()
 	for _, s := range socks {
-		if s.State == tcpListen || s.State == tcpTimeWait {
-			continue
-		}
-		local, ok1 := netip.AddrFromSlice(s.ID.Source.To4())
-		peer, ok2 := netip.AddrFromSlice(s.ID.Destination.To4())
-		if !ok1 || !ok2 {
-			continue
-		}
-		t, b, ok := st.Flow(netip.AddrPortFrom(peer, s.ID.DestinationPort), netip.AddrPortFrom(local, s.ID.SourcePort), unix.IPPROTO_TCP)
+		t, b, ok := st.Flow(s.remote, s.local, unix.IPPROTO_TCP)
 		if !ok {
 			continue
 		}

@@ -194,7 +194,7 @@ func BenchmarkNonOwnerDrop(b *testing.B) {
 		b.Fatal("nft not found (apt-get install nftables; make bench installs it)")
 	}
 	t := newFloodTopo(b)
-	const n = 2_000_000
+	const n = 5_000_000
 	const rounds = 3
 	variants := []string{"gen-only", "stack", "nftables", "nlb"}
 	nsPer := map[string][]float64{}

@@ -646,6 +646,11 @@ func (m *Machine) closeAll(hard bool) {
 	}
 }
 
+// NeedsScan reports whether the next held-flow scan is of use: only
+// retained buckets are released by a scan, so with none the agent skips
+// the socket dump (its cost grows with the host's connections).
+func (m *Machine) NeedsScan() bool { return m.retaining() != 0 }
+
 func (m *Machine) retaining() uint64 {
 	var r uint64
 	for _, t := range m.tables() {

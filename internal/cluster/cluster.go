@@ -678,6 +678,33 @@ func (cl *Client) Dial(src netip.Addr, sport uint16, port uint16, timeout time.D
 	return conn.(*net.TCPConn), nil
 }
 
+// DialTo opens a TCP connection from client address src to dst, from
+// inside the client's namespace.
+func (cl *Client) DialTo(src netip.Addr, dst netip.AddrPort, timeout time.Duration) (*net.TCPConn, error) {
+	var conn net.Conn
+	err := cl.NS.Do(func() error {
+		d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
+		var err error
+		conn, err = d.Dial("tcp4", dst.String())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return conn.(*net.TCPConn), nil
+}
+
+// Pid is the process ID of host id's running agent (0 if none).
+func (c *Cluster) Pid(id uint8) int {
+	h := c.Hosts[id]
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cmd == nil || h.cmd.Process == nil {
+		return 0
+	}
+	return h.cmd.Process.Pid
+}
+
 // Get makes one HTTP/1.0 request on a new connection and returns the ID of
 // the host that answered and the client address:port used.
 func (cl *Client) Get(src netip.Addr, port uint16, timeout time.Duration) (uint8, netip.AddrPort, error) {

@@ -1,0 +1,82 @@
+package agent
+
+import (
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+// TestDumpTCP4: the kernel filters the dump by state: an established
+// connection is listed in heldStates, its listener is not (and is with a
+// LISTEN mask), and a connection the server closed first (TIME_WAIT on
+// its side) is not held.
+func TestDumpTCP4(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	addr := ln.Addr().(*net.TCPAddr).AddrPort()
+	accepted := make(chan net.Conn, 2)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	open, err := net.Dial("tcp4", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer open.Close()
+	srvOpen := <-accepted
+	defer srvOpen.Close()
+	closing, err := net.Dial("tcp4", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvClosed := <-accepted
+	srvClosed.Close() // the server closes first...
+	buf := make([]byte, 1)
+	closing.SetReadDeadline(time.Now().Add(time.Second))
+	closing.Read(buf) // ...the client sees EOF
+	closing.Close()   // and closes: the server side ends in TIME_WAIT
+	time.Sleep(50 * time.Millisecond)
+
+	find := func(states uint32) map[netip.AddrPort]uint8 {
+		t.Helper()
+		conns, err := dumpTCP4(states)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[netip.AddrPort]uint8{}
+		for _, c := range conns {
+			if c.local.Port() == addr.Port() {
+				out[c.remote] = c.state
+			}
+		}
+		return out
+	}
+	openPeer := open.LocalAddr().(*net.TCPAddr).AddrPort()
+	closedPeer := closing.LocalAddr().(*net.TCPAddr).AddrPort()
+	held := find(heldStates)
+	if held[openPeer] != 1 {
+		t.Errorf("established connection not listed as held: %v", held)
+	}
+	if _, ok := held[closedPeer]; ok {
+		t.Errorf("TIME_WAIT connection listed as held: %v", held)
+	}
+	if _, ok := held[netip.AddrPortFrom(netip.IPv4Unspecified(), 0)]; ok {
+		t.Errorf("listener listed as held: %v", held)
+	}
+	if tw := find(1 << tcpTimeWait); tw[closedPeer] != tcpTimeWait {
+		t.Errorf("TIME_WAIT mask: %v, want the closed connection", tw)
+	}
+	if l := find(1 << tcpListen); len(l) != 1 {
+		t.Errorf("LISTEN mask: %v, want the listener", l)
+	}
+}
