@@ -186,7 +186,7 @@ func BenchmarkAgentFootprint(b *testing.B) {
 	if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
 		b.Fatal(err)
 	}
-	time.Sleep(3 * time.Second) // past the start-up grace and first scans
+	time.Sleep(6 * time.Second) // past the start-up suspicion (loss_tolerance + grace)
 	for range b.N {
 		cpu0 := map[uint8]time.Duration{}
 		for _, id := range all3 {

@@ -1,0 +1,100 @@
+//go:build linux
+
+package bench
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nlbproject/nlb/internal/cluster"
+	"github.com/nlbproject/nlb/internal/netns"
+)
+
+// BenchmarkSoakFalseEvictions (make soak): a converged 3-host cluster with
+// both cores saturated by a competing load and 10 % of heartbeat frames
+// lost at every host, for NLB_SOAK_DURATION (default 5m). No host fails,
+// so every eviction is false. Loss is an nftables netdev ingress rule
+// (`ether type 0x886f numgen random mod 10 0 drop`): this kernel has no
+// sch_netem.
+func BenchmarkSoakFalseEvictions(b *testing.B) {
+	netns.RequireRoot(b)
+	dur := 5 * time.Minute
+	if v := os.Getenv("NLB_SOAK_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			b.Fatalf("NLB_SOAK_DURATION: %v", err)
+		}
+		dur = d
+	}
+	c := cluster.New(b, cluster.Options{})
+	for _, id := range all3 {
+		c.Start(id)
+	}
+	epoch, err := c.WaitConverged(all3, 20*time.Second)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, id := range all3 {
+		h := c.Hosts[id]
+		rules := fmt.Sprintf(`table netdev nlbsoak {
+	chain in {
+		type filter hook ingress device %s priority 0; policy accept;
+		ether type 0x886f numgen random mod 10 0 counter drop
+	}
+}`, h.Ifname)
+		if err := h.NS.Do(func() error { return nft(rules) }); err != nil {
+			b.Fatalf("loss rule on host %d: %v", id, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dur)
+	defer cancel()
+	var wg sync.WaitGroup
+	for range runtime.NumCPU() { // the competing load
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			x := 0
+			for ctx.Err() == nil {
+				for i := 0; i < 1_000_000; i++ {
+					x += i
+				}
+			}
+			_ = x
+		}()
+	}
+	b.ResetTimer()
+	<-ctx.Done()
+	wg.Wait()
+	b.StopTimer()
+	evictions := 0
+	for _, id := range all3 {
+		raw, err := os.ReadFile(c.Hosts[id].Log)
+		if err != nil {
+			b.Fatal(err)
+		}
+		evictions += strings.Count(string(raw), "event=evict")
+	}
+	q, err := c.Query(1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var lost string
+	c.Hosts[1].NS.Do(func() error {
+		out, _ := exec.Command("nft", "list", "table", "netdev", "nlbsoak").CombinedOutput()
+		lost = strings.TrimSpace(string(out))
+		return nil
+	})
+	b.Logf("%v with both cores busy and 10%% heartbeat loss: %d evictions, epoch %d → %d; host 1's loss rule: %s",
+		dur, evictions, epoch, q.Epoch, lost[strings.LastIndex(lost, "counter"):])
+	b.ReportMetric(float64(evictions), "false-evictions")
+	b.ReportMetric(float64(q.Epoch-epoch), "epoch-changes")
+	b.ReportMetric(dur.Minutes(), "minutes")
+	b.ReportMetric(0, "ns/op")
+}
