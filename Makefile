@@ -50,8 +50,10 @@ demo: need-root deps-quiet build
 deps-quiet:
 	@./scripts/deps.sh >/dev/null
 
-bench:
-	$(GO) test -run '^$$' -bench . -benchtime 2000x $(PKGS)
+# bench runs the benchmarks (about 5 minutes, root) and regenerates
+# docs/benchmarks.md from their figures (raw lines in docs/bench-results.txt).
+bench: need-root deps-quiet
+	./scripts/bench.sh
 
 # generate rebuilds the eBPF objects from filter/bpf/*.c (needs clang).
 generate:
@@ -73,9 +75,13 @@ fuzz:
 # soak runs the convergence simulation over many more seeds (about 2.5 s
 # each) and the 10-minute false-eviction run. SOAK_SEEDS sets the count.
 SOAK_SEEDS ?= 500
-soak:
+# soak also runs 5 minutes of a namespace cluster with both cores busy and
+# 10 % heartbeat loss (NLB_SOAK_DURATION), written to docs/bench-soak.txt for
+# the next make bench report.
+soak: need-root deps-quiet
 	NLB_SIM_SEEDS=$(SOAK_SEEDS) $(GO) test -count=1 -timeout 60m -run 'TestSimRandom|TestSimLarge' -v ./convergence | grep -E 'seed|worst|n=|^(ok|FAIL|---)'
 	$(GO) test -run '^$$' -bench 'BenchmarkFailover/loss10' -benchtime 3x -timeout 30m ./convergence
+	$(GO) test -run '^$$' -bench 'BenchmarkSoakFalseEvictions' -benchtime 1x -timeout 30m -v ./bench | tee docs/bench-soak.txt
 
 clean:
 	rm -rf $(BIN)
