@@ -38,6 +38,10 @@ need-root:
 test: lint
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 	$(MAKE) --no-print-directory check-generated
+	./scripts/fuzz.sh $(TEST_FUZZTIME)
+
+# Every fuzz target runs this long in make test (and CI); make fuzz longer.
+TEST_FUZZTIME ?= 10s
 
 test-pure:
 	$(GO) test -count=1 $(PKGS)

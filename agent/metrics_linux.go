@@ -49,6 +49,8 @@ var (
 		[]string{"reason"}, nil)
 	descHBOverflow = prometheus.NewDesc("nlb_heartbeat_inbox_overflow_total",
 		"Heartbeat frames dropped because the agent's inbox was full.", nil, nil)
+	descHBLost = prometheus.NewDesc("nlb_heartbeat_frames_lost_total",
+		"Heartbeat frames lost before the agent read them: the socket's buffer was full (kernel drops), or not valid Ethernet.", nil, nil)
 	descRemote = prometheus.NewDesc("nlb_remote_requests_total",
 		"Remote-control requests answered, per command and outcome (ok, failed).",
 		[]string{"command", "outcome"}, nil)
@@ -67,7 +69,7 @@ type collector struct{ a *Agent }
 
 // allDescs lists every metric the collector exports.
 var allDescs = []*prometheus.Desc{descPackets, descBuckets, descState, descEpoch, descMembers,
-	descConvergences, descLastConv, descLease, descHBSent, descHBRecv, descHBRefused, descHBOverflow,
+	descConvergences, descLastConv, descLease, descHBSent, descHBRecv, descHBRefused, descHBOverflow, descHBLost,
 	descRemote, descRemoteRefused, descHealth, descHealthRuns, descScrapeErr}
 
 // Describe sends every descriptor: the set is fixed, whatever a scrape
@@ -173,6 +175,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 		counter(descHBOverflow, st.Overflow)
+		counter(descHBLost, node.FramesLost())
 	}
 	if srv != nil {
 		for cmd := remote.Command(1); cmd.Valid(); cmd++ {

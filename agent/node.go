@@ -90,6 +90,15 @@ func (n *Node) FramesReceived(id uint8) uint64 {
 	return n.received[id-1].Load()
 }
 
+// FramesLost counts frames the connection lost before the node read them
+// (socket buffer full, unparseable), if the connection counts them.
+func (n *Node) FramesLost() uint64 {
+	if c, ok := n.conn.(interface{ Dropped() uint64 }); ok {
+		return c.Dropped()
+	}
+	return 0
+}
+
 // FramesRefused is the guard's count of frames dropped, per reason.
 func (n *Node) FramesRefused() [heartbeat.NumDrops]uint64 { return n.guard.Counts() }
 

@@ -24,6 +24,22 @@ type PacketConn struct {
 	// closed is set by Close before the socket closes, so a reader can
 	// tell its read error apart from a failure.
 	closed atomic.Bool
+
+	mu       sync.Mutex
+	drops    uint64 // kernel drops read so far (PACKET_STATISTICS resets on read)
+	unparsed atomic.Uint64
+}
+
+// Dropped counts frames lost before they reached Receive's caller: the
+// kernel's drops when the socket's buffer was full (PACKET_STATISTICS),
+// and frames that were not valid Ethernet heartbeat frames.
+func (p *PacketConn) Dropped() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st, err := p.c.Stats(); err == nil {
+		p.drops += uint64(st.Drops)
+	}
+	return p.drops + p.unparsed.Load()
 }
 
 var _ Conn = (*PacketConn)(nil)
@@ -77,6 +93,7 @@ func (p *PacketConn) Receive(ctx context.Context) ([]byte, error) {
 		}
 		var f ethernet.Frame
 		if err := f.UnmarshalBinary(buf[:n]); err != nil || f.EtherType != EtherType {
+			p.unparsed.Add(1)
 			continue
 		}
 		return append([]byte(nil), f.Payload...), nil

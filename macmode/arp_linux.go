@@ -30,7 +30,7 @@ type Responder struct {
 	once sync.Once
 
 	// Counters.
-	Answered, Ignored, Malformed atomic.Uint64
+	Answered, Ignored, Malformed, SendErrors atomic.Uint64
 }
 
 var bcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
@@ -77,25 +77,20 @@ func (r *Responder) Run(ctx context.Context) error {
 }
 
 func (r *Responder) handle(b []byte) error {
-	var f ethernet.Frame
-	var p arp.Packet
-	if f.UnmarshalBinary(b) != nil || f.EtherType != ethernet.EtherTypeARP || p.UnmarshalBinary(f.Payload) != nil {
+	switch v, reply := answer(b, r.vips, r.mac); v {
+	case Malformed:
 		r.Malformed.Add(1)
-		return nil
+	case Ignore:
+		r.Ignored.Add(1)
+	case Answer:
+		// A failed reply is counted, never fatal: the sender's address
+		// comes from the wire.
+		if err := r.send(reply.TargetHardwareAddr, reply); err != nil {
+			r.SendErrors.Add(1)
+			return nil
+		}
+		r.Answered.Add(1)
 	}
-	if p.Operation != arp.OperationRequest || !r.vips[p.TargetIP] || p.SenderIP == p.TargetIP {
-		r.Ignored.Add(1) // not for us, or someone's gratuitous ARP
-		return nil
-	}
-	reply, err := arp.NewPacket(arp.OperationReply, r.mac, p.TargetIP, p.SenderHardwareAddr, p.SenderIP)
-	if err != nil {
-		r.Malformed.Add(1)
-		return nil
-	}
-	if err := r.send(p.SenderHardwareAddr, reply); err != nil {
-		return err
-	}
-	r.Answered.Add(1)
 	return nil
 }
 

@@ -214,3 +214,36 @@ func (w *SYNACKWatch) Result() (synacks, syns int, doubles []string) {
 	}
 	return w.total, len(w.answers), doubles
 }
+
+// SendRaw sends Ethernet frames as they are out of client cl's interface,
+// at most for d, and returns how many were sent.
+func (cl *Client) SendRaw(frames [][]byte, d time.Duration) (int, error) {
+	sent := 0
+	err := cl.NS.Do(func() error {
+		ifi, err := net.InterfaceByName(cl.Ifname)
+		if err != nil {
+			return err
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		to := &unix.SockaddrLinklayer{Ifindex: ifi.Index, Halen: 6}
+		end := time.Now().Add(d)
+		for _, f := range frames {
+			if time.Now().After(end) {
+				break
+			}
+			if err := unix.Sendto(fd, f, 0, to); err != nil {
+				if err == unix.ENOBUFS {
+					continue
+				}
+				return err
+			}
+			sent++
+		}
+		return nil
+	})
+	return sent, err
+}

@@ -74,6 +74,8 @@ type Options struct {
 	// Health adds an HTTP health check of the local backend to rule web
 	// (every 200ms, rise 2, fall 2).
 	Health bool
+	// QuorumVoters is cluster.quorum_voters (default 0: off).
+	QuorumVoters int
 	// Grace is cluster.grace (default 3s).
 	Grace time.Duration
 	// InitialState is host.initial_state (default started).
@@ -311,6 +313,7 @@ func (c *Cluster) config(h *Host) string {
     period: %s
     loss_tolerance: 10
   grace: %s
+  quorum_voters: %d
   remote_control:
     enabled: true
   port_rules:
@@ -329,7 +332,7 @@ host:
     web: {weight: "%s"%s}
     echo: {weight: "%s"}
     sticky: {weight: "%s"}
-`, VIP, c.Opts.Mode, c.KeyFile, c.Opts.Period, c.Opts.Grace, PortHTTP, PortEcho, PortSticky,
+`, VIP, c.Opts.Mode, c.KeyFile, c.Opts.Period, c.Opts.Grace, c.Opts.QuorumVoters, PortHTTP, PortEcho, PortSticky,
 		h.ID, h.Ifname, HostIP(h.ID), MetricsAddr(h.ID), c.Opts.InitialState, c.Opts.OnExit, c.Opts.DrainTimeout, w, hc, w, w)
 }
 
@@ -570,6 +573,33 @@ func (c *Cluster) Isolate(id uint8, cut bool) {
 	}
 	if err != nil {
 		c.T.Fatalf("isolate host %d: %v", id, err)
+	}
+}
+
+// CutHeartbeats drops (cut) or passes again every heartbeat frame in and
+// out of host id's NIC with nftables netdev rules: the host no longer
+// hears the cluster nor is heard, while clients still reach it (a
+// partition of the cluster's control traffic only).
+func (c *Cluster) CutHeartbeats(id uint8, cut bool) {
+	c.T.Helper()
+	h := c.Hosts[id]
+	rules := "delete table netdev nlbcut"
+	if cut {
+		rules = fmt.Sprintf(`table netdev nlbcut {
+	chain in { type filter hook ingress device %[1]s priority 0; ether type 0x886f drop; }
+	chain out { type filter hook egress device %[1]s priority 0; ether type 0x886f drop; }
+}`, h.Ifname)
+	}
+	err := h.NS.Do(func() error {
+		x := exec.Command("nft", "-f", "-")
+		x.Stdin = strings.NewReader(rules)
+		if out, err := x.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	if err != nil {
+		c.T.Fatalf("cut heartbeats of host %d: %v", id, err)
 	}
 }
 
