@@ -109,12 +109,7 @@ func BenchmarkHTTP(b *testing.B) {
 func BenchmarkFailoverNamespaces(b *testing.B) {
 	netns.RequireRoot(b)
 	c := cluster.New(b, cluster.Options{})
-	for _, id := range all3 {
-		c.Start(id)
-	}
-	if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
-		b.Fatal(err)
-	}
+	c.StartAll(all3)
 	const trials = 20
 	var got []time.Duration
 	for range b.N {
@@ -180,12 +175,7 @@ func BenchmarkFailoverNamespaces(b *testing.B) {
 func BenchmarkAgentFootprint(b *testing.B) {
 	netns.RequireRoot(b)
 	c := cluster.New(b, cluster.Options{})
-	for _, id := range all3 {
-		c.Start(id)
-	}
-	if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
-		b.Fatal(err)
-	}
+	c.StartAll(all3)
 	time.Sleep(6 * time.Second) // past the start-up suspicion (loss_tolerance + grace)
 	for range b.N {
 		cpu0 := map[uint8]time.Duration{}

@@ -34,13 +34,7 @@ func BenchmarkSoakFalseEvictions(b *testing.B) {
 		dur = d
 	}
 	c := cluster.New(b, cluster.Options{})
-	for _, id := range all3 {
-		c.Start(id)
-	}
-	epoch, err := c.WaitConverged(all3, 20*time.Second)
-	if err != nil {
-		b.Fatal(err)
-	}
+	epoch := c.StartAll(all3)
 	for _, id := range all3 {
 		h := c.Hosts[id]
 		rules := fmt.Sprintf(`table netdev nlbsoak {

@@ -32,14 +32,7 @@ var all3 = []uint8{1, 2, 3}
 
 func startAll(t *testing.T, c *cluster.Cluster, ids []uint8) uint64 {
 	t.Helper()
-	for _, id := range ids {
-		c.Start(id)
-	}
-	e, err := c.WaitConverged(ids, 30*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return c.StartAll(ids)
 }
 
 // parallel runs n jobs on w workers.

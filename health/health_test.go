@@ -50,12 +50,7 @@ func TestTracker(t *testing.T) {
 }
 
 func TestProbe(t *testing.T) {
-	var status atomic.Int32
-	status.Store(200)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(int(status.Load()))
-	}))
-	defer srv.Close()
+	srv, status := statusServer(t, 200)
 	tls := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer tls.Close()
 	closed, _ := net.Listen("tcp", "127.0.0.1:0")
@@ -96,12 +91,7 @@ func TestProbe(t *testing.T) {
 // TestRunner: a check against a real server goes down when it fails and
 // up again after rise passes, reporting each change once with its detail.
 func TestRunner(t *testing.T) {
-	var status atomic.Int32
-	status.Store(200)
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(int(status.Load()))
-	}))
-	defer srv.Close()
+	srv, status := statusServer(t, 200)
 	type change struct {
 		up     bool
 		detail string
@@ -148,12 +138,7 @@ func TestRunner(t *testing.T) {
 func TestPrime(t *testing.T) {
 	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer ok.Close()
-	var status atomic.Int32
-	status.Store(503)
-	sick := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.WriteHeader(int(status.Load()))
-	}))
-	defer sick.Close()
+	sick, status := statusServer(t, 503)
 	r := NewRunner([]*Check{
 		{Rule: "a", Kind: KindHTTP, Target: ok.URL, Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
 		{Rule: "b", Kind: KindHTTP, Target: sick.URL, Interval: 20 * time.Millisecond, Timeout: time.Second, Rise: 1, Fall: 1},
@@ -179,4 +164,16 @@ func TestPrime(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("b never came up")
 	}
+}
+
+// statusServer answers every request with the status it holds (set it
+// through the returned pointer); it closes when the test ends.
+func statusServer(t *testing.T, initial int32) (*httptest.Server, *atomic.Int32) {
+	var status atomic.Int32
+	status.Store(initial)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(int(status.Load()))
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &status
 }

@@ -825,3 +825,17 @@ func (c *Cluster) FlowsOwnedBy(cl *Client, port uint16, n int, seed uint64, owne
 	}
 	return out
 }
+
+// StartAll starts the agents of ids and waits until they converge
+// together; it returns the epoch.
+func (c *Cluster) StartAll(ids []uint8) uint64 {
+	c.T.Helper()
+	for _, id := range ids {
+		c.Start(id)
+	}
+	e, err := c.WaitConverged(ids, 30*time.Second)
+	if err != nil {
+		c.T.Fatalf("%v", err)
+	}
+	return e
+}
