@@ -22,9 +22,9 @@ var errDumpInterrupted = errors.New("sock_diag: dump interrupted")
 
 // Kernel TCP states (include/net/tcp_states.h).
 const (
-	tcpTimeWait    = 6
-	tcpListen      = 10
-	tcpMaxStates   = 13
+	tcpTimeWait  = 6
+	tcpListen    = 10
+	tcpMaxStates = 13
 )
 
 // dumpTCP4 lists the IPv4 TCP sockets whose state is in states (a bitmask
