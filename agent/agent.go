@@ -3,6 +3,7 @@ package agent
 import (
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -25,6 +26,11 @@ type Options struct {
 	// Ready, if set, is called once the host is on the wire (sd_notify).
 	Ready func()
 }
+
+// FlapWindow is the agent's flap damping (convergence.Config.FlapWindow):
+// a peer evicted again within 5 minutes of its last eviction is readmitted
+// only after a hold-down of steady heartbeats (1 s, 2 s, 4 s … 30 s).
+const FlapWindow = 5 * time.Minute
 
 // ExitMode is how the agent leaves.
 type ExitMode string
@@ -55,6 +61,7 @@ type Agent struct {
 	gratuitous func() error
 	srv        *remote.Server
 	health     *health.Runner // nil without checks
+	repins     atomic.Uint64  // data-plane pins restored by watchPins
 	started    time.Time
 	inc        uint64
 }

@@ -252,6 +252,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if metricsL != nil {
 		g.Go(func() error { return a.serveMetrics(gctx, metricsL) })
 	}
+	g.Go(func() error { a.watchPins(gctx, dp); return nil })
 	if hc != nil {
 		hc.OnChange = func(rule string, up bool, detail string) { a.healthChanged(gctx, node, rule, up, detail) }
 		g.Go(func() error { hc.Run(gctx); return nil })
@@ -315,6 +316,7 @@ func (a *Agent) machineConfig(cfg *Resolved, ownMAC net.HardwareAddr) convergenc
 		DedicatedIP: cfg.DedicatedIP.Addr(), Rules: cfg.Rules, ConfigDigest: cfg.Digest(),
 		Settings: cfg.Settings(), Period: cfg.Period, LossTolerance: cfg.LossTolerance,
 		Grace: cfg.Grace, DrainTimeout: cfg.DrainTimeout, QuorumVoters: cfg.QuorumVoters, StartState: st,
+		FlapWindow: FlapWindow,
 	}
 }
 
@@ -370,6 +372,30 @@ func (a *Agent) apply(action any) error {
 		return a.dp.RenewLease(ac.For)
 	}
 	return nil
+}
+
+// watchPins re-pins, once a second, whatever part of the data plane lost
+// its pin under the running agent, and says so loudly: without the pins
+// the filter would vanish with this process, and a restart would start
+// from nothing instead of adopting it.
+func (a *Agent) watchPins(ctx context.Context, dp *filter.Datapath) {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		names, err := dp.Repin()
+		if len(names) > 0 {
+			a.repins.Add(uint64(len(names)))
+			a.log.Warn("data plane pins were removed under the running agent; pinned again", "pins", names, "dir", a.pinDir())
+		}
+		if err != nil {
+			a.log.Error("data plane pins missing and cannot be restored: a restart will not adopt this data plane", "error", err)
+		}
+	}
 }
 
 // healthChanged drains a rule on this host when its check goes down and

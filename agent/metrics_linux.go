@@ -61,6 +61,8 @@ var (
 		[]string{"rule", "check"}, nil)
 	descHealthRuns = prometheus.NewDesc("nlb_health_checks_total",
 		"Health-check runs per rule and result.", []string{"rule", "result"}, nil)
+	descRepins = prometheus.NewDesc("nlb_datapath_repins_total",
+		"Data-plane pins (maps, links) found removed under the running agent and pinned again.", nil, nil)
 	descScrapeErr = prometheus.NewDesc("nlb_scrape_error",
 		"1 when this scrape could not read the kernel counters.", nil, nil)
 )
@@ -70,7 +72,7 @@ type collector struct{ a *Agent }
 // allDescs lists every metric the collector exports.
 var allDescs = []*prometheus.Desc{descPackets, descBuckets, descState, descEpoch, descMembers,
 	descConvergences, descLastConv, descLease, descHBSent, descHBRecv, descHBRefused, descHBOverflow, descHBLost,
-	descRemote, descRemoteRefused, descHealth, descHealthRuns, descScrapeErr}
+	descRemote, descRemoteRefused, descHealth, descHealthRuns, descRepins, descScrapeErr}
 
 // Describe sends every descriptor: the set is fixed, whatever a scrape
 // finds.
@@ -191,6 +193,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
+	counter(descRepins, a.repins.Load())
 	if hc != nil {
 		for _, s := range hc.Snapshot() {
 			up := 0.0

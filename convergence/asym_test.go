@@ -37,3 +37,60 @@ func TestSimAsymmetricLink(t *testing.T) {
 		})
 	}
 }
+
+// TestSimFlapping: host 3's links to both others go down for 1.5 s out of
+// every 3 s, for 60 s (with a quorum: clients reach both sides). Without damping each outage evicts it and each
+// return readmits it: two new epochs every 3 s, every one a handoff. With
+// flap damping (FlapWindow) its hold-down doubles with each eviction and
+// soon outlasts the 1.5 s it is heard, so it stays out and the others stop
+// reconverging. Safety holds in both; once the link is steady, host 3 is a
+// member again after its hold-down.
+func TestSimFlapping(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		window time.Duration
+	}{{"undamped", 0}, {"damped", 5 * time.Minute}} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSim(t, 21)
+			s.cfg.FlapWindow = tc.window
+			s.cfg.QuorumVoters = 3 // clients reach both sides: S1 needs the minority to stop
+			for id := uint8(1); id <= 3; id++ {
+				s.boot(id, false)
+			}
+			if s.settle(20*time.Second) < 0 {
+				s.fail(t, "formation")
+			}
+			e0 := s.epochs
+			for range 20 {
+				for _, peer := range []uint8{1, 2} {
+					s.net.SetLinkLoss(s.name(3), s.name(peer), 1)
+					s.net.SetLinkLoss(s.name(peer), s.name(3), 1)
+				}
+				s.run(1500 * time.Millisecond)
+				for _, peer := range []uint8{1, 2} {
+					s.net.SetLinkLoss(s.name(3), s.name(peer), 0)
+					s.net.SetLinkLoss(s.name(peer), s.name(3), 0)
+				}
+				s.run(1500 * time.Millisecond)
+			}
+			flapEpochs := s.epochs - e0
+			d := s.settle(time.Minute)
+			if d < 0 {
+				s.fail(t, "no recovery once the link is steady")
+			}
+			if e := s.hosts[1].m.Epoch(); e.Members != 0b111 {
+				t.Fatalf("members after recovery: %b", e.Members)
+			}
+			t.Logf("%s: %d epochs proposed in 60 s of flapping; back to 3 members %v after the link steadied", tc.name, flapEpochs, d)
+			if tc.window > 0 && flapEpochs > 8 {
+				t.Errorf("damped: %d epochs in 60 s of flapping", flapEpochs)
+			}
+			if tc.window == 0 && flapEpochs < 20 {
+				t.Errorf("undamped: only %d epochs; the test does not flap", flapEpochs)
+			}
+			if len(s.violations) > 0 {
+				s.fail(t, "")
+			}
+		})
+	}
+}

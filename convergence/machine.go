@@ -3,6 +3,7 @@ package convergence
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"math/bits"
 	"net/netip"
 	"slices"
@@ -38,9 +39,31 @@ type Config struct {
 	QuorumVoters int
 	// StartState is started, stopped or suspended.
 	StartState State
+	// FlapWindow, when not 0, damps flapping peers: a peer evicted more
+	// than once within FlapWindow of its previous eviction is readmitted
+	// to the membership only after it has been heard without a break for
+	// a hold-down that doubles with each such eviction (DeadAfter, 2×, 4×
+	// … at most MaxHoldDown). A first eviction (a crash and a restart)
+	// is not damped. Meanwhile the peer is heard (it can lead, guide,
+	// relay) but is not a member: it sees an epoch without itself and
+	// takes no flows, as across a one-way link.
+	FlapWindow time.Duration
 	// HealthDown lists the rules (indexes) whose health check failed at
 	// start: the host joins with them drained.
 	HealthDown []int
+}
+
+// MaxHoldDown caps the flap-damping hold-down.
+const MaxHoldDown = 30 * time.Second
+
+// holdDown is how long peer p must be heard without a break before it is
+// a member again.
+func (m *Machine) holdDown(p *peer) time.Duration {
+	if m.cfg.FlapWindow == 0 || p.evictions < 2 {
+		return 0
+	}
+	d := m.cfg.DeadAfter() << min(p.evictions-2, 16)
+	return min(d, MaxHoldDown)
 }
 
 // DeadAfter is how long a silent peer stays alive in the view.
@@ -163,6 +186,11 @@ type peer struct {
 	lastHeard time.Time
 	refused   string
 	reported  bool
+	// Flap damping: when it was last heard again after a silence, and
+	// its evictions within FlapWindow of each other.
+	heardSince time.Time
+	evictions  int
+	lastEvict  time.Time
 }
 
 type assembly struct {
@@ -395,7 +423,7 @@ func (m *Machine) view(now time.Time) uint64 {
 		v |= 1 << (m.cfg.HostID - 1)
 	}
 	for id, p := range m.peers {
-		if m.alive(now, p) && State(p.hb.State).active() {
+		if m.alive(now, p) && State(p.hb.State).active() && now.Sub(p.heardSince) >= m.holdDown(p) {
 			v |= 1 << (id - 1)
 		}
 	}
@@ -445,7 +473,13 @@ func (m *Machine) receive(now time.Time, r Received) []any {
 			return nil
 		}
 		if p.refused != "" || p.hb == nil || !m.alive(now, p) {
-			m.events = append(m.events, Event{Kind: "join", Host: msg.HostID, Msg: "heard"})
+			p.heardSince = now
+			if hd := m.holdDown(p); hd > 0 {
+				m.events = append(m.events, Event{Kind: "damped", Host: msg.HostID,
+					Msg: fmt.Sprintf("flapping (%d evictions): a member again after %v of steady heartbeats", p.evictions, hd)})
+			} else {
+				m.events = append(m.events, Event{Kind: "join", Host: msg.HostID, Msg: "heard"})
+			}
 		} else if was, is := State(p.hb.State), State(msg.State); was.active() && !is.active() {
 			m.events = append(m.events, Event{Kind: "leave", Host: msg.HostID, Msg: is.String()})
 		}
@@ -687,6 +721,11 @@ func (m *Machine) tick(now time.Time) []any {
 	for id, p := range m.peers {
 		if p.hb != nil && p.refused == "" && now.Sub(p.lastHeard) >= m.cfg.DeadAfter() && now.Sub(p.lastHeard) < m.cfg.DeadAfter()+m.cfg.Period {
 			m.events = append(m.events, Event{Kind: "evict", Host: id, Msg: "no heartbeat"})
+			if m.cfg.FlapWindow > 0 && p.evictions > 0 && now.Sub(p.lastEvict) > m.cfg.FlapWindow {
+				p.evictions = 0 // stable for a window: forgiven
+			}
+			p.evictions++
+			p.lastEvict = now
 		}
 	}
 	// A joiner listens for DeadAfter before it speaks: it learns the epoch

@@ -308,6 +308,54 @@ func (d *Datapath) Installed() (*State, Egress, time.Duration, error) {
 	return s, eg, left, nil
 }
 
+// Repin pins again whatever of the data plane lost its pin (someone removed
+// files under the pin directory while the agent runs): without its pins,
+// the programs would vanish with this process and a restarted agent could
+// not adopt them. It returns the names re-pinned.
+func (d *Datapath) Repin() ([]string, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.pinDir == "" || d.closed {
+		return nil, nil
+	}
+	if err := os.MkdirAll(d.pinDir, 0o700); err != nil {
+		return nil, fmt.Errorf("re-create pin directory: %w", err)
+	}
+	var done []string
+	var errs []error
+	missing := func(name string) bool {
+		_, err := os.Stat(filepath.Join(d.pinDir, name))
+		return errors.Is(err, os.ErrNotExist)
+	}
+	for _, m := range []struct {
+		name string
+		m    *ebpf.Map
+	}{{"nlb_active", d.objs.NlbActive}, {"nlb_counters", d.objs.NlbCounters}, {"nlb_lease", d.objs.NlbLease}, {"nlb_states", d.objs.NlbStates}} {
+		if missing(m.name) {
+			_ = m.m.Unpin() // forget the stale path
+			if err := m.m.Pin(filepath.Join(d.pinDir, m.name)); err != nil {
+				errs = append(errs, fmt.Errorf("re-pin map %s: %w", m.name, err))
+				continue
+			}
+			done = append(done, m.name)
+		}
+	}
+	for _, l := range []struct {
+		name string
+		l    link.Link
+	}{{pinIngressLink, d.ingress}, {pinEgressLink, d.egress}} {
+		if l.l != nil && missing(l.name) {
+			_ = l.l.Unpin()
+			if err := l.l.Pin(filepath.Join(d.pinDir, l.name)); err != nil {
+				errs = append(errs, fmt.Errorf("re-pin link %s: %w", l.name, err))
+				continue
+			}
+			done = append(done, l.name)
+		}
+	}
+	return done, errors.Join(errs...)
+}
+
 // Adopted reports whether Load re-used maps pinned by a previous agent.
 func (d *Datapath) Adopted() bool { return d.adopted }
 
