@@ -11,7 +11,7 @@ start=$(date +%s)
 	$GO test -run '^$' -bench 'BenchmarkBucketTable|BenchmarkFailover/crash' -benchtime 20x -count 3 ./convergence
 	$GO test -run '^$' -bench 'BenchmarkHeartbeatBandwidth' -benchtime 1x ./convergence
 	$GO test -run '^$' -bench 'BenchmarkNonOwnerDrop|BenchmarkFailoverNamespaces|BenchmarkAgentFootprint' -benchtime 1x -timeout 20m ./bench
-	$GO test -run '^$' -bench 'BenchmarkHTTP' -benchtime 1x -count 3 -timeout 20m ./bench
+	$GO test -run '^$' -bench 'BenchmarkHTTP' -benchtime 1x -count 5 -timeout 20m ./bench
 } 2>&1 | tee "$out"
 $GO run ./internal/benchreport -in "$out" -soak docs/bench-soak.txt -seconds $(( $(date +%s) - start )) -out docs/benchmarks.md
 echo "wrote docs/benchmarks.md from $out"

@@ -74,6 +74,10 @@ type Options struct {
 	// Health adds an HTTP health check of the local backend to rule web
 	// (every 200ms, rise 2, fall 2).
 	Health bool
+	// Flood makes the switch forward every frame to every port (no MAC
+	// learning), so that traffic to a host's own MAC costs the segment as
+	// much as traffic to a unicast-mode cluster MAC: like for like.
+	Flood bool
 	// QuorumVoters is cluster.quorum_voters (default 0: off).
 	QuorumVoters int
 	// Grace is cluster.grace (default 3s).
@@ -173,6 +177,9 @@ func New(t netns.T, o Options) *Cluster {
 		c.Opts.Nlbd = o.Nlbd
 	}
 	c.Switch = netns.Switch(t)
+	if o.Flood {
+		c.bridgeSet(t, "ageing_time", "0")
+	}
 	if o.Mode == "igmp" {
 		// Snooping with a querier: the bridge forwards the cluster's
 		// multicast frames to member ports only (see PLATFORM notes).
@@ -213,7 +220,7 @@ func (c *Cluster) bridgeSet(t netns.T, opt, v string) {
 	}
 }
 
-var ipBridgeOpt = map[string]string{"multicast_snooping": "mcast_snooping", "multicast_querier": "mcast_querier"}
+var ipBridgeOpt = map[string]string{"multicast_snooping": "mcast_snooping", "multicast_querier": "mcast_querier", "ageing_time": "ageing_time"}
 
 var buildOnce struct {
 	sync.Once
