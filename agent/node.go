@@ -41,6 +41,11 @@ type Node struct {
 	// received counts authenticated frames per sending host (index ID-1).
 	received [64]atomic.Uint64
 
+	// foreign counts frames for our VIP with another key since the last
+	// warning (at most one a minute).
+	foreign     uint64
+	foreignWarn time.Time
+
 	mu     sync.Mutex // guards status, the snapshot for readers
 	status Status
 }
@@ -180,6 +185,9 @@ func (n *Node) loop(ctx context.Context) error {
 			msg, drop := n.guard.Check(b)
 			if drop != heartbeat.DropNone && drop != heartbeat.DropSelf {
 				n.log.Trace("heartbeat dropped", "reason", drop)
+				if drop == heartbeat.DropAuth && n.guard.ClaimsOurVIP(b) {
+					n.foreignKey(time.Now())
+				}
 				continue
 			}
 			if id := sender(msg); drop == heartbeat.DropNone && id >= 1 && id <= 64 {
@@ -267,6 +275,20 @@ func (n *Node) step(now time.Time, ev any) error {
 		n.OnState(from, to)
 	}
 	return nil
+}
+
+// foreignKey warns, at most once a minute, that frames announcing this
+// cluster's VIP arrive signed with another key: a second cluster with the
+// same VIP on the segment, or a host with the wrong key file. Such a
+// cluster's hosts would answer clients too.
+func (n *Node) foreignKey(now time.Time) {
+	n.foreign++
+	if now.Sub(n.foreignWarn) < time.Minute {
+		return
+	}
+	n.log.Warn("heartbeats for this cluster's VIP signed with another key: a second cluster with the same VIP, or a host with the wrong key file, is on the segment",
+		"frames", n.foreign)
+	n.foreign, n.foreignWarn = 0, now
 }
 
 // sender is the host ID an authenticated message came from.

@@ -474,6 +474,9 @@ func (m *Machine) receive(now time.Time, r Received) []any {
 		}
 		if p.refused != "" || p.hb == nil || !m.alive(now, p) {
 			p.heardSince = now
+			if p.hb != nil && msg.Incarnation > p.hb.Incarnation {
+				p.evictions = 0 // a restarted agent, not a flapping link
+			}
 			if hd := m.holdDown(p); hd > 0 {
 				m.events = append(m.events, Event{Kind: "damped", Host: msg.HostID,
 					Msg: fmt.Sprintf("flapping (%d evictions): a member again after %v of steady heartbeats", p.evictions, hd)})

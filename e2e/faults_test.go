@@ -1,8 +1,9 @@
-//go:build linux
+//go:build linux && reliability
 
 package e2e
 
 import (
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/nlbproject/nlb/internal/cluster"
 	"github.com/nlbproject/nlb/internal/netns"
+	"github.com/nlbproject/nlb/remote"
 )
 
 // TestFaults: host-level faults under 150 long-lived connections and a
@@ -91,6 +93,40 @@ func TestFaults(t *testing.T) {
 		// Host 2's first restart: any adoption in its log is this one.
 		if raw, _ := os.ReadFile(h.Log); !strings.Contains(string(raw), "adopted the pinned data plane") {
 			t.Errorf("the restarted agent did not adopt the data plane:\n%s", tail(h.Log))
+		}
+	})
+
+	t.Run("bad-reload", func(t *testing.T) {
+		h := c.Hosts[1]
+		good, err := os.ReadFile(h.Config)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.WriteFile(h.Config, good, 0o600)
+		q0, err := c.Query(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct{ change, old, new, wantKey string }{
+			{"invalid weight", `web: {weight: "equal"`, `web: {weight: "250"`, "host.rules.web.weight"},
+			{"unknown key", "  drain_timeout:", "  colour: blue\n  drain_timeout:", "colour"},
+			{"interface change", "interface: " + h.Ifname, "interface: eth9", "host.interface"},
+		} {
+			bad := strings.Replace(string(good), tc.old, tc.new, 1)
+			if bad == string(good) {
+				t.Fatalf("%s: test bug, %q not in the config", tc.change, tc.old)
+			}
+			if err := os.WriteFile(h.Config, []byte(bad), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := c.Local(1, remote.CmdReload, remote.Args{})
+			if err == nil || !strings.Contains(err.Error(), tc.wantKey) || !strings.Contains(err.Error(), "running configuration kept") {
+				t.Errorf("reload with %s: %v, want a refusal naming %s", tc.change, err, tc.wantKey)
+			}
+		}
+		q1, err := c.Query(1)
+		if err != nil || q1.Epoch != q0.Epoch || q1.State != q0.State || !maps.Equal(q1.Owned, q0.Owned) {
+			t.Errorf("after refused reloads: %+v %v, before %+v", q1, err, q0)
 		}
 	})
 

@@ -157,6 +157,13 @@ func (g *Guard) Check(b []byte) (any, Drop) {
 	return m, DropNone
 }
 
+// ClaimsOurVIP reports whether frame b, authentic or not, names this
+// guard's cluster VIP (an unauthenticated field: use it to explain a
+// refusal, never to trust a frame).
+func (g *Guard) ClaimsOurVIP(b []byte) bool {
+	return len(b) >= 12 && netip.AddrFrom4([4]byte(b[8:12])) == g.cluster
+}
+
 func (g *Guard) count(d Drop) Drop {
 	g.mu.Lock()
 	g.counts[d]++

@@ -202,3 +202,30 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// TestClaimsOurVIP: a frame signed with another key is refused as
+// bad-auth, and its VIP field still tells whether it claims our cluster.
+func TestClaimsOurVIP(t *testing.T) {
+	g := NewGuard(testKey, testVIP, 1)
+	other := DeriveKey([]byte("another cluster's key, 32+ bytes long"))
+	for _, tc := range []struct {
+		vip  netip.Addr
+		want bool
+	}{{testVIP, true}, {netip.MustParseAddr("198.18.5.5"), false}} {
+		h := sampleHeartbeat()
+		h.HostID, h.ClusterVIP = 2, tc.vip
+		b, err := h.Marshal(&other)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, d := g.Check(b); d != DropAuth {
+			t.Fatalf("another key: %v, want bad-auth", d)
+		}
+		if g.ClaimsOurVIP(b) != tc.want {
+			t.Errorf("VIP %v: ClaimsOurVIP %v", tc.vip, !tc.want)
+		}
+	}
+	if g.ClaimsOurVIP([]byte{1, 2}) {
+		t.Error("a short frame claims our VIP")
+	}
+}

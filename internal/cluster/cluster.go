@@ -10,6 +10,7 @@ package cluster
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -117,6 +118,8 @@ type Host struct {
 	cmd  *exec.Cmd
 	done chan error
 	http map[uint16]*http.Server
+	// keyFile and initialState override the cluster's (AddForeign).
+	keyFile, initialState string
 }
 
 // Client is one client namespace with its addresses.
@@ -269,7 +272,21 @@ func moduleRoot() (string, error) {
 	}
 }
 
-func (c *Cluster) addHost(t netns.T, id uint8) {
+// AddForeign adds host id running a second cluster with the same VIP
+// and settings but another key, in state (e.g. "stopped"); start it
+// with Start.
+func (c *Cluster) AddForeign(id uint8, state string) {
+	c.T.Helper()
+	key := filepath.Join(c.Dir, fmt.Sprintf("foreign%d.key", id))
+	if err := os.WriteFile(key, []byte(fmt.Sprintf("another cluster's key, host %d, 32+ bytes long", id)), 0o600); err != nil {
+		c.T.Fatalf("%v", err)
+	}
+	c.addHostWith(c.T, id, key, state)
+}
+
+func (c *Cluster) addHost(t netns.T, id uint8) { c.addHostWith(t, id, "", "") }
+
+func (c *Cluster) addHostWith(t netns.T, id uint8, keyFile, state string) {
 	ns := netns.New(t, fmt.Sprintf("h%d", id))
 	ifname := fmt.Sprintf("%sh%d", netns.Prefix, id)
 	netns.Plug(t, c.Switch, ns, ifname, HostIP(id).String()+"/24")
@@ -283,7 +300,8 @@ func (c *Cluster) addHost(t netns.T, id uint8) {
 	}
 	dir := filepath.Join(c.Dir, fmt.Sprintf("host%d", id))
 	h := &Host{ID: id, NS: ns, Ifname: ifname, Config: filepath.Join(dir, "nlb.yaml"),
-		RunDir: filepath.Join(dir, "run"), BPFFS: filepath.Join(dir, "bpf"), Log: filepath.Join(c.Dir, fmt.Sprintf("host%d.log", id)), c: c}
+		RunDir: filepath.Join(dir, "run"), BPFFS: filepath.Join(dir, "bpf"), Log: filepath.Join(c.Dir, fmt.Sprintf("host%d.log", id)), c: c,
+		keyFile: keyFile, initialState: state}
 	if err := os.MkdirAll(h.BPFFS, 0o700); err != nil {
 		t.Fatalf("%v", err)
 	}
@@ -339,8 +357,8 @@ host:
     web: {weight: "%s"%s}
     echo: {weight: "%s"}
     sticky: {weight: "%s"}
-`, VIP, c.Opts.Mode, c.KeyFile, c.Opts.Period, c.Opts.Grace, c.Opts.QuorumVoters, PortHTTP, PortEcho, PortSticky,
-		h.ID, h.Ifname, HostIP(h.ID), MetricsAddr(h.ID), c.Opts.InitialState, c.Opts.OnExit, c.Opts.DrainTimeout, w, hc, w, w)
+`, VIP, c.Opts.Mode, cmp.Or(h.keyFile, c.KeyFile), c.Opts.Period, c.Opts.Grace, c.Opts.QuorumVoters, PortHTTP, PortEcho, PortSticky,
+		h.ID, h.Ifname, HostIP(h.ID), MetricsAddr(h.ID), cmp.Or(h.initialState, c.Opts.InitialState), c.Opts.OnExit, c.Opts.DrainTimeout, w, hc, w, w)
 }
 
 // SetWeight rewrites host id's weights (every rule) in its config file;
