@@ -351,26 +351,34 @@ func TestHostFailure(t *testing.T) {
 	eachMode(t, append(modes, "igmp"), func(t *testing.T, mode string) {
 		c := cluster.New(t, cluster.Options{Mode: mode, ClientIPs: 10})
 		startAll(t, c, all3)
-		// Client addresses whose sticky bucket (affinity single: the address
-		// alone) host 3 owns, and others.
-		var victimIP netip.Addr
-		var victimCl *cluster.Client
+		// The victim is the host that owns the first client address's
+		// sticky bucket (affinity single: the address alone); the others
+		// are addresses the other hosts own.
+		victimCl := c.Clients[0]
+		owners := map[netip.Addr]uint8{}
+		for _, ip := range victimCl.IPs {
+			own, err := c.Owner(1, netip.AddrPortFrom(ip, 1), cluster.PortSticky, "tcp")
+			if err != nil {
+				t.Fatal(err)
+			}
+			owners[ip] = own
+		}
+		victimIP := victimCl.IPs[0]
+		victim := owners[victimIP]
 		var others []netip.Addr
-		for _, cl := range c.Clients[:1] {
-			for _, ip := range cl.IPs {
-				own, err := c.Owner(1, netip.AddrPortFrom(ip, 1), cluster.PortSticky, "tcp")
-				if err != nil {
-					t.Fatal(err)
-				}
-				if own == 3 && !victimIP.IsValid() {
-					victimIP, victimCl = ip, cl
-				} else if own != 3 {
-					others = append(others, ip)
-				}
+		var survivors []uint8
+		for _, id := range all3 {
+			if id != victim {
+				survivors = append(survivors, id)
 			}
 		}
-		if !victimIP.IsValid() || len(others) == 0 {
-			t.Fatalf("no client address maps to host 3 and to others (hash seed); victim %v others %v", victimIP, others)
+		for _, ip := range victimCl.IPs {
+			if owners[ip] != victim {
+				others = append(others, ip)
+			}
+		}
+		if victim == 0 || len(others) == 0 {
+			t.Fatalf("every client address maps to host %d (hash seed): %v", victim, owners)
 		}
 		// Connections to the surviving hosts run throughout.
 		var otherFail, otherOK atomic.Int64
@@ -396,16 +404,16 @@ func TestHostFailure(t *testing.T) {
 			}()
 		}
 		time.Sleep(500 * time.Millisecond)
-		c.Kill(3)
-		c.Isolate(3, true)
+		c.Kill(victim)
+		c.Isolate(victim, true)
 		killed := time.Now()
 		// Probe the victim's bucket with short timeouts until it answers.
 		var recovered time.Duration
 		for time.Since(killed) < 20*time.Second {
 			id, _, err := victimCl.Get(victimIP, cluster.PortSticky, 300*time.Millisecond)
 			if err == nil {
-				if id == 3 {
-					t.Fatalf("killed and isolated host 3 answered")
+				if id == victim {
+					t.Fatalf("killed and isolated host %d answered", victim)
 				}
 				recovered = time.Since(killed)
 				break
@@ -414,9 +422,9 @@ func TestHostFailure(t *testing.T) {
 		close(stop)
 		wg.Wait()
 		if recovered == 0 {
-			t.Fatal("host 3's buckets never recovered")
+			t.Fatalf("host %d's buckets never recovered", victim)
 		}
-		if _, err := c.WaitConverged([]uint8{1, 2}, 10*time.Second); err != nil {
+		if _, err := c.WaitConverged(survivors, 10*time.Second); err != nil {
 			t.Fatal(err)
 		}
 		t.Logf("failover: new connections in the failed host's buckets succeed %v after kill -9 (heartbeat 100ms × 10)", recovered.Round(time.Millisecond))
