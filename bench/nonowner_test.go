@@ -178,17 +178,16 @@ func newFloodTopo(b *testing.B) *floodTopo {
 }
 
 // flood sends n frames (dst MAC replaced if dst is not nil) and returns
-// the CPU time and wall time it took.
-func (t *floodTopo) flood(b *testing.B, n uint32, dst net.HardwareAddr) (cpu, wall time.Duration) {
+// the CPU time it took.
+func (t *floodTopo) flood(b *testing.B, n uint32, dst net.HardwareAddr) (cpu time.Duration) {
 	frame := slices.Clone(t.frame)
 	if dst != nil {
 		copy(frame[0:6], dst)
 	}
 	var runErr error
 	err := t.g.Do(func() error {
-		c0, k0, w0 := threadCPU(b), ksoftirqd(b), time.Now()
+		c0, k0 := threadCPU(b), ksoftirqd(b)
 		runErr = t.tx.send(frame, n)
-		wall = time.Since(w0)
 		time.Sleep(20 * time.Millisecond) // let any deferred softirq finish
 		cpu = threadCPU(b) - c0 + ksoftirqd(b) - k0
 		return nil
@@ -196,7 +195,7 @@ func (t *floodTopo) flood(b *testing.B, n uint32, dst net.HardwareAddr) (cpu, wa
 	if err != nil || runErr != nil {
 		b.Fatalf("flood: %v %v", err, runErr)
 	}
-	return cpu, wall
+	return cpu
 }
 
 // udpNoPorts reads the host namespace's UDP NoPorts counter.
@@ -315,7 +314,7 @@ func BenchmarkNonOwnerDrop(b *testing.B) {
 					dst = net.HardwareAddr{0x02, 0xee, 0, 0, 0, 1}
 				}
 				before := t.udpNoPorts(b)
-				busy, wall := t.flood(b, n, dst)
+				busy := t.flood(b, n, dst)
 				if v == "stack" && t.udpNoPorts(b)-before < n*9/10 {
 					b.Fatalf("stack variant: only %d of %d datagrams reached UDP", t.udpNoPorts(b)-before, n)
 				}
@@ -324,25 +323,27 @@ func BenchmarkNonOwnerDrop(b *testing.B) {
 				}
 				teardown()
 				nsPer[v] = append(nsPer[v], float64(busy.Nanoseconds())/n)
-				b.Logf("round %d %-9s %.0f ns/pkt, %.2f Mpps wall", r, v, float64(busy.Nanoseconds())/n, n/wall.Seconds()/1e6)
 			}
 		}
 	}
 	b.StopTimer()
-	med := func(v string) float64 { s := slices.Clone(nsPer[v]); slices.Sort(s); return s[len(s)/2] }
-	base := med("gen-only")
+	// The least CPU a packet took in any round: interference from the
+	// rest of a shared machine (steal, cache) only ever adds to it.
+	best := func(v string) float64 { return slices.Min(nsPer[v]) }
 	for _, v := range variants {
-		b.ReportMetric(1e9/med(v), v+"-pps/core")
+		b.Logf("%-9s ns/pkt by round: %.0f", v, nsPer[v])
+	}
+	base := best("gen-only")
+	for _, v := range variants {
+		b.ReportMetric(1e9/best(v), v+"-pps/core")
 		if v != "gen-only" {
-			b.ReportMetric(med(v)-base, v+"-rx-ns/pkt")
+			b.ReportMetric(best(v)-base, v+"-rx-ns/pkt")
 		}
 	}
 	// The noise of this machine: how far apart the baseline's rounds are.
-	g := slices.Clone(nsPer["gen-only"])
-	slices.Sort(g)
-	b.ReportMetric(100*(g[len(g)-1]-g[0])/base, "gen-only-spread-%")
-	b.ReportMetric((med("nftables")-base)/(med("nlb")-base), "nft/nlb-rx-cost")
-	b.ReportMetric(med("nftables")/med("nlb"), "nlb/nft-pps")
+	b.ReportMetric(100*(slices.Max(nsPer["gen-only"])-base)/base, "gen-only-spread-%")
+	b.ReportMetric((best("nftables")-base)/(best("nlb")-base), "nft/nlb-rx-cost")
+	b.ReportMetric(best("nftables")/best("nlb"), "nlb/nft-pps")
 	b.ReportMetric(0, "ns/op")
 }
 
