@@ -38,6 +38,8 @@ type Node struct {
 	cmds     chan nodeCmd
 	overflow atomic.Uint64
 	sent     atomic.Uint64
+	// sendFailing is true while heartbeats fail to go out (loop only).
+	sendFailing bool
 	// received counts authenticated frames per sending host (index ID-1).
 	received [64]atomic.Uint64
 
@@ -233,9 +235,18 @@ func (n *Node) step(now time.Time, ev any) error {
 			if err != nil {
 				return fmt.Errorf("marshal heartbeat: %w", err)
 			}
+			// One warning per streak of failures (a link that is down
+			// fails every period), and one line when sending works again.
 			if err := n.conn.Send(b); err != nil {
-				n.log.Warn("heartbeat send failed", "error", err)
+				if !n.sendFailing {
+					n.log.Warn("heartbeat send failed; retrying every period", "error", err)
+				}
+				n.sendFailing = true
 			} else {
+				if n.sendFailing {
+					n.log.Info("heartbeat send works again")
+				}
+				n.sendFailing = false
 				n.sent.Add(1)
 			}
 		case convergence.Event:

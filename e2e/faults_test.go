@@ -1,4 +1,4 @@
-//go:build linux && reliability
+//go:build linux
 
 package e2e
 

@@ -1,4 +1,4 @@
-//go:build linux && reliability
+//go:build linux
 
 package e2e
 
@@ -36,7 +36,9 @@ func TestFlapping(t *testing.T) {
 	}
 	t.Logf("30 s of flapping: host 1 went from epoch %d to %d (%d convergences); host 3 a member again %v after the link steadied",
 		e0, q.Epoch, q.Convergences, time.Since(steady).Round(100*time.Millisecond))
-	if q.Epoch-e0 > 8 {
+	// Undamped, each of the ten cuts costs an eviction and a
+	// readmission: 20 epochs. Damped, the third eviction keeps it out.
+	if q.Epoch-e0 > 10 {
 		t.Errorf("%d epochs in 30 s of flapping: damping does not hold", q.Epoch-e0)
 	}
 	ld.finish(t, "new connections while host 3 flapped")

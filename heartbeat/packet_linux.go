@@ -2,16 +2,16 @@ package heartbeat
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
+
+	"github.com/nlbproject/nlb/internal/rawsock"
 )
 
 // PacketConn sends and receives heartbeats as raw Ethernet frames
@@ -74,18 +74,9 @@ func (p *PacketConn) Send(msg []byte) error {
 func (p *PacketConn) Receive(ctx context.Context) ([]byte, error) {
 	buf := make([]byte, 2048)
 	for {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
 		// Wake up regularly to notice ctx; Close unblocks at once.
-		if err := p.c.SetReadDeadline(time.Now().Add(100 * time.Millisecond)); err != nil {
-			return nil, err
-		}
-		n, _, err := p.c.ReadFrom(buf)
+		n, err := rawsock.Read(ctx, p.c, p.ifi, buf, 100*time.Millisecond)
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue
-			}
 			if p.closed.Load() {
 				return nil, ErrClosed
 			}

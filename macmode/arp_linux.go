@@ -2,11 +2,9 @@ package macmode
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +12,8 @@ import (
 	"github.com/mdlayher/arp"
 	"github.com/mdlayher/ethernet"
 	"github.com/mdlayher/packet"
+
+	"github.com/nlbproject/nlb/internal/rawsock"
 )
 
 // Responder answers ARP for the VIPs with the cluster MAC, where the kernel
@@ -56,19 +56,12 @@ func NewResponder(ifname string, vips []netip.Addr, clusterMAC net.HardwareAddr)
 func (r *Responder) Run(ctx context.Context) error {
 	buf := make([]byte, 1500)
 	for {
-		if ctx.Err() != nil {
-			return nil
-		}
-		r.c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-		n, _, err := r.c.ReadFrom(buf)
+		n, err := rawsock.Read(ctx, r.c, r.ifi, buf, 200*time.Millisecond)
 		if err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
-				continue
-			}
 			if ctx.Err() != nil {
 				return nil
 			}
-			return err
+			return fmt.Errorf("arp responder: %w", err)
 		}
 		if err := r.handle(buf[:n]); err != nil {
 			return err
