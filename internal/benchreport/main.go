@@ -36,8 +36,9 @@ func parse(r io.Reader) (results, []string, error) {
 	s.Buffer(make([]byte, 1<<20), 1<<20)
 	for s.Scan() {
 		line := s.Text()
-		if strings.HasPrefix(strings.TrimSpace(line), "cpu:") {
-			logs = append(logs, strings.TrimSpace(line))
+		// Each package prints its cpu line; keep each distinct one once.
+		if cpu, ok := strings.CutPrefix(strings.TrimSpace(line), "cpu:"); ok && !slices.Contains(logs, strings.TrimSpace(cpu)) {
+			logs = append(logs, strings.TrimSpace(cpu))
 		}
 		m := lineRE.FindStringSubmatch(line)
 		if m == nil {
