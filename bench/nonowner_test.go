@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -55,32 +54,44 @@ const (
 	tpHdrLen    = 32 // TPACKET_ALIGN(sizeof(struct tpacket2_hdr)): the frame's data follows
 )
 
-func newTxRing(b testing.TB, ifindex int) *txRing {
+// newTxRing opens the sender on ifindex. It runs inside netns.Do, on
+// another goroutine than the benchmark's, so it returns errors rather
+// than failing b itself.
+func newTxRing(b testing.TB, ifindex int) (*txRing, error) {
 	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0) // protocol 0: never receives
 	if err != nil {
-		b.Fatalf("AF_PACKET socket: %v", err)
+		return nil, fmt.Errorf("AF_PACKET socket: %w", err)
 	}
 	b.Cleanup(func() { unix.Close(fd) })
 	for _, o := range [][2]int{{unix.PACKET_VERSION, unix.TPACKET_V2}, {unix.PACKET_QDISC_BYPASS, 1}} {
 		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, o[0], o[1]); err != nil {
-			b.Fatalf("setsockopt %d: %v", o[0], err)
+			return nil, fmt.Errorf("setsockopt %d: %w", o[0], err)
 		}
 	}
 	req := &unix.TpacketReq{Block_size: txFrameSize * 32, Block_nr: txFrames / 32, Frame_size: txFrameSize, Frame_nr: txFrames}
 	if err := unix.SetsockoptTpacketReq(fd, unix.SOL_PACKET, unix.PACKET_TX_RING, req); err != nil {
-		b.Fatalf("PACKET_TX_RING: %v", err)
+		return nil, fmt.Errorf("PACKET_TX_RING: %w", err)
 	}
 	ring, err := unix.Mmap(fd, 0, txFrameSize*txFrames, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 	if err != nil {
-		b.Fatalf("mmap the TX ring: %v", err)
+		return nil, fmt.Errorf("mmap the TX ring: %w", err)
 	}
 	b.Cleanup(func() { unix.Munmap(ring) })
 	proto := uint16(unix.ETH_P_IP)
-	return &txRing{fd: fd, ring: ring, to: &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: proto<<8 | proto>>8}}
+	return &txRing{fd: fd, ring: ring, to: &unix.SockaddrLinklayer{Ifindex: ifindex, Protocol: proto<<8 | proto>>8}}, nil
 }
 
 func (r *txRing) status(i int) *uint32 {
 	return (*uint32)(unsafe.Pointer(&r.ring[i*txFrameSize]))
+}
+
+// kick asks the kernel to transmit every frame marked for sending and
+// waits until it has (a full queue, ENOBUFS, leaves some for the next).
+func (r *txRing) kick() error {
+	if err := unix.Sendto(r.fd, nil, 0, r.to); err != nil && err != unix.ENOBUFS {
+		return fmt.Errorf("sendto: %w", err)
+	}
+	return nil
 }
 
 // send transmits frame n times, up to a full ring per sendto(2).
@@ -93,14 +104,22 @@ func (r *txRing) send(frame []byte, n uint32) error {
 	for left := int(n); left > 0; {
 		batch := min(left, txFrames)
 		for range batch {
-			for atomic.LoadUint32(r.status(r.head)) != unix.TP_STATUS_AVAILABLE {
-				runtime.Gosched() // the kernel has not released it yet
+			// A frame still marked from the last batch has not gone
+			// out yet: kick again, a bounded number of times.
+			st := r.status(r.head)
+			for try := 0; atomic.LoadUint32(st) != unix.TP_STATUS_AVAILABLE; try++ {
+				if v := atomic.LoadUint32(st); v&unix.TP_STATUS_WRONG_FORMAT != 0 || try == 1000 {
+					return fmt.Errorf("TX ring frame %d stuck with status %#x", r.head, v)
+				}
+				if err := r.kick(); err != nil {
+					return err
+				}
 			}
-			atomic.StoreUint32(r.status(r.head), unix.TP_STATUS_SEND_REQUEST)
+			atomic.StoreUint32(st, unix.TP_STATUS_SEND_REQUEST)
 			r.head = (r.head + 1) % txFrames
 		}
-		if err := unix.Sendto(r.fd, nil, 0, r.to); err != nil && err != unix.ENOBUFS {
-			return fmt.Errorf("sendto: %w", err)
+		if err := r.kick(); err != nil {
+			return err
 		}
 		left -= batch
 	}
@@ -108,33 +127,47 @@ func (r *txRing) send(frame []byte, n uint32) error {
 }
 
 // threadCPU is the CPU time this thread has run, exactly (schedstat, in
-// ns), and ksoftirqd is that of the kernel threads that run softirqs the
+// ns); ksoftirqd is that of the kernel threads that run the softirqs the
 // sender's own context did not: together, all the CPU a flood costs.
-func threadCPU(b testing.TB) time.Duration {
-	return schedstat(b, "/proc/thread-self/schedstat")
+func threadCPU() (time.Duration, error) {
+	return schedstat("/proc/thread-self/schedstat")
 }
 
-func ksoftirqd(b testing.TB) time.Duration {
+func ksoftirqd() (time.Duration, error) {
 	var sum time.Duration
 	dirs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, d := range dirs {
 		if comm, err := os.ReadFile(d + "/comm"); err == nil && strings.HasPrefix(string(comm), "ksoftirqd/") {
-			sum += schedstat(b, d+"/schedstat")
+			v, err := schedstat(d + "/schedstat")
+			if err != nil {
+				return 0, err
+			}
+			sum += v
 		}
 	}
-	return sum
+	return sum, nil
 }
 
-func schedstat(b testing.TB, path string) time.Duration {
+// cpuNow is threadCPU plus ksoftirqd.
+func cpuNow() (time.Duration, error) {
+	c, err := threadCPU()
+	if err != nil {
+		return 0, err
+	}
+	k, err := ksoftirqd()
+	return c + k, err
+}
+
+func schedstat(path string) (time.Duration, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		b.Fatal(err)
+		return 0, err
 	}
 	ns, err := strconv.ParseInt(strings.Fields(string(raw))[0], 10, 64)
 	if err != nil {
-		b.Fatalf("%s: %v", path, err)
+		return 0, fmt.Errorf("%s: %w", path, err)
 	}
-	return time.Duration(ns)
+	return time.Duration(ns), nil
 }
 
 // floodTopo is a client namespace that floods a host namespace over one
@@ -169,7 +202,9 @@ func newFloodTopo(b *testing.B) *floodTopo {
 	if err != nil {
 		b.Fatal(err)
 	}
-	t.g.Do(func() error { t.tx = newTxRing(b, gl.Attrs().Index); return nil })
+	if err := t.g.Do(func() (err error) { t.tx, err = newTxRing(b, gl.Attrs().Index); return err }); err != nil {
+		b.Fatal(err)
+	}
 	p := &filter.Packet{Src: clientIP, Dst: vip, Proto: 17, SPort: 40000, DPort: floodPort, Payload: make([]byte, 18)}
 	t.frame = p.Frame()
 	copy(t.frame[0:6], t.hMAC)
@@ -184,16 +219,21 @@ func (t *floodTopo) flood(b *testing.B, n uint32, dst net.HardwareAddr) (cpu tim
 	if dst != nil {
 		copy(frame[0:6], dst)
 	}
-	var runErr error
 	err := t.g.Do(func() error {
-		c0, k0 := threadCPU(b), ksoftirqd(b)
-		runErr = t.tx.send(frame, n)
+		c0, err := cpuNow()
+		if err != nil {
+			return err
+		}
+		if err := t.tx.send(frame, n); err != nil {
+			return err
+		}
 		time.Sleep(20 * time.Millisecond) // let any deferred softirq finish
-		cpu = threadCPU(b) - c0 + ksoftirqd(b) - k0
-		return nil
+		c1, err := cpuNow()
+		cpu = c1 - c0
+		return err
 	})
-	if err != nil || runErr != nil {
-		b.Fatalf("flood: %v %v", err, runErr)
+	if err != nil {
+		b.Fatalf("flood: %v", err)
 	}
 	return cpu
 }
