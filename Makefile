@@ -61,9 +61,9 @@ deps-quiet:
 bench: need-root deps-quiet
 	./scripts/bench.sh
 
-# generate rebuilds the eBPF objects from filter/bpf/*.c (needs clang).
+# generate rebuilds the eBPF objects from filter/datapath/bpf/*.c (needs clang).
 generate:
-	cd filter && $(GO) generate ./...
+	cd filter/datapath && $(GO) generate ./...
 
 # check-generated proves the committed eBPF objects match the C source.
 check-generated:

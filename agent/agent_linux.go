@@ -10,15 +10,19 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nlbproject/nlb/config"
+
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/sys/unix"
 
 	"github.com/nlbproject/nlb/convergence"
 	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/filter/datapath"
 	"github.com/nlbproject/nlb/health"
 	"github.com/nlbproject/nlb/heartbeat"
 	"github.com/nlbproject/nlb/macmode"
+	"github.com/nlbproject/nlb/macmode/nic"
 	"github.com/nlbproject/nlb/remote"
 )
 
@@ -30,26 +34,26 @@ func (a *Agent) pinDir() string {
 	return filepath.Join(a.opts.BPFFS, "nlb", a.cfg.Interface)
 }
 
-func (a *Agent) macConfig() macmode.Config {
-	return macmode.Config{Mode: macmode.Mode(a.cfg.MACMode.String()), Interface: a.cfg.Interface,
+func (a *Agent) macConfig() nic.Config {
+	return nic.Config{Mode: a.cfg.MACMode, Interface: a.cfg.Interface,
 		VIPs: a.cfg.VIPs, StateFile: a.stateFile()}
 }
 
 // clusterMACs returns the MAC the cluster answers ARP with, this host's
 // unique MAC, and the heartbeat destination.
-func clusterMACs(cfg *Resolved, nicMAC net.HardwareAddr) (cluster, own, hbDst net.HardwareAddr, err error) {
+func clusterMACs(cfg *config.Resolved, nicMAC net.HardwareAddr) (cluster, own, hbDst net.HardwareAddr, err error) {
 	vip := cfg.VIPs[0]
 	switch cfg.MACMode {
-	case MACUnicast:
+	case macmode.Unicast:
 		if cluster, err = macmode.UnicastMAC(vip); err != nil {
 			return
 		}
 		own, err = macmode.MaskedMAC(vip, cfg.HostID)
 		hbDst = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-	case MACMulticast:
+	case macmode.Multicast:
 		cluster, err = macmode.MulticastMAC(vip)
 		own, hbDst = nicMAC, cluster
-	case MACIGMP:
+	case macmode.IGMP:
 		cluster, err = macmode.IGMPMAC(vip)
 		own, hbDst = nicMAC, cluster
 	default:
@@ -59,7 +63,7 @@ func clusterMACs(cfg *Resolved, nicMAC net.HardwareAddr) (cluster, own, hbDst ne
 }
 
 // baseState is the filter state of cfg with no marks.
-func baseState(cfg *Resolved) filter.State {
+func baseState(cfg *config.Resolved) filter.State {
 	return filter.State{VIPs: cfg.VIPs, Rules: cfg.Rules, Seed: cfg.Seed, RemotePort: cfg.RemotePort}
 }
 
@@ -98,14 +102,14 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 
 	// 1. The data plane, before the NIC receives cluster traffic: a fresh
 	// one drops every VIP flow until convergence gives this host buckets.
-	mounted, err := filter.EnsureBPFFS(a.opts.BPFFS)
+	mounted, err := datapath.EnsureBPFFS(a.opts.BPFFS)
 	if err != nil {
 		return err
 	}
 	if mounted {
 		undo = append(undo, func() error { return unix.Unmount(a.opts.BPFFS, 0) })
 	}
-	dp, err := filter.Load(filter.DatapathOptions{PinDir: a.pinDir()})
+	dp, err := datapath.Load(datapath.DatapathOptions{PinDir: a.pinDir()})
 	if err != nil {
 		return err
 	}
@@ -125,16 +129,16 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	} else {
 		undo = append(undo, dp.Detach)
 	}
-	nic, err := net.InterfaceByName(cfg.Interface)
+	ifi, err := net.InterfaceByName(cfg.Interface)
 	if err != nil {
 		return err
 	}
-	clusterMAC, ownMAC, hbDst, err := clusterMACs(cfg, nic.HardwareAddr)
+	clusterMAC, ownMAC, hbDst, err := clusterMACs(cfg, ifi.HardwareAddr)
 	if err != nil {
 		return err
 	}
-	eg := filter.Egress{}
-	if cfg.MACMode == MACUnicast {
+	eg := datapath.Egress{}
+	if cfg.MACMode == macmode.Unicast {
 		eg.Mask = true
 		copy(eg.ClusterMAC[:], clusterMAC)
 		copy(eg.MaskedMAC[:], ownMAC)
@@ -157,12 +161,12 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.mu.Unlock()
 
 	// 2. The NIC.
-	adopted, err := macmode.Adopt(a.macConfig())
+	adopted, err := nic.Adopt(a.macConfig())
 	if err != nil {
 		return err
 	}
 	if !adopted {
-		undo = append(undo, func() error { return macmode.Restore(a.stateFile()) })
+		undo = append(undo, func() error { return nic.Restore(a.stateFile()) })
 	}
 	log.Info("cluster NIC ready", "interface", cfg.Interface, "mode", cfg.MACMode, "cluster_mac", clusterMAC.String(), "adopted", adopted)
 
@@ -178,7 +182,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	undo = append(undo, arp.Close)
 	a.gratuitous = arp.Gratuitous
-	sock := SocketPath(a.opts.RunDir)
+	sock := remote.SocketPath(a.opts.RunDir)
 	os.Remove(sock) // a killed agent's
 	local, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
 	if err != nil {
@@ -257,7 +261,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		hc.OnChange = func(rule string, up bool, detail string) { a.healthChanged(gctx, node, rule, up, detail) }
 		g.Go(func() error { hc.Run(gctx); return nil })
 	}
-	if cfg.MACMode != MACUnicast { // the kernel answers ARP in unicast mode
+	if cfg.MACMode != macmode.Unicast { // the kernel answers ARP in unicast mode
 		g.Go(func() error {
 			go func() { <-gctx.Done(); arp.Close() }()
 			return arp.Run(gctx)
@@ -268,7 +272,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		a.opts.Ready()
 	}
 
-	mode := ExitKeep
+	mode := config.ExitKeep
 	select {
 	case mode = <-a.exit:
 	case <-ctx.Done():
@@ -284,16 +288,16 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	arp.Close()
 	if runErr != nil {
 		log.Error("agent component failed", "error", runErr)
-		mode = ExitKeep // the lease protects the cluster; a restart adopts
+		mode = config.ExitKeep // the lease protects the cluster; a restart adopts
 	}
-	if mode == ExitKeep {
+	if mode == config.ExitKeep {
 		err = dp.Close()
 		log.Info("agent exited; data plane and NIC kept for the next agent")
 		return errors.Join(runErr, err)
 	}
 	// The NIC first, while the data plane still drops: once the programs
 	// are gone, nothing may reach this host for the VIPs.
-	err = errors.Join(runErr, macmode.Restore(a.stateFile()), dp.Detach())
+	err = errors.Join(runErr, nic.Restore(a.stateFile()), dp.Detach())
 	if mounted {
 		err = errors.Join(err, unix.Unmount(a.opts.BPFFS, 0))
 	}
@@ -301,20 +305,20 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	return err
 }
 
-func (a *Agent) machineConfig(cfg *Resolved, ownMAC net.HardwareAddr) convergence.Config {
+func (a *Agent) machineConfig(cfg *config.Resolved, ownMAC net.HardwareAddr) convergence.Config {
 	var mac [6]byte
 	copy(mac[:], ownMAC)
 	st := convergence.StateJoining
 	switch cfg.InitialState {
-	case "stopped":
+	case config.StartStopped:
 		st = convergence.StateStopped
-	case "suspended":
+	case config.StartSuspended:
 		st = convergence.StateSuspended
 	}
 	return convergence.Config{
 		HostID: cfg.HostID, Incarnation: a.inc, ClusterVIP: cfg.VIPs[0], MAC: mac,
 		DedicatedIP: cfg.DedicatedIP.Addr(), Rules: cfg.Rules, ConfigDigest: cfg.Digest(),
-		Settings: cfg.Settings(), Period: cfg.Period, LossTolerance: cfg.LossTolerance,
+		Settings: cfg.Settings(), Timing: cfg.Timing,
 		Grace: cfg.Grace, DrainTimeout: cfg.DrainTimeout, QuorumVoters: cfg.QuorumVoters, StartState: st,
 		FlapWindow: FlapWindow,
 	}
@@ -322,13 +326,13 @@ func (a *Agent) machineConfig(cfg *Resolved, ownMAC net.HardwareAddr) convergenc
 
 // leave carries out a stop or drainstop before the exit (keep does
 // nothing: the lease runs out by itself).
-func (a *Agent) leave(ctx context.Context, node *Node, mode ExitMode) {
-	if mode == ExitKeep {
+func (a *Agent) leave(ctx context.Context, node *Node, mode config.ExitMode) {
+	if mode == config.ExitKeep {
 		return
 	}
 	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if mode == ExitDrainStop {
+	if mode == config.ExitDrainStop {
 		if err := node.Do(cctx, convergence.Command{Op: convergence.OpDrainStop}); err != nil {
 			a.log.Warn("drainstop", "error", err)
 		}
@@ -378,7 +382,7 @@ func (a *Agent) apply(action any) error {
 // its pin under the running agent, and says so loudly: without the pins
 // the filter would vanish with this process, and a restart would start
 // from nothing instead of adopting it.
-func (a *Agent) watchPins(ctx context.Context, dp *filter.Datapath) {
+func (a *Agent) watchPins(ctx context.Context, dp *datapath.Datapath) {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {

@@ -10,6 +10,8 @@ import (
 	"sort"
 	"time"
 
+	"github.com/nlbproject/nlb/config"
+
 	"github.com/nlbproject/nlb/convergence"
 	"github.com/nlbproject/nlb/filter"
 	"github.com/nlbproject/nlb/health"
@@ -18,82 +20,6 @@ import (
 )
 
 var _ remote.Handler = (*Agent)(nil)
-
-// QueryResult is one host's answer to query.
-type QueryResult struct {
-	Host  uint8  `json:"host"`
-	State string `json:"state"`
-	// Why is the reason of the last state change.
-	Why         string  `json:"why,omitempty"`
-	Epoch       uint64  `json:"epoch"`
-	Members     []uint8 `json:"members"`
-	DefaultHost uint8   `json:"default_host"`
-	Heard       []uint8 `json:"heard"`
-	// Convergences completed since the agent started, and the last one's
-	// duration.
-	Convergences      uint64  `json:"convergences"`
-	LastConvergenceMS float64 `json:"last_convergence_ms"`
-	// Owned is the number of buckets this host takes new flows in, per
-	// rule name ("default" for traffic matching no rule).
-	Owned       map[string]int `json:"owned_buckets"`
-	LeaseValid  bool           `json:"lease_valid"`
-	Incarnation uint64         `json:"incarnation"`
-	Uptime      string         `json:"uptime"`
-	// RemoteRefused counts remote-control datagrams refused, by reason.
-	RemoteRefused map[string]uint64 `json:"remote_refused"`
-	// Accepted and Dropped count VIP packets this host's data plane
-	// accepted and dropped since it was loaded (nlbctl watch shows rates).
-	Accepted uint64 `json:"accepted_packets"`
-	Dropped  uint64 `json:"dropped_packets"`
-	// Silent lists the peers this host stopped hearing while they took
-	// part: a host whose agent died (its data plane may still filter) or
-	// that was cut off.
-	Silent []SilentPeer `json:"silent,omitempty"`
-	// Health is each checked rule's status: "up", or "down: " and the
-	// last failure ("down: http 503").
-	Health map[string]string `json:"health,omitempty"`
-}
-
-// SilentPeer is a peer gone quiet, as this host sees it.
-type SilentPeer struct {
-	Host     uint8   `json:"host"`
-	SilentMS float64 `json:"silent_ms"`
-	// LeaseExpired: silent for longer than a lease lasts, so its data
-	// plane takes no new flows even if it still runs.
-	LeaseExpired bool `json:"lease_expired"`
-	// Evicted: silent for loss_tolerance periods; its buckets were
-	// given to the others.
-	Evicted bool `json:"evicted"`
-}
-
-// RuleResult answers enable, disable and drain.
-type RuleResult struct {
-	Rules []string `json:"rules"`
-	Op    string   `json:"op"`
-}
-
-// IP2MACResult answers ip2mac.
-type IP2MACResult struct {
-	VIP       string `json:"vip"`
-	Mode      string `json:"mode"`
-	InUse     string `json:"cluster_mac"`
-	Unicast   string `json:"unicast_mac"`
-	Multicast string `json:"multicast_mac"`
-	IGMP      string `json:"igmp_mac"`
-	IGMPGroup string `json:"igmp_group"`
-	// HostMAC is this host's masked source MAC (unicast mode).
-	HostMAC string `json:"host_mac,omitempty"`
-}
-
-// FilterResult answers filter: this host's live decision for a flow.
-type FilterResult struct {
-	Verdict string `json:"verdict"`
-	Reason  string `json:"reason"`
-	Rule    string `json:"rule"`
-	Bucket  int    `json:"bucket"`
-	// Owner is the bucket's owner in the agreed tables (0: none).
-	Owner uint8 `json:"owner"`
-}
 
 func members(v uint64) []uint8 {
 	out := []uint8{}
@@ -115,7 +41,7 @@ func (a *Agent) Identity() (uint8, string, []uint8) {
 	return id, st.State.String(), members(st.Heard)
 }
 
-func (a *Agent) ruleName(cfg *Resolved, t int) string {
+func (a *Agent) ruleName(cfg *config.Resolved, t int) string {
 	if t == filter.DefaultRule {
 		return "default"
 	}
@@ -136,7 +62,7 @@ func (a *Agent) Handle(ctx context.Context, cmd remote.Command, args remote.Args
 	switch cmd {
 	case remote.CmdQuery:
 		st := node.Status()
-		q := QueryResult{Host: cfg.HostID, State: st.State.String(), Why: st.Why, Members: []uint8{},
+		q := remote.QueryResult{Host: cfg.HostID, State: st.State.String(), Why: st.Why, Members: []uint8{},
 			Heard: members(st.Heard), Convergences: st.Convergences,
 			LastConvergenceMS: float64(st.LastConvergence.Microseconds()) / 1000,
 			Owned:             map[string]int{}, LeaseValid: fst.LeaseValid, Incarnation: a.inc,
@@ -152,10 +78,9 @@ func (a *Agent) Handle(ctx context.Context, cmd remote.Command, args remote.Args
 		}
 		q.Owned["default"] = ownedBuckets(&fst, filter.DefaultRule)
 		q.Accepted, q.Dropped = a.packetTotals()
-		mc := convergence.Config{Period: cfg.Period, LossTolerance: cfg.LossTolerance}
 		for id, d := range st.Silent {
-			q.Silent = append(q.Silent, SilentPeer{Host: id, SilentMS: float64(d.Milliseconds()),
-				LeaseExpired: d >= mc.LeaseFor(), Evicted: d >= mc.DeadAfter()})
+			q.Silent = append(q.Silent, remote.SilentPeer{Host: id, SilentMS: float64(d.Milliseconds()),
+				LeaseExpired: d >= cfg.LeaseFor(), Evicted: d >= cfg.DeadAfter()})
 		}
 		sort.Slice(q.Silent, func(i, j int) bool { return q.Silent[i].Host < q.Silent[j].Host })
 		if hc != nil {
@@ -186,7 +111,7 @@ func (a *Agent) Handle(ctx context.Context, cmd remote.Command, args remote.Args
 	case remote.CmdEnable, remote.CmdDisable, remote.CmdDrain:
 		o := map[remote.Command]convergence.Op{remote.CmdEnable: convergence.OpEnableRule,
 			remote.CmdDisable: convergence.OpDisableRule, remote.CmdDrain: convergence.OpDrainRule}[cmd]
-		res := RuleResult{Op: cmd.String(), Rules: []string{}}
+		res := remote.RuleResult{Op: cmd.String(), Rules: []string{}}
 		idx := -1
 		if args.Rule != "all" {
 			var err error
@@ -218,7 +143,7 @@ func (a *Agent) Handle(ctx context.Context, cmd remote.Command, args remote.Args
 	return nil, fmt.Errorf("command %v is not implemented", cmd)
 }
 
-func ip2mac(cfg *Resolved, vip netip.Addr) (*IP2MACResult, error) {
+func ip2mac(cfg *config.Resolved, vip netip.Addr) (*remote.IP2MACResult, error) {
 	u, err := macmode.UnicastMAC(vip)
 	if err != nil {
 		return nil, err
@@ -226,22 +151,22 @@ func ip2mac(cfg *Resolved, vip netip.Addr) (*IP2MACResult, error) {
 	m, _ := macmode.MulticastMAC(vip)
 	i, _ := macmode.IGMPMAC(vip)
 	g, _ := macmode.IGMPGroup(vip)
-	r := &IP2MACResult{VIP: vip.String(), Mode: cfg.MACMode.String(), Unicast: u.String(),
+	r := &remote.IP2MACResult{VIP: vip.String(), Mode: string(cfg.MACMode), Unicast: u.String(),
 		Multicast: m.String(), IGMP: i.String(), IGMPGroup: g.String()}
 	switch cfg.MACMode {
-	case MACUnicast:
+	case macmode.Unicast:
 		r.InUse = r.Unicast
 		h, _ := macmode.MaskedMAC(vip, cfg.HostID)
 		r.HostMAC = h.String()
-	case MACMulticast:
+	case macmode.Multicast:
 		r.InUse = r.Multicast
-	case MACIGMP:
+	case macmode.IGMP:
 		r.InUse = r.IGMP
 	}
 	return r, nil
 }
 
-func (a *Agent) filterFlow(cfg *Resolved, node *Node, fst *filter.State, args remote.Args) (*FilterResult, error) {
+func (a *Agent) filterFlow(cfg *config.Resolved, node *Node, fst *filter.State, args remote.Args) (*remote.FilterResult, error) {
 	client, err := netip.ParseAddrPort(args.Client)
 	if err != nil || !client.Addr().Is4() {
 		return nil, fmt.Errorf("filter: client %q: want IPv4:port", args.Client)
@@ -260,7 +185,7 @@ func (a *Agent) filterFlow(cfg *Resolved, node *Node, fst *filter.State, args re
 		return nil, fmt.Errorf("filter: protocol %q: want tcp or udp", args.Proto)
 	}
 	d := filter.Decide(p.Frame(), fst, nil)
-	r := &FilterResult{Verdict: d.Verdict.String(), Reason: d.Reason.String(), Bucket: d.Bucket, Rule: "none"}
+	r := &remote.FilterResult{Verdict: d.Verdict.String(), Reason: d.Reason.String(), Bucket: d.Bucket, Rule: "none"}
 	if d.Rule >= 0 {
 		r.Rule = a.ruleName(cfg, d.Rule)
 		if e := node.Status().Epoch; e != nil && d.Bucket >= 0 && e.Tables[d.Rule] != nil {
@@ -270,46 +195,18 @@ func (a *Agent) filterFlow(cfg *Resolved, node *Node, fst *filter.State, args re
 	return r, nil
 }
 
-// Params is the effective configuration params reports.
-type Params struct {
-	Cluster       string       `json:"cluster"`
-	VIPs          []string     `json:"vips"`
-	MACMode       string       `json:"mac_mode"`
-	Period        string       `json:"heartbeat_period"`
-	LossTolerance int          `json:"loss_tolerance"`
-	RemotePort    uint16       `json:"remote_port"`
-	QuorumVoters  int          `json:"quorum_voters"`
-	Grace         string       `json:"grace"`
-	Interface     string       `json:"interface"`
-	DedicatedIP   string       `json:"dedicated_ip"`
-	OnExit        string       `json:"on_exit"`
-	DrainTimeout  string       `json:"drain_timeout"`
-	Rules         []ParamsRule `json:"port_rules"`
-	Digest        string       `json:"config_digest"`
-}
-
-// ParamsRule is one port rule with this host's setting.
-type ParamsRule struct {
-	Name     string `json:"name"`
-	Spec     string `json:"spec"`
-	Mode     string `json:"mode"`
-	Affinity string `json:"affinity"`
-	Weight   uint32 `json:"weight"`
-	Priority int    `json:"priority"`
-}
-
-func paramsOf(cfg *Resolved) *Params {
-	p := &Params{Cluster: cfg.Name, MACMode: cfg.MACMode.String(), Period: cfg.Period.String(),
+func paramsOf(cfg *config.Resolved) *remote.Params {
+	p := &remote.Params{Cluster: cfg.Name, MACMode: string(cfg.MACMode), Period: cfg.Period.String(),
 		LossTolerance: cfg.LossTolerance, RemotePort: cfg.RemotePort, QuorumVoters: cfg.QuorumVoters,
 		Grace: cfg.Grace.String(), Interface: cfg.Interface, DedicatedIP: cfg.DedicatedIP.String(),
-		OnExit: cfg.OnExit, DrainTimeout: cfg.DrainTimeout.String(), Rules: []ParamsRule{}}
+		OnExit: string(cfg.OnExit), DrainTimeout: cfg.DrainTimeout.String(), Rules: []remote.ParamsRule{}}
 	d := cfg.Digest()
 	p.Digest = fmt.Sprintf("%x", d[:8])
 	for _, v := range cfg.VIPs {
 		p.VIPs = append(p.VIPs, v.String())
 	}
 	for i, r := range cfg.Rules {
-		p.Rules = append(p.Rules, ParamsRule{Name: cfg.RuleNames[i], Spec: r.String(), Mode: r.Mode.String(),
+		p.Rules = append(p.Rules, remote.ParamsRule{Name: cfg.RuleNames[i], Spec: r.String(), Mode: r.Mode.String(),
 			Affinity: r.Affinity.String(), Weight: cfg.HostRules[i].Weight, Priority: cfg.HostRules[i].Priority})
 	}
 	return p
@@ -319,11 +216,11 @@ func paramsOf(cfg *Resolved) *Params {
 // weights and priorities can change while running; any other change is
 // refused with the name of what changed, and the running configuration
 // stays.
-func (a *Agent) Reload(ctx context.Context) (*Params, error) {
+func (a *Agent) Reload(ctx context.Context) (*remote.Params, error) {
 	a.mu.Lock()
 	cur, node := a.cfg, a.node
 	a.mu.Unlock()
-	next, err := LoadConfig(a.opts.ConfigPath)
+	next, err := config.Load(a.opts.ConfigPath)
 	if err != nil {
 		return nil, fmt.Errorf("reload refused, running configuration kept: %w", err)
 	}
@@ -344,7 +241,7 @@ func (a *Agent) Reload(ctx context.Context) (*Params, error) {
 
 // restartNeeded names the first setting that differs between cur and next
 // and cannot change while running, or returns "".
-func restartNeeded(cur, next *Resolved) string {
+func restartNeeded(cur, next *config.Resolved) string {
 	if cur.Digest() != next.Digest() {
 		return "the cluster section"
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/nlbproject/nlb/convergence"
 	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/filter/datapath"
 	"github.com/nlbproject/nlb/heartbeat"
 	"github.com/nlbproject/nlb/remote"
 )
@@ -96,7 +97,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
 	}
 	rule := func(t int) string {
-		if t == filter.NoTable {
+		if t == datapath.NoTable {
 			return "none"
 		}
 		return a.ruleName(cfg, t)
@@ -220,7 +221,7 @@ func (a *Agent) packetTotals() (accepted, dropped uint64) {
 		return 0, 0
 	}
 	for t := range cs {
-		if t == filter.NoTable {
+		if t == datapath.NoTable {
 			continue
 		}
 		for r, n := range cs[t] {
@@ -239,7 +240,7 @@ func (a *Agent) packetTotals() (accepted, dropped uint64) {
 // and alerts have a series from the first scrape: the accept and drop
 // reasons of every rule.
 func interesting(t int, r filter.Reason) bool {
-	return t != filter.NoTable && r.Verdict() != filter.Pass
+	return t != datapath.NoTable && r.Verdict() != filter.Pass
 }
 
 // serveMetrics serves /metrics on l until ctx ends.

@@ -57,8 +57,8 @@ func TestNodesConvergeOnBridge(t *testing.T) {
 		m := convergence.NewMachine(convergence.Config{
 			HostID: id, Incarnation: uint64(time.Now().UnixNano()), ClusterVIP: vip,
 			DedicatedIP: netip.AddrFrom4([4]byte{198, 18, 0, id}), Rules: rules,
-			ConfigDigest: [16]byte{7}, Settings: []convergence.RuleSetting{{Weight: 50, Priority: int(id)}},
-			Period: 100 * time.Millisecond, LossTolerance: 5, Grace: time.Second,
+			ConfigDigest: [16]byte{7}, Settings: []filter.RuleSetting{{Weight: 50, Priority: int(id)}},
+			Timing: heartbeat.Timing{Period: 100 * time.Millisecond, LossTolerance: 5}, Grace: time.Second,
 		})
 		n := NewNode(m, conn, heartbeat.NewGuard(key, vip, id), key, 100*time.Millisecond, testLogger(t, fmt.Sprintf("host%d", id)))
 		ctx, cancel := context.WithCancel(context.Background())

@@ -24,6 +24,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/filter/datapath"
 	"github.com/nlbproject/nlb/internal/netns"
 )
 
@@ -320,16 +321,16 @@ func BenchmarkNonOwnerDrop(b *testing.B) {
 			return nil
 		},
 		"nlb": func() func() {
-			var d *filter.Datapath
+			var d *datapath.Datapath
 			err := t.h.Do(func() error {
 				var err error
-				if d, err = filter.Load(filter.DatapathOptions{}); err != nil {
+				if d, err = datapath.Load(datapath.DatapathOptions{}); err != nil {
 					return err
 				}
 				st := &filter.State{VIPs: []netip.Addr{vip}, Seed: filter.Seed{5}, LeaseValid: true,
 					Rules: []filter.PortRule{{StartPort: floodPort, EndPort: floodPort, Protocol: filter.ProtoUDP, Mode: filter.ModeMultiple, Affinity: filter.AffinityNone}}}
 				st.Marks[0] = new(filter.Marks) // every bucket: another host's
-				if err := d.Update(st, filter.Egress{}); err != nil {
+				if err := d.Update(st, datapath.Egress{}); err != nil {
 					return err
 				}
 				return d.Attach(t.hIfindex)

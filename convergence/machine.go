@@ -22,10 +22,10 @@ type Config struct {
 	DedicatedIP  netip.Addr
 	Rules        []filter.PortRule // canonical order
 	ConfigDigest [16]byte          // of the cluster section; must match to be admitted
-	Settings     []RuleSetting     // this host's per-rule settings
-	Period       time.Duration
-	// LossTolerance: a peer not heard for LossTolerance periods is dead.
-	LossTolerance int
+	Settings     []filter.RuleSetting     // this host's per-rule settings
+	// Timing is the heartbeat period and loss tolerance, and the lease
+	// and dead-after durations derived from them.
+	heartbeat.Timing
 	// Grace: buckets inherited from a host declared dead stay dirty this
 	// long (SYNs and our own flows only), unless that host comes back and
 	// reports it holds nothing there.
@@ -66,20 +66,6 @@ func (m *Machine) holdDown(p *peer) time.Duration {
 	return min(d, MaxHoldDown)
 }
 
-// DeadAfter is how long a silent peer stays alive in the view.
-func (c *Config) DeadAfter() time.Duration { return time.Duration(c.LossTolerance) * c.Period }
-
-// LeaseFor is how long each lease renewal lets the kernel take new flows:
-// two periods shorter than DeadAfter, so a host whose agent died has
-// stopped taking new flows before any peer can declare it dead.
-func (c *Config) LeaseFor() time.Duration {
-	l := time.Duration(c.LossTolerance-2) * c.Period
-	if l < c.Period {
-		l = c.Period
-	}
-	return l
-}
-
 // Events, passed to Step.
 type (
 	// Tick is the periodic timer, every Config.Period.
@@ -99,7 +85,7 @@ type (
 	Command struct {
 		Op       Op
 		Rule     int // for rule operations; -1 = all rules
-		Settings []RuleSetting
+		Settings []filter.RuleSetting
 	}
 )
 
@@ -148,7 +134,7 @@ type (
 type Epoch struct {
 	Num      uint64
 	Members  uint64 // bit i-1 = host i
-	Settings map[uint8][]RuleSetting
+	Settings map[uint8][]filter.RuleSetting
 	Tables   Tables
 	Digest   [16]byte
 }
@@ -614,7 +600,7 @@ func (m *Machine) command(now time.Time, c Command) {
 		}
 	case OpSetSettings:
 		if len(c.Settings) == len(m.cfg.Settings) {
-			m.cfg.Settings = append([]RuleSetting(nil), c.Settings...)
+			m.cfg.Settings = append([]filter.RuleSetting(nil), c.Settings...)
 		}
 	}
 }
@@ -640,11 +626,11 @@ func (m *Machine) effective() []heartbeat.RuleSetting {
 	return out
 }
 
-func toSettings(rs []heartbeat.RuleSetting, n int) []RuleSetting {
-	out := make([]RuleSetting, n)
+func toSettings(rs []heartbeat.RuleSetting, n int) []filter.RuleSetting {
+	out := make([]filter.RuleSetting, n)
 	for i := range out {
 		if i < len(rs) {
-			out[i] = RuleSetting{Weight: uint32(rs[i].Weight), Priority: int(rs[i].Priority)}
+			out[i] = filter.RuleSetting{Weight: uint32(rs[i].Weight), Priority: int(rs[i].Priority)}
 			if rs[i].Flags != 0 {
 				out[i].Priority = 0 // out of single-host selection
 			}
@@ -891,7 +877,7 @@ func (m *Machine) evaluate(now time.Time) {
 
 // lead proposes a new epoch when the membership or settings changed.
 func (m *Machine) lead(now time.Time, view uint64) {
-	settings := map[uint8][]RuleSetting{m.cfg.HostID: toSettings(m.effective(), len(m.cfg.Rules))}
+	settings := map[uint8][]filter.RuleSetting{m.cfg.HostID: toSettings(m.effective(), len(m.cfg.Rules))}
 	for id, p := range m.peers {
 		if view&(1<<(id-1)) != 0 {
 			settings[id] = toSettings(p.hb.Rules, len(m.cfg.Rules))
@@ -965,7 +951,7 @@ func (m *Machine) isDraining(id uint8) bool {
 	return p != nil && p.hb != nil && State(p.hb.State) == StateDraining
 }
 
-func sameSettings(a, b map[uint8][]RuleSetting) bool {
+func sameSettings(a, b map[uint8][]filter.RuleSetting) bool {
 	if len(a) != len(b) {
 		return false
 	}

@@ -78,7 +78,7 @@ func TestDuplicateHostID(t *testing.T) {
 	// A second host 2, as another machine: its own machine and endpoint.
 	cfg := s.cfg
 	cfg.HostID, cfg.Incarnation = 2, 999
-	cfg.Settings = []RuleSetting{{Weight: 50, Priority: 2}, {Weight: 50, Priority: 2}}
+	cfg.Settings = []filter.RuleSetting{{Weight: 50, Priority: 2}, {Weight: 50, Priority: 2}}
 	dup := NewMachine(cfg)
 	conn := s.net.Join("dup2")
 	guard := heartbeat.NewGuard(simKey, simVIP, 2)

@@ -97,7 +97,7 @@ func newSim(t testing.TB, seed uint64) *sim {
 	s.trace = traceOn
 	s.cfg = Config{
 		ClusterVIP: simVIP, DedicatedIP: netip.MustParseAddr("198.18.0.1"), Rules: simRules,
-		ConfigDigest: [16]byte{1}, Period: 100 * time.Millisecond, LossTolerance: 10,
+		ConfigDigest: [16]byte{1}, Timing: heartbeat.Timing{Period: 100 * time.Millisecond, LossTolerance: 10},
 		Grace: 10 * time.Second, DrainTimeout: 20 * time.Second, StartState: StateConverging,
 	}
 	return s
@@ -133,7 +133,7 @@ func (s *sim) boot(id uint8, restart bool) {
 	h.inc++
 	cfg := s.cfg
 	cfg.HostID, cfg.Incarnation = id, h.inc
-	cfg.Settings = []RuleSetting{{Weight: h.weight, Priority: int(id)}, {Weight: 50, Priority: int(id)}}
+	cfg.Settings = []filter.RuleSetting{{Weight: h.weight, Priority: int(id)}, {Weight: 50, Priority: int(id)}}
 	h.m = NewMachine(cfg)
 	if restart && h.kernelUp {
 		var mk [filter.MaxRules + 1]*filter.Marks
@@ -662,7 +662,7 @@ func scenario(t testing.TB, seed uint64, n int, events int, quorum bool) (settle
 			id := pick(agents)
 			h := s.hosts[id]
 			h.weight = uint32(r.IntN(101))
-			s.apply(h, h.m.Step(s.now, Command{Op: OpSetSettings, Settings: []RuleSetting{{Weight: h.weight, Priority: int(id)}, {Weight: 50, Priority: int(id)}}}))
+			s.apply(h, h.m.Step(s.now, Command{Op: OpSetSettings, Settings: []filter.RuleSetting{{Weight: h.weight, Priority: int(id)}, {Weight: 50, Priority: int(id)}}}))
 		case 7:
 			id := pick(agents)
 			op := []Op{OpEnableRule, OpDisableRule, OpDrainRule}[r.IntN(3)]

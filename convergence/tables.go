@@ -4,14 +4,6 @@ import (
 	"github.com/nlbproject/nlb/filter"
 )
 
-// RuleSetting is one host's setting for one port rule.
-type RuleSetting struct {
-	// Weight is the load weight (0..100) for multiple-host rules.
-	Weight uint32
-	// Priority is the handling priority (1 = best) for single-host rules.
-	Priority int
-}
-
 // Tables is one table per rule index, plus filter.DefaultRule. A nil entry
 // means nobody owns the rule's buckets (disabled rule, or no rules).
 type Tables [filter.MaxRules + 1]*filter.Table
@@ -25,7 +17,7 @@ type Tables [filter.MaxRules + 1]*filter.Table
 //     is out of the selection (rule disabled or draining there);
 //   - disabled: no table;
 //   - DefaultRule: every bucket to the live host with the lowest ID.
-func ComputeTables(rules []filter.PortRule, hosts map[uint8][]RuleSetting, prev *Tables) *Tables {
+func ComputeTables(rules []filter.PortRule, hosts map[uint8][]filter.RuleSetting, prev *Tables) *Tables {
 	var out Tables
 	if len(hosts) == 0 {
 		return &out

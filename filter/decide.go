@@ -81,7 +81,7 @@ const (
 // Decide is the reference decision for one Ethernet frame received on the
 // cluster NIC. holds is consulted only for TCP packets in dirty or retained
 // buckets (and owned ones when the lease has expired); it may be nil when
-// the caller knows no flows are held. The eBPF program in filter/bpf/nlb.c
+// the caller knows no flows are held. The eBPF program in filter/datapath/bpf/nlb.c
 // makes exactly this decision; keep the two in step.
 func Decide(frame []byte, s *State, holds HoldsFunc) Decision {
 	if len(frame) < ethHdrLen {

@@ -30,7 +30,7 @@ func fmix64(h uint64) uint64 {
 	return h
 }
 
-// HashWord is the keyed flow hash of one 64-bit word. filter/bpf/nlb.c
+// HashWord is the keyed flow hash of one 64-bit word. filter/datapath/bpf/nlb.c
 // implements the same function (flow_hash).
 func HashWord(seed Seed, w uint64) uint64 {
 	k0 := binary.LittleEndian.Uint64(seed[0:8])

@@ -13,7 +13,7 @@ import (
 )
 
 // Protocol constants. These sizes are part of the data-plane ABI shared with
-// filter/bpf/nlb.c and the heartbeat digest; change them only with a version
+// filter/datapath/bpf/nlb.c and the heartbeat digest; change them only with a version
 // bump.
 const (
 	// Buckets is the number of buckets per port rule (B). A power of two so
@@ -210,4 +210,14 @@ func (t *Table) Counts() [MaxHostID + 1]int {
 		}
 	}
 	return c
+}
+
+// RuleSetting is one host's setting for one port rule, as the bucket
+// tables use it. (The heartbeat carries it in a compact wire form,
+// heartbeat.RuleSetting, with the host's drain and disable flags.)
+type RuleSetting struct {
+	// Weight is the load weight (0..100) for multiple-host rules.
+	Weight uint32
+	// Priority is the handling priority (1 = best) for single-host rules.
+	Priority int
 }

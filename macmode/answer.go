@@ -35,3 +35,6 @@ func answer(b []byte, vips map[netip.Addr]bool, mac net.HardwareAddr) (Verdict, 
 	}
 	return Answer, reply
 }
+
+// bcast is the Ethernet broadcast address.
+var bcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}

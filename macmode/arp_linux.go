@@ -33,8 +33,6 @@ type Responder struct {
 	Answered, Ignored, Malformed, SendErrors atomic.Uint64
 }
 
-var bcast = net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-
 // NewResponder opens an ARP socket on ifname.
 func NewResponder(ifname string, vips []netip.Addr, clusterMAC net.HardwareAddr) (*Responder, error) {
 	ifi, err := net.InterfaceByName(ifname)

@@ -17,8 +17,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/filter/datapath"
 	inetns "github.com/nlbproject/nlb/internal/netns"
 	"github.com/nlbproject/nlb/macmode"
+	"github.com/nlbproject/nlb/macmode/nic"
 )
 
 var (
@@ -46,12 +48,12 @@ func cluster(t *testing.T, mode macmode.Mode, n int) *segment {
 		ifname := fmt.Sprintf("%s%sh%d", inetns.Prefix, tag, i)
 		inetns.Plug(t, seg.sw, ns, ifname, fmt.Sprintf("198.18.0.%d/24", i))
 		seg.hosts, seg.hostIf = append(seg.hosts, ns), append(seg.hostIf, ifname)
-		cfg := macmode.Config{Mode: mode, Interface: ifname, VIPs: vips, StateFile: filepath.Join(t.TempDir(), "state")}
-		if err := ns.Do(func() error { return macmode.Setup(cfg) }); err != nil {
+		cfg := nic.Config{Mode: mode, Interface: ifname, VIPs: vips, StateFile: filepath.Join(t.TempDir(), "state")}
+		if err := ns.Do(func() error { return nic.Setup(cfg) }); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
-			if err := ns.Do(func() error { return macmode.Restore(cfg.StateFile) }); err != nil {
+			if err := ns.Do(func() error { return nic.Restore(cfg.StateFile) }); err != nil {
 				t.Error(err)
 			}
 		})
@@ -61,7 +63,7 @@ func cluster(t *testing.T, mode macmode.Mode, n int) *segment {
 			// The egress program masks the cluster MAC in source addresses.
 			cmac, _ := macmode.UnicastMAC(vip)
 			mmac, _ := macmode.MaskedMAC(vip, id)
-			d, err := filter.Load(filter.DatapathOptions{})
+			d, err := datapath.Load(datapath.DatapathOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -70,7 +72,7 @@ func cluster(t *testing.T, mode macmode.Mode, n int) *segment {
 			if err := ns.Do(func() error { return d.Attach(l.Attrs().Index) }); err != nil {
 				t.Fatal(err)
 			}
-			if err := d.Update(&filter.State{VIPs: vips}, filter.Egress{Mask: true, ClusterMAC: [6]byte(cmac), MaskedMAC: [6]byte(mmac)}); err != nil {
+			if err := d.Update(&filter.State{VIPs: vips}, datapath.Egress{Mask: true, ClusterMAC: [6]byte(cmac), MaskedMAC: [6]byte(mmac)}); err != nil {
 				t.Fatal(err)
 			}
 		default:

@@ -7,7 +7,7 @@ GO=${GO:-go}
 out=${BENCH_OUT:-docs/bench-results.txt}
 start=$(date +%s)
 {
-	$GO test -run '^$' -bench 'BenchmarkDatapath' -benchtime 2000000x -count 5 ./filter
+	$GO test -run '^$' -bench 'BenchmarkDatapath' -benchtime 2000000x -count 5 ./filter/datapath
 	$GO test -run '^$' -bench 'BenchmarkBucketTable|BenchmarkFailover/crash' -benchtime 20x -count 3 ./convergence
 	$GO test -run '^$' -bench 'BenchmarkHeartbeatBandwidth' -benchtime 1x ./convergence
 	$GO test -run '^$' -bench 'BenchmarkNonOwnerDrop|BenchmarkFailoverNamespaces|BenchmarkAgentFootprint' -benchtime 1x -timeout 20m ./bench

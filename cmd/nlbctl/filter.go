@@ -8,9 +8,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/nlbproject/nlb/config"
+
 	"github.com/spf13/cobra"
 
-	"github.com/nlbproject/nlb/agent"
 	"github.com/nlbproject/nlb/convergence"
 	"github.com/nlbproject/nlb/filter"
 	"github.com/nlbproject/nlb/remote"
@@ -56,7 +57,7 @@ model the kernel program is tested against.`,
 			if t.config == "" {
 				return usageError{fmt.Errorf("--members (offline) needs --config")}
 			}
-			r, err := agent.LoadConfig(t.config)
+			r, err := config.Load(t.config)
 			if err != nil {
 				return err
 			}
@@ -120,7 +121,7 @@ func (t *target) liveFilter(cmd *cobra.Command, client, vip, proto string) error
 	owners := map[uint8]bool{}
 	fmt.Fprintf(w, "\n%-6s %-8s %-24s %-8s %-7s %s\n", "HOST", "VERDICT", "REASON", "RULE", "BUCKET", "OWNER")
 	for _, r := range res.Replies {
-		var f agent.FilterResult
+		var f remote.FilterResult
 		if r.Status != remote.StatusOK || json.Unmarshal(r.Result, &f) != nil {
 			fmt.Fprintf(w, "%-6d error: %s\n", r.Host, r.Error)
 			continue
@@ -164,8 +165,8 @@ func parseMembers(s string) ([]uint8, error) {
 }
 
 // evaluate runs the model on every member's state.
-func evaluate(r *agent.Resolved, ids []uint8, p *filter.Packet) filterResult {
-	hosts := map[uint8][]convergence.RuleSetting{}
+func evaluate(r *config.Resolved, ids []uint8, p *filter.Packet) filterResult {
+	hosts := map[uint8][]filter.RuleSetting{}
 	for _, id := range ids {
 		hosts[id] = r.Settings()
 	}
@@ -173,7 +174,7 @@ func evaluate(r *agent.Resolved, ids []uint8, p *filter.Packet) filterResult {
 	frame := p.Frame()
 	res := filterResult{Bucket: -1, Accepted: []uint8{}}
 	for _, id := range ids {
-		d := filter.Decide(frame, r.ModelState(id, tables), nil)
+		d := filter.Decide(frame, r.ModelState(tables.Marks(id)), nil)
 		switch {
 		case d.Rule == filter.DefaultRule:
 			res.Rule, res.RuleSpec = "default", "no rule matches: default host"

@@ -14,9 +14,10 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/nlbproject/nlb/config"
+
 	"github.com/spf13/cobra"
 
-	"github.com/nlbproject/nlb/agent"
 	"github.com/nlbproject/nlb/remote"
 )
 
@@ -51,7 +52,7 @@ func (t *target) flags(c *cobra.Command) {
 	f.StringVar(&t.keyFile, "key-file", "", "cluster key file (remote targets)")
 	f.StringVar(&t.config, "config", "", "host config file: key file and port are taken from it")
 	f.Uint16Var(&t.port, "port", remote.DefaultPort, "remote-control UDP port")
-	f.StringVar(&t.socket, "socket", agent.SocketPath("/run/nlb"), "local agent's control socket (no --cluster or --host)")
+	f.StringVar(&t.socket, "socket", remote.SocketPath("/run/nlb"), "local agent's control socket (no --cluster or --host)")
 	f.DurationVar(&t.timeout, "timeout", 2*time.Second, "how long to wait for replies")
 	f.BoolVar(&t.asJSON, "json", false, "print JSON")
 }
@@ -76,7 +77,7 @@ func (t *target) send(cmd remote.Command, args remote.Args) (*remote.Result, err
 	}
 	keyFile, port := t.keyFile, t.port
 	if t.config != "" {
-		r, err := agent.LoadConfig(t.config)
+		r, err := config.Load(t.config)
 		if err != nil {
 			return nil, err
 		}
@@ -222,7 +223,7 @@ func printResult(w io.Writer, cmd remote.Command, res *remote.Result) {
 	case remote.CmdQuery:
 		fmt.Fprintln(tw, "HOST\tSTATE\tEPOCH\tMEMBERS\tDEFAULT\tOWNED BUCKETS\tCONVERGENCES\tLAST\tNOTES")
 		for _, r := range res.Replies {
-			var q agent.QueryResult
+			var q remote.QueryResult
 			if r.Status != remote.StatusOK || json.Unmarshal(r.Result, &q) != nil {
 				fmt.Fprintf(tw, "%d\t%s\terror: %s\n", r.Host, r.State, r.Error)
 				continue
@@ -298,7 +299,7 @@ func owned(m map[string]int) string {
 
 // notes lists what keeps a host from taking its share: failing health
 // checks ("health web: http 503") and an expired lease.
-func notes(q *agent.QueryResult) string {
+func notes(q *remote.QueryResult) string {
 	var out []string
 	rules := make([]string, 0, len(q.Health))
 	for r := range q.Health {
@@ -330,11 +331,11 @@ type silentRow struct {
 
 func silentRows(res *remote.Result) []silentRow {
 	answered := map[uint8]bool{}
-	worst := map[uint8]agent.SilentPeer{}
+	worst := map[uint8]remote.SilentPeer{}
 	seenBy := map[uint8]uint8{}
 	for _, r := range res.Replies {
 		answered[r.Host] = true
-		var q agent.QueryResult
+		var q remote.QueryResult
 		if r.Status != remote.StatusOK || json.Unmarshal(r.Result, &q) != nil {
 			continue
 		}

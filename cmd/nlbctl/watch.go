@@ -13,7 +13,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/nlbproject/nlb/agent"
 	"github.com/nlbproject/nlb/filter"
 	"github.com/nlbproject/nlb/remote"
 )
@@ -80,7 +79,7 @@ func drawWatch(w io.Writer, res *remote.Result, prev map[uint8]sample, now time.
 	replies := append([]remote.HostReply(nil), res.Replies...)
 	sort.Slice(replies, func(i, j int) bool { return replies[i].Host < replies[j].Host })
 	for _, r := range replies {
-		var q agent.QueryResult
+		var q remote.QueryResult
 		if r.Status != remote.StatusOK || json.Unmarshal(r.Result, &q) != nil {
 			fmt.Fprintf(tw, "%d\t%s\t-\t-\t-\t-\terror: %s\n", r.Host, r.State, r.Error)
 			continue

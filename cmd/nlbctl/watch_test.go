@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nlbproject/nlb/agent"
 	"github.com/nlbproject/nlb/remote"
 )
 
@@ -14,11 +13,11 @@ import (
 // that does not answer is shown, and so are failing health checks.
 func TestDrawWatch(t *testing.T) {
 	reply := func(id uint8, acc, drop uint64, health string) remote.HostReply {
-		q := agent.QueryResult{Host: id, State: "converged", Epoch: 3, LeaseValid: true, Accepted: acc, Dropped: drop,
+		q := remote.QueryResult{Host: id, State: "converged", Epoch: 3, LeaseValid: true, Accepted: acc, Dropped: drop,
 			Owned: map[string]int{"default": 0, "web": 1024, "dns": 1024}}
 		if health != "" {
 			q.Health = map[string]string{"web": health}
-			q.Silent = []agent.SilentPeer{{Host: 4, SilentMS: 2300, LeaseExpired: true, Evicted: true}}
+			q.Silent = []remote.SilentPeer{{Host: 4, SilentMS: 2300, LeaseExpired: true, Evicted: true}}
 		}
 		b, _ := json.Marshal(q)
 		return remote.HostReply{Status: remote.StatusOK, Reply: remote.Reply{Host: id, Result: b}}

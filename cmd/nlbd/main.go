@@ -11,12 +11,14 @@ import (
 	"path/filepath"
 	"syscall"
 
+	"github.com/nlbproject/nlb/config"
+
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 
 	"github.com/nlbproject/nlb/agent"
-	"github.com/nlbproject/nlb/filter"
-	"github.com/nlbproject/nlb/macmode"
+	"github.com/nlbproject/nlb/filter/datapath"
+	"github.com/nlbproject/nlb/macmode/nic"
 )
 
 func main() {
@@ -42,17 +44,17 @@ reloads the configuration.`,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if checkPath != "" {
-				r, err := agent.LoadConfig(checkPath)
+				r, err := config.Load(checkPath)
 				if err != nil {
 					return err
 				}
-				agent.PrintSummary(cmd.OutOrStdout(), r)
+				config.PrintSummary(cmd.OutOrStdout(), r)
 				return nil
 			}
 			if configPath == "" {
 				return fmt.Errorf("--config or --check-config is required")
 			}
-			r, err := agent.LoadConfig(configPath)
+			r, err := config.Load(configPath)
 			if err != nil {
 				return err
 			}
@@ -60,10 +62,10 @@ reloads the configuration.`,
 				// Undo what a killed agent left: the NIC from its state
 				// file, then the pinned data plane.
 				path := filepath.Join(runDir, r.Interface+".state")
-				if err := macmode.Restore(path); err != nil {
+				if err := nic.Restore(path); err != nil {
 					return err
 				}
-				if err := filter.RemovePinned(filepath.Join(bpffs, "nlb", r.Interface)); err != nil {
+				if err := datapath.RemovePinned(filepath.Join(bpffs, "nlb", r.Interface)); err != nil {
 					return err
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "restored %s (state file %s) and removed its pinned data plane\n", r.Interface, path)
@@ -94,9 +96,9 @@ reloads the configuration.`,
 								log.Error("reload", "error", err)
 							}
 						case syscall.SIGUSR2:
-							a.Exit(agent.ExitKeep)
+							a.Exit(config.ExitKeep)
 						default:
-							a.Exit(agent.ExitMode(r.OnExit))
+							a.Exit(r.OnExit)
 						}
 					case <-ctx.Done():
 						return

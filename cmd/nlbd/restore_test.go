@@ -13,6 +13,7 @@ import (
 
 	inetns "github.com/nlbproject/nlb/internal/netns"
 	"github.com/nlbproject/nlb/macmode"
+	"github.com/nlbproject/nlb/macmode/nic"
 )
 
 // TestRestore: nlbd --restore undoes a setup left behind by a dead agent.
@@ -37,7 +38,7 @@ func TestRestore(t *testing.T) {
 	before := link()
 	state := filepath.Join(dir, ifname+".state")
 	if err := ns.Do(func() error {
-		return macmode.Setup(macmode.Config{Mode: macmode.Unicast, Interface: ifname,
+		return nic.Setup(nic.Config{Mode: macmode.Unicast, Interface: ifname,
 			VIPs: []netip.Addr{netip.MustParseAddr("198.18.0.100")}, StateFile: state})
 	}); err != nil {
 		t.Fatal(err)

@@ -31,7 +31,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nlbproject/nlb/agent"
 	"github.com/nlbproject/nlb/internal/netns"
 	"github.com/nlbproject/nlb/remote"
 )
@@ -632,7 +631,7 @@ func (c *Cluster) CutHeartbeats(id uint8, cut bool) {
 func (c *Cluster) Local(id uint8, cmd remote.Command, args remote.Args) (*remote.HostReply, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
-	res, err := remote.DoLocal(ctx, agent.SocketPath(c.Hosts[id].RunDir), cmd, args)
+	res, err := remote.DoLocal(ctx, remote.SocketPath(c.Hosts[id].RunDir), cmd, args)
 	if err != nil {
 		return nil, err
 	}
@@ -644,12 +643,12 @@ func (c *Cluster) Local(id uint8, cmd remote.Command, args remote.Args) (*remote
 }
 
 // Query returns host id's query answer.
-func (c *Cluster) Query(id uint8) (*agent.QueryResult, error) {
+func (c *Cluster) Query(id uint8) (*remote.QueryResult, error) {
 	r, err := c.Local(id, remote.CmdQuery, remote.Args{})
 	if err != nil {
 		return nil, err
 	}
-	var q agent.QueryResult
+	var q remote.QueryResult
 	if err := json.Unmarshal(r.Result, &q); err != nil {
 		return nil, err
 	}
@@ -710,7 +709,7 @@ func (c *Cluster) Owner(id uint8, client netip.AddrPort, port uint16, proto stri
 	if err != nil {
 		return 0, err
 	}
-	var f agent.FilterResult
+	var f remote.FilterResult
 	if err := json.Unmarshal(r.Result, &f); err != nil {
 		return 0, err
 	}

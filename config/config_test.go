@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"os"
@@ -10,6 +10,7 @@ import (
 
 	"github.com/nlbproject/nlb/filter"
 	"github.com/nlbproject/nlb/health"
+	"github.com/nlbproject/nlb/macmode"
 )
 
 func writeKey(t *testing.T, n int) string {
@@ -31,7 +32,7 @@ func exampleConfig(t *testing.T) string {
 }
 
 func TestExampleConfig(t *testing.T) {
-	c, err := ParseConfig([]byte(exampleConfig(t)))
+	c, err := Parse([]byte(exampleConfig(t)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +40,7 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.HostID != 1 || r.MACMode != MACUnicast || r.RemotePort != 2504 || len(r.Rules) != 3 {
+	if r.HostID != 1 || r.MACMode != macmode.Unicast || r.RemotePort != 2504 || len(r.Rules) != 3 {
 		t.Fatalf("resolved %+v", r)
 	}
 	// Canonical order: the VIP-specific rule first, names follow.
@@ -125,7 +126,7 @@ func TestConfigErrors(t *testing.T) {
 				t.Fatalf("test bug: %q not in example", tt.old)
 			}
 			src = strings.Replace(src, tt.old, tt.new, 1)
-			c, err := ParseConfig([]byte(src))
+			c, err := Parse([]byte(src))
 			if err == nil {
 				_, err = c.Resolve()
 			}
@@ -147,7 +148,7 @@ func TestKeyFileErrors(t *testing.T) {
 		{"short", writeKey(t, 16), "at least 32"},
 	} {
 		src := strings.Replace(exampleConfig(t), "key_file: ", "key_file: "+tt.path+" #", 1)
-		c, err := ParseConfig([]byte(src))
+		c, err := Parse([]byte(src))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -159,7 +160,7 @@ func TestKeyFileErrors(t *testing.T) {
 }
 
 func TestEmptyConfig(t *testing.T) {
-	if _, err := ParseConfig(nil); err == nil {
+	if _, err := Parse(nil); err == nil {
 		t.Fatal("empty config accepted")
 	}
 }

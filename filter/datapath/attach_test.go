@@ -1,6 +1,6 @@
 //go:build linux
 
-package filter
+package datapath
 
 import (
 	"bytes"
@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nlbproject/nlb/filter"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -156,19 +158,19 @@ func TestAttachNamespace(t *testing.T) {
 	}
 
 	// Host 1 of {1, 2}: it owns half of the buckets of all:80/tcp.
-	var table Table
+	var table filter.Table
 	for b := range table {
 		table[b] = uint8(1 + b%2)
 	}
-	s := &State{
+	s := &filter.State{
 		VIPs:  []netip.Addr{vip},
-		Rules: []PortRule{{StartPort: 80, EndPort: 80, Protocol: ProtoTCP, Mode: ModeMultiple, Affinity: AffinityNone}},
-		Seed:  Seed{1, 2, 3, 4},
+		Rules: []filter.PortRule{{StartPort: 80, EndPort: 80, Protocol: filter.ProtoTCP, Mode: filter.ModeMultiple, Affinity: filter.AffinityNone}},
+		Seed:  filter.Seed{1, 2, 3, 4},
 		// The lease is renewed below.
 		LeaseValid: true,
 	}
 	s.Marks[0] = table.MarksFor(1)
-	s.Marks[DefaultRule] = Uniform(1).MarksFor(1)
+	s.Marks[filter.DefaultRule] = filter.Uniform(1).MarksFor(1)
 	if err := d.Update(s, Egress{}); err != nil {
 		t.Fatal(err)
 	}
@@ -176,8 +178,8 @@ func TestAttachNamespace(t *testing.T) {
 		t.Fatal(err)
 	}
 	dst := netip.AddrPortFrom(vip, 80)
-	synOf := func(port uint16) *Packet {
-		return &Packet{Src: client, Dst: vip, Proto: 6, SPort: port, DPort: 80, TCPFlags: 0x02}
+	synOf := func(port uint16) *filter.Packet {
+		return &filter.Packet{Src: client, Dst: vip, Proto: 6, SPort: port, DPort: 80, TCPFlags: 0x02}
 	}
 
 	// 1. 40 connections from distinct ports: each succeeds exactly when the
@@ -192,7 +194,7 @@ func TestAttachNamespace(t *testing.T) {
 		wg.Add(1)
 		go func(p uint16) {
 			defer wg.Done()
-			want := Decide(synOf(p).Frame(), s, nil).Verdict == Accept
+			want := filter.Decide(synOf(p).Frame(), s, nil).Verdict == filter.Accept
 			c, err := dialFrom(cli, client, p, dst, timeout)
 			if (err == nil) != want {
 				t.Errorf("port %d: dial err %v, model accepts %v", p, err, want)
@@ -223,8 +225,8 @@ func TestAttachNamespace(t *testing.T) {
 
 	// 2. Its bucket becomes retained (another host owns it now): the
 	// established connection keeps working, a new SYN in it is refused.
-	b := Bucket(s.Seed, client, heldPort, AffinityNone)
-	s.Marks[0][b] = MarkRetained
+	b := filter.Bucket(s.Seed, client, heldPort, filter.AffinityNone)
+	s.Marks[0][b] = filter.MarkRetained
 	if err := d.Update(s, Egress{}); err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +235,7 @@ func TestAttachNamespace(t *testing.T) {
 	}
 	newPort := uint16(0)
 	for p := uint16(40000); p < 60000; p++ {
-		if Bucket(s.Seed, client, p, AffinityNone) == b {
+		if filter.Bucket(s.Seed, client, p, filter.AffinityNone) == b {
 			newPort = p
 			break
 		}
@@ -246,7 +248,7 @@ func TestAttachNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c[0][ReasonAcceptHeldFlow] == 0 || c[0][ReasonDropNotOwner] == 0 || c[0][ReasonAcceptOwner] == 0 {
+	if c[0][filter.ReasonAcceptHeldFlow] == 0 || c[0][filter.ReasonDropNotOwner] == 0 || c[0][filter.ReasonAcceptOwner] == 0 {
 		t.Fatalf("counters for rule 0: %v", c[0])
 	}
 
@@ -277,7 +279,7 @@ func TestAttachNamespace(t *testing.T) {
 			t.Fatalf("port %d after restart: %v", p, err)
 		}
 	}
-	if c, err := d.Counters(); err != nil || c[0][ReasonAcceptHeldFlow] == 0 {
+	if c, err := d.Counters(); err != nil || c[0][filter.ReasonAcceptHeldFlow] == 0 {
 		t.Fatalf("counters were not carried over: %v %v", err, c)
 	}
 
@@ -393,8 +395,8 @@ func TestMulticastRemark(t *testing.T) {
 	if err := srv.Do(func() error { return d.Attach(sl.Attrs().Index) }); err != nil {
 		t.Fatal(err)
 	}
-	s := &State{VIPs: []netip.Addr{vip}, Seed: Seed{1}, LeaseValid: true}
-	s.Marks[DefaultRule] = Uniform(1).MarksFor(1) // this host takes everything
+	s := &filter.State{VIPs: []netip.Addr{vip}, Seed: filter.Seed{1}, LeaseValid: true}
+	s.Marks[filter.DefaultRule] = filter.Uniform(1).MarksFor(1) // this host takes everything
 	if err := d.Update(s, Egress{}); err != nil {
 		t.Fatal(err)
 	}

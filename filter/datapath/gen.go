@@ -1,4 +1,4 @@
-package filter
+package datapath
 
 // The eBPF objects are generated from bpf/nlb.c and committed, so building
 // needs no clang. `make generate` reruns this; `make check-generated` proves

@@ -1,4 +1,4 @@
-package filter
+package datapath
 
 import (
 	"encoding/binary"
@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/nlbproject/nlb/filter"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -173,7 +175,7 @@ func (d *Datapath) adoptOrAttach(ifindex int, prog *ebpf.Program, at ebpf.Attach
 // Update installs a new state (cluster configuration, marks) and egress
 // setting atomically: it writes the inactive slot, then flips the active
 // index, so a packet sees either the whole old or the whole new state.
-func (d *Datapath) Update(s *State, eg Egress) error {
+func (d *Datapath) Update(s *filter.State, eg Egress) error {
 	v, err := encodeState(s, eg)
 	if err != nil {
 		return err
@@ -199,12 +201,12 @@ func (d *Datapath) Update(s *State, eg Egress) error {
 }
 
 // encodeState converts the model's state to the kernel's layout.
-func encodeState(s *State, eg Egress) (*nlbNlbState, error) {
-	if len(s.VIPs) > MaxVIPs {
-		return nil, fmt.Errorf("%d VIPs, at most %d", len(s.VIPs), MaxVIPs)
+func encodeState(s *filter.State, eg Egress) (*nlbNlbState, error) {
+	if len(s.VIPs) > filter.MaxVIPs {
+		return nil, fmt.Errorf("%d VIPs, at most %d", len(s.VIPs), filter.MaxVIPs)
 	}
-	if len(s.Rules) > MaxRules {
-		return nil, fmt.Errorf("%d rules, at most %d", len(s.Rules), MaxRules)
+	if len(s.Rules) > filter.MaxRules {
+		return nil, fmt.Errorf("%d rules, at most %d", len(s.Rules), filter.MaxRules)
 	}
 	v := new(nlbNlbState)
 	v.Seed0 = binary.LittleEndian.Uint64(s.Seed[0:8])
@@ -243,8 +245,8 @@ func encodeState(s *State, eg Egress) (*nlbNlbState, error) {
 }
 
 // decodeState is the inverse of encodeState.
-func decodeState(v *nlbNlbState) (*State, Egress) {
-	s := &State{RemotePort: v.RemotePort}
+func decodeState(v *nlbNlbState) (*filter.State, Egress) {
+	s := &filter.State{RemotePort: v.RemotePort}
 	binary.LittleEndian.PutUint64(s.Seed[0:8], v.Seed0)
 	binary.LittleEndian.PutUint64(s.Seed[8:16], v.Seed1)
 	addr := func(x uint32) netip.Addr {
@@ -252,22 +254,22 @@ func decodeState(v *nlbNlbState) (*State, Egress) {
 		binary.NativeEndian.PutUint32(b[:], x)
 		return netip.AddrFrom4(b)
 	}
-	for i := range min(int(v.N_vips), MaxVIPs) {
+	for i := range min(int(v.N_vips), filter.MaxVIPs) {
 		s.VIPs = append(s.VIPs, addr(v.Vips[i]))
 	}
-	for i := range min(int(v.N_rules), MaxRules) {
+	for i := range min(int(v.N_rules), filter.MaxRules) {
 		kr := &v.Rules[i]
-		r := PortRule{StartPort: kr.PortLo, EndPort: kr.PortHi, Protocol: Protocol(kr.Proto), Mode: Mode(kr.Mode), Affinity: Affinity(kr.Affinity)}
+		r := filter.PortRule{StartPort: kr.PortLo, EndPort: kr.PortHi, Protocol: filter.Protocol(kr.Proto), Mode: filter.Mode(kr.Mode), Affinity: filter.Affinity(kr.Affinity)}
 		if kr.Vip != 0 {
 			r.VIP = addr(kr.Vip)
 		}
 		s.Rules = append(s.Rules, r)
 	}
 	for t := range v.Marks {
-		var m Marks
+		var m filter.Marks
 		any := false
 		for b, k := range v.Marks[t] {
-			m[b] = Mark(k)
+			m[b] = filter.Mark(k)
 			any = any || k != 0
 		}
 		if any {
@@ -280,7 +282,7 @@ func decodeState(v *nlbNlbState) (*State, Egress) {
 // Installed reads back the active state and the lease: what a restarted
 // agent adopts. LeaseValid says whether the lease had time left, which is
 // returned too (0 when expired).
-func (d *Datapath) Installed() (*State, Egress, time.Duration, error) {
+func (d *Datapath) Installed() (*filter.State, Egress, time.Duration, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var active uint32
@@ -387,12 +389,12 @@ func (d *Datapath) setLease(until uint64) error {
 	return nil
 }
 
-// Counters holds packet counts per table (rule index, DefaultRule, or
+// Counters holds packet counts per table (rule index, filter.DefaultRule, or
 // NoTable for unfiltered classes) and reason.
-type Counters [MaxRules + 2][NumReasons]uint64
+type Counters [filter.MaxRules + 2][filter.NumReasons]uint64
 
 // NoTable is the Counters row for classes decided without a rule.
-const NoTable = MaxRules + 1
+const NoTable = filter.MaxRules + 1
 
 // Counters reads the per-CPU counters, summed over CPUs.
 func (d *Datapath) Counters() (*Counters, error) {
@@ -400,7 +402,7 @@ func (d *Datapath) Counters() (*Counters, error) {
 	var per []uint64
 	for t := range c {
 		for r := range c[t] {
-			if err := d.objs.NlbCounters.Lookup(uint32(t*NumReasons+r), &per); err != nil {
+			if err := d.objs.NlbCounters.Lookup(uint32(t*filter.NumReasons+r), &per); err != nil {
 				return nil, fmt.Errorf("read counters: %w", err)
 			}
 			for _, n := range per {
@@ -518,15 +520,15 @@ const skbCtxSize = 256
 // testRun runs the ingress program once on frame with BPF_PROG_TEST_RUN
 // and returns its decision as recorded in skb->cb. The socket lookup runs
 // in the calling thread's network namespace.
-func (d *Datapath) testRun(frame []byte) (Decision, error) {
+func (d *Datapath) testRun(frame []byte) (filter.Decision, error) {
 	ctxIn := make([]byte, skbCtxSize)
 	ctxOut := make([]byte, skbCtxSize)
 	ret, err := d.objs.NlbIngress.Run(&ebpf.RunOptions{Data: frame, Context: ctxIn, ContextOut: ctxOut})
 	if err != nil {
-		return Decision{}, err
+		return filter.Decision{}, err
 	}
 	cb := ctxOut[skbCbOffset:]
-	reason := Reason(binary.NativeEndian.Uint32(cb[0:4]))
+	reason := filter.Reason(binary.NativeEndian.Uint32(cb[0:4]))
 	table := int(binary.NativeEndian.Uint32(cb[4:8]))
 	bucket := int(binary.NativeEndian.Uint32(cb[8:12]))
 	if table == NoTable {
@@ -535,9 +537,9 @@ func (d *Datapath) testRun(frame []byte) (Decision, error) {
 	if uint32(bucket) == math.MaxUint32 {
 		bucket = -1
 	}
-	dec := Decision{Verdict: reason.Verdict(), Reason: reason, Rule: table, Bucket: bucket}
+	dec := filter.Decision{Verdict: reason.Verdict(), Reason: reason, Rule: table, Bucket: bucket}
 	wantRet := uint32(0) // TC_ACT_OK
-	if dec.Verdict == Drop {
+	if dec.Verdict == filter.Drop {
 		wantRet = 2 // TC_ACT_SHOT
 	}
 	if ret != wantRet {

@@ -1,12 +1,14 @@
 //go:build linux
 
-package filter
+package datapath
 
 import (
 	"math"
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/nlbproject/nlb/filter"
 
 	"github.com/cilium/ebpf"
 
@@ -46,16 +48,16 @@ func BenchmarkDatapath(b *testing.B) {
 	w := <-ready
 	{
 		k := w.flows[0]
-		s := &State{
+		s := &filter.State{
 			VIPs:       []netip.Addr{dVIP, dVIP2},
-			Rules:      []PortRule{{StartPort: 80, EndPort: 80, Protocol: ProtoTCP, Mode: ModeMultiple, Affinity: AffinityNone}, {StartPort: 443, EndPort: 443, Protocol: ProtoTCP, Mode: ModeMultiple, Affinity: AffinityNone}},
-			Seed:       Seed{5},
+			Rules:      []filter.PortRule{{StartPort: 80, EndPort: 80, Protocol: filter.ProtoTCP, Mode: filter.ModeMultiple, Affinity: filter.AffinityNone}, {StartPort: 443, EndPort: 443, Protocol: filter.ProtoTCP, Mode: filter.ModeMultiple, Affinity: filter.AffinityNone}},
+			Seed:       filter.Seed{5},
 			LeaseValid: true,
 		}
-		SortRules(s.Rules)
-		var none, owned, retained Marks
+		filter.SortRules(s.Rules)
+		var none, owned, retained filter.Marks
 		for i := range owned {
-			owned[i], retained[i] = MarkOwned, MarkRetained
+			owned[i], retained[i] = filter.MarkOwned, filter.MarkRetained
 		}
 		ri := 0
 		for i, r := range s.Rules {
@@ -66,14 +68,14 @@ func BenchmarkDatapath(b *testing.B) {
 		frames := []struct {
 			name  string
 			prog  *ebpf.Program
-			marks *Marks
-			pkt   *Packet
+			marks *filter.Marks
+			pkt   *filter.Packet
 		}{
-			{"noop", d.objs.NlbNoop, &owned, &Packet{Src: k.client.Addr(), Dst: dVIP, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x02}},
-			{"nonvip", d.objs.NlbIngress, &owned, &Packet{Src: k.client.Addr(), Dst: dNonVIP, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x02}},
-			{"drop", d.objs.NlbIngress, &none, &Packet{Src: k.client.Addr(), Dst: dVIP, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x02}},
-			{"accept", d.objs.NlbIngress, &owned, &Packet{Src: k.client.Addr(), Dst: dVIP, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x10}},
-			{"retained", d.objs.NlbIngress, &retained, &Packet{Src: k.client.Addr(), Dst: k.vip.Addr(), Proto: 6, SPort: k.client.Port(), DPort: k.vip.Port(), TCPFlags: 0x10}},
+			{"noop", d.objs.NlbNoop, &owned, &filter.Packet{Src: k.client.Addr(), Dst: dVIP, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x02}},
+			{"nonvip", d.objs.NlbIngress, &owned, &filter.Packet{Src: k.client.Addr(), Dst: dNonVIP, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x02}},
+			{"drop", d.objs.NlbIngress, &none, &filter.Packet{Src: k.client.Addr(), Dst: dVIP, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x02}},
+			{"accept", d.objs.NlbIngress, &owned, &filter.Packet{Src: k.client.Addr(), Dst: dVIP, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x10}},
+			{"retained", d.objs.NlbIngress, &retained, &filter.Packet{Src: k.client.Addr(), Dst: k.vip.Addr(), Proto: 6, SPort: k.client.Port(), DPort: k.vip.Port(), TCPFlags: 0x10}},
 		}
 		for _, f := range frames {
 			b.Run(f.name, func(b *testing.B) {
@@ -84,9 +86,9 @@ func BenchmarkDatapath(b *testing.B) {
 				}
 				d.setLease(math.MaxUint64)
 				frame := f.pkt.Frame()
-				want := Decide(frame, &st, w.holds)
+				want := filter.Decide(frame, &st, w.holds)
 				var (
-					got     Decision
+					got     filter.Decision
 					per     time.Duration
 					err     error
 					benchEr error

@@ -1,6 +1,6 @@
 //go:build linux
 
-package filter
+package datapath
 
 import (
 	"encoding/hex"
@@ -13,6 +13,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/nlbproject/nlb/filter"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -132,14 +134,14 @@ type gen struct {
 	w *world
 }
 
-func (g *gen) state() *State {
+func (g *gen) state() *filter.State {
 	r := g.r
-	s := &State{VIPs: []netip.Addr{dVIP, dVIP2}, LeaseValid: r.IntN(4) != 0}
+	s := &filter.State{VIPs: []netip.Addr{dVIP, dVIP2}, LeaseValid: r.IntN(4) != 0}
 	for i := 0; i < r.IntN(4); i++ {
 		s.VIPs = append(s.VIPs, netip.AddrFrom4([4]byte{198, 18, 1, byte(i)}))
 	}
 	if r.IntN(10) == 0 {
-		for len(s.VIPs) < MaxVIPs {
+		for len(s.VIPs) < filter.MaxVIPs {
 			s.VIPs = append(s.VIPs, netip.AddrFrom4([4]byte{198, 18, 2, byte(len(s.VIPs))}))
 		}
 	}
@@ -152,14 +154,14 @@ func (g *gen) state() *State {
 	}
 	n := r.IntN(9)
 	if r.IntN(8) == 0 {
-		n = MaxRules
+		n = filter.MaxRules
 	}
 	used := map[string]bool{}
 	for len(s.Rules) < n {
-		rule := PortRule{
-			Protocol: Protocol(1 + r.IntN(3)),
-			Mode:     Mode(1 + r.IntN(3)),
-			Affinity: Affinity(1 + r.IntN(3)),
+		rule := filter.PortRule{
+			Protocol: filter.Protocol(1 + r.IntN(3)),
+			Mode:     filter.Mode(1 + r.IntN(3)),
+			Affinity: filter.Affinity(1 + r.IntN(3)),
 		}
 		if r.IntN(2) == 0 {
 			rule.VIP = s.VIPs[r.IntN(len(s.VIPs))]
@@ -176,7 +178,7 @@ func (g *gen) state() *State {
 		}
 		ok := true
 		for _, o := range s.Rules {
-			ok = ok && !Overlap(o, rule)
+			ok = ok && !filter.Overlap(o, rule)
 		}
 		if !ok || used[rule.String()] {
 			if r.IntN(50) == 0 {
@@ -187,13 +189,13 @@ func (g *gen) state() *State {
 		used[rule.String()] = true
 		s.Rules = append(s.Rules, rule)
 	}
-	SortRules(s.Rules)
+	filter.SortRules(s.Rules)
 	for t := range s.Marks {
-		if t < len(s.Rules) || t == DefaultRule {
+		if t < len(s.Rules) || t == filter.DefaultRule {
 			if r.IntN(10) == 0 {
 				continue // nil: all none
 			}
-			var m Marks
+			var m filter.Marks
 			weights := [4]int{r.IntN(4), r.IntN(4), r.IntN(4), r.IntN(4)}
 			if weights == [4]int{} {
 				weights[1] = 1
@@ -203,7 +205,7 @@ func (g *gen) state() *State {
 				x := r.IntN(total)
 				for k, wk := range weights {
 					if x < wk {
-						m[b] = Mark(k)
+						m[b] = filter.Mark(k)
 						break
 					}
 					x -= wk
@@ -232,36 +234,36 @@ func (g *gen) client() (netip.Addr, uint16) {
 var tcpFlagMixes = []uint8{0x02, 0x12, 0x10, 0x18, 0x11, 0x04, 0x14, 0x01, 0x00, 0x03, 0x06, 0x29}
 
 // packet returns a well-formed packet of a random class.
-func (g *gen) packet() *Packet {
+func (g *gen) packet() *filter.Packet {
 	r := g.r
 	vip := []netip.Addr{dVIP, dVIP2, dNonVIP}[r.IntN(3)]
 	src, sport := g.client()
 	if len(g.w.flows) > 0 && r.IntN(3) == 0 {
 		k := g.w.flows[r.IntN(len(g.w.flows))]
 		src, sport, vip = k.client.Addr(), k.client.Port(), k.vip.Addr()
-		p := &Packet{Src: src, Dst: vip, Proto: 6, SPort: sport, DPort: k.vip.Port(), TCPFlags: tcpFlagMixes[r.IntN(len(tcpFlagMixes))]}
+		p := &filter.Packet{Src: src, Dst: vip, Proto: 6, SPort: sport, DPort: k.vip.Port(), TCPFlags: tcpFlagMixes[r.IntN(len(tcpFlagMixes))]}
 		if r.IntN(4) == 0 { // an ICMP error quoting the flow's reply direction
-			return &Packet{Src: netip.MustParseAddr("198.18.0.1"), Dst: vip, Proto: 1,
+			return &filter.Packet{Src: netip.MustParseAddr("198.18.0.1"), Dst: vip, Proto: 1,
 				ICMPType: []uint8{3, 11, 12}[r.IntN(3)], ICMPCode: 4,
-				Inner: &Packet{Src: vip, Dst: src, Proto: 6, SPort: k.vip.Port(), DPort: sport, TCPFlags: 0x10}}
+				Inner: &filter.Packet{Src: vip, Dst: src, Proto: 6, SPort: k.vip.Port(), DPort: sport, TCPFlags: 0x10}}
 		}
 		return p
 	}
-	var p *Packet
+	var p *filter.Packet
 	switch r.IntN(10) {
 	case 0, 1, 2:
-		p = &Packet{Src: src, Dst: vip, Proto: 6, SPort: sport, DPort: g.port(), TCPFlags: tcpFlagMixes[r.IntN(len(tcpFlagMixes))]}
+		p = &filter.Packet{Src: src, Dst: vip, Proto: 6, SPort: sport, DPort: g.port(), TCPFlags: tcpFlagMixes[r.IntN(len(tcpFlagMixes))]}
 	case 3, 4:
-		p = &Packet{Src: src, Dst: vip, Proto: 17, SPort: sport, DPort: g.port(), Payload: make([]byte, r.IntN(40))}
+		p = &filter.Packet{Src: src, Dst: vip, Proto: 17, SPort: sport, DPort: g.port(), Payload: make([]byte, r.IntN(40))}
 	case 5:
-		p = &Packet{Src: src, Dst: vip, Proto: 1, ICMPType: 8, SPort: sport}
+		p = &filter.Packet{Src: src, Dst: vip, Proto: 1, ICMPType: 8, SPort: sport}
 	case 6:
 		innerProto := []uint8{6, 17, 1, 47}[r.IntN(4)]
 		innerSrc := vip
 		if r.IntN(6) == 0 {
 			innerSrc = dNonVIP // forged
 		}
-		inner := &Packet{Src: innerSrc, Dst: src, Proto: innerProto, SPort: g.port(), DPort: sport, TCPFlags: 0x10}
+		inner := &filter.Packet{Src: innerSrc, Dst: src, Proto: innerProto, SPort: g.port(), DPort: sport, TCPFlags: 0x10}
 		if innerProto == 1 {
 			inner.ICMPType = 0
 		}
@@ -271,17 +273,17 @@ func (g *gen) packet() *Packet {
 		if r.IntN(5) == 0 {
 			inner.IPOptions = make([]byte, 4*(1+r.IntN(10)))
 		}
-		p = &Packet{Src: netip.MustParseAddr("198.18.0.1"), Dst: vip, Proto: 1, ICMPType: []uint8{3, 11, 12}[r.IntN(3)], Inner: inner}
+		p = &filter.Packet{Src: netip.MustParseAddr("198.18.0.1"), Dst: vip, Proto: 1, ICMPType: []uint8{3, 11, 12}[r.IntN(3)], Inner: inner}
 	case 7:
-		p = &Packet{Src: src, Dst: vip, Proto: 1, ICMPType: uint8(r.IntN(256))}
+		p = &filter.Packet{Src: src, Dst: vip, Proto: 1, ICMPType: uint8(r.IntN(256))}
 	case 8:
-		p = &Packet{Src: src, Dst: vip, Proto: []uint8{6, 17, 47, 132, 50}[r.IntN(5)], SPort: sport, DPort: g.port(), Payload: make([]byte, 16)}
+		p = &filter.Packet{Src: src, Dst: vip, Proto: []uint8{6, 17, 47, 132, 50}[r.IntN(5)], SPort: sport, DPort: g.port(), Payload: make([]byte, 16)}
 		p.MoreFragments = r.IntN(2) == 0
 		if !p.MoreFragments || r.IntN(2) == 0 {
 			p.FragOffset = uint16(1 + r.IntN(1000))
 		}
 	default:
-		p = &Packet{Src: src, Dst: vip, Proto: []uint8{47, 50, 132, 2}[r.IntN(4)], Payload: make([]byte, 8)}
+		p = &filter.Packet{Src: src, Dst: vip, Proto: []uint8{47, 50, 132, 2}[r.IntN(4)], Payload: make([]byte, 8)}
 	}
 	if r.IntN(6) == 0 {
 		p.IPOptions = make([]byte, 4*(1+r.IntN(10)))
@@ -357,7 +359,7 @@ func testRunnable(f []byte) bool {
 }
 
 // setState installs s in the kernel and the lease to match s.LeaseValid.
-func setState(t testing.TB, d *Datapath, s *State) {
+func setState(t testing.TB, d *Datapath, s *filter.State) {
 	if err := d.Update(s, Egress{}); err != nil {
 		t.Fatal(err)
 	}
@@ -398,13 +400,13 @@ func TestDatapathMatchesModel(t *testing.T) {
 		g.r = rand.New(rand.NewPCG(seed, 1))
 		t.Logf("generator seed %d (%d established and TIME_WAIT flows)", seed, len(w.flows))
 		mismatches, held, unrunnable := 0, 0, 0
-		reasons := map[Reason]int{}
+		reasons := map[filter.Reason]int{}
 		for si := 0; si < states; si++ {
 			s := g.state()
 			setState(t, d, s)
 			for i := 0; i < frames/states; {
 				f := g.frame()
-				want := Decide(f, s, w.holds)
+				want := filter.Decide(f, s, w.holds)
 				if !testRunnable(f) {
 					unrunnable++
 					continue
@@ -416,7 +418,7 @@ func TestDatapathMatchesModel(t *testing.T) {
 					return
 				}
 				reasons[want.Reason]++
-				if want.Reason == ReasonAcceptHeldFlow {
+				if want.Reason == filter.ReasonAcceptHeldFlow {
 					held++
 				}
 				if got != want {
@@ -434,8 +436,8 @@ func TestDatapathMatchesModel(t *testing.T) {
 			frames, states, unrunnable, reasons)
 		// The test must exercise every decision, or it proves little.
 		// (passed-short needs an IPv4 runt, which BPF_PROG_TEST_RUN refuses.)
-		for r := ReasonPassNotIP; r < numReasons; r++ {
-			if reasons[r] == 0 && r != ReasonPassShort {
+		for r := filter.ReasonPassNotIP; r < filter.NumReasons; r++ {
+			if reasons[r] == 0 && r != filter.ReasonPassShort {
 				t.Errorf("no frame was decided with reason %v", r)
 			}
 		}
@@ -483,7 +485,7 @@ func TestInstalledRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		for t, m := range want.Marks { // all-none and nil mean the same
-			if m != nil && *m == (Marks{}) {
+			if m != nil && *m == (filter.Marks{}) {
 				want.Marks[t] = nil
 			}
 		}

@@ -1,6 +1,6 @@
 //go:build !linux
 
-package macmode
+package nic
 
 import "errors"
 

@@ -1,9 +1,8 @@
-package agent
+package config
 
 import (
 	"fmt"
 	"io"
-	"time"
 )
 
 // PrintSummary writes a human summary of a validated configuration.
@@ -11,7 +10,7 @@ func PrintSummary(w io.Writer, r *Resolved) {
 	fmt.Fprintf(w, "config ok: cluster %q, host %d on %s (%s)\n", r.Name, r.HostID, r.Interface, r.DedicatedIP)
 	fmt.Fprintf(w, "  vips:        %v\n", r.VIPs)
 	fmt.Fprintf(w, "  mac mode:    %s\n", r.MACMode)
-	fmt.Fprintf(w, "  heartbeat:   every %s, dead after %d missed (%s)\n", r.Period, r.LossTolerance, r.Period*time.Duration(r.LossTolerance))
+	fmt.Fprintf(w, "  heartbeat:   every %s, dead after %d missed (%s)\n", r.Period, r.LossTolerance, r.DeadAfter())
 	if r.RemotePort != 0 {
 		fmt.Fprintf(w, "  remote:      udp/%d\n", r.RemotePort)
 	} else {

@@ -1,4 +1,4 @@
-package agent
+package config
 
 import (
 	"os"
@@ -21,7 +21,7 @@ func FuzzParseConfig(f *testing.F) {
 	f.Add([]byte("cluster: {vips: [198.18.0.1]}"))
 	f.Add([]byte("{"))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, err := ParseConfig(b)
+		c, err := Parse(b)
 		if err != nil {
 			return
 		}

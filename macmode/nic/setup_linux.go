@@ -1,9 +1,10 @@
-package macmode
+package nic
 
 import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/nlbproject/nlb/macmode"
 	"net"
 	"net/netip"
 	"os"
@@ -19,10 +20,10 @@ import (
 // State is the state file: every change setup made, with the value it
 // replaced, in the order made. Teardown undoes them in reverse.
 type State struct {
-	Interface string   `json:"interface"`
-	Mode      Mode     `json:"mode"`
-	VIPs      []string `json:"vips"`
-	Changes   []Change `json:"changes"`
+	Interface string       `json:"interface"`
+	Mode      macmode.Mode `json:"mode"`
+	VIPs      []string     `json:"vips"`
+	Changes   []Change     `json:"changes"`
 	// Complete is set once every step is done.
 	Complete bool `json:"complete"`
 }
@@ -113,8 +114,8 @@ func Setup(cfg Config) (err error) {
 	}
 	vip := cfg.VIPs[0]
 	switch cfg.Mode {
-	case Unicast:
-		mac, err := UnicastMAC(vip)
+	case macmode.Unicast:
+		mac, err := macmode.UnicastMAC(vip)
 		if err != nil {
 			return err
 		}
@@ -133,15 +134,15 @@ func Setup(cfg Config) (err error) {
 				return err
 			}
 		}
-	case Multicast, IGMP:
+	case macmode.Multicast, macmode.IGMP:
 		if err := sysctl("ipv4.conf."+cfg.Interface+".arp_ignore", "1"); err != nil {
 			return err
 		}
 		if err := sysctl("ipv4.conf."+cfg.Interface+".arp_announce", "2"); err != nil {
 			return err
 		}
-		if cfg.Mode == Multicast {
-			mac, err := MulticastMAC(vip)
+		if cfg.Mode == macmode.Multicast {
+			mac, err := macmode.MulticastMAC(vip)
 			if err != nil {
 				return err
 			}
@@ -150,7 +151,7 @@ func Setup(cfg Config) (err error) {
 				return err
 			}
 		} else {
-			g, err := IGMPGroup(vip)
+			g, err := macmode.IGMPGroup(vip)
 			if err != nil {
 				return err
 			}

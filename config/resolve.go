@@ -1,0 +1,381 @@
+package config
+
+import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/health"
+	"github.com/nlbproject/nlb/heartbeat"
+	"github.com/nlbproject/nlb/macmode"
+)
+
+// Resolved is a validated configuration in the types the rest of nlb uses.
+type Resolved struct {
+	Raw     Config
+	Name    string
+	VIPs    []netip.Addr
+	MACMode macmode.Mode
+	// Timing is the heartbeat period and loss tolerance (and the lease
+	// and dead-after durations derived from them).
+	heartbeat.Timing
+	Key        []byte
+	Seed       filter.Seed
+	RemotePort uint16 // 0 when remote control is off
+	// Rules are in canonical order (filter.SortRules); RuleNames[i] and
+	// HostRules[i] belong to Rules[i].
+	Rules     []filter.PortRule
+	RuleNames []string
+	HostRules []HostRule
+	// QuorumVoters is 0 (off) or the number of voters, hosts 1..N.
+	QuorumVoters int
+	Grace        time.Duration
+
+	HostID       uint8
+	Interface    string
+	DedicatedIP  netip.Prefix
+	InitialState InitialState
+	MetricsAddr  string
+	OnExit       ExitMode
+	DrainTimeout time.Duration
+}
+
+// HostRule is this host's resolved setting for one rule.
+type HostRule struct {
+	filter.RuleSetting
+	Health *health.Check // nil: no check
+}
+
+// Resolve validates the configuration (reading the key file) and returns it
+// resolved. Every error names the offending key and value.
+func (c *Config) Resolve() (*Resolved, error) {
+	r := &Resolved{Raw: *c, Name: c.Cluster.Name}
+	if c.Cluster.Name == "" || len(c.Cluster.Name) > 64 {
+		return nil, cerr("cluster.name", c.Cluster.Name, "must be 1 to 64 characters")
+	}
+	if len(c.Cluster.VIPs) == 0 {
+		return nil, cerr("cluster.vips", "", "at least one VIP is required")
+	}
+	if len(c.Cluster.VIPs) > filter.MaxVIPs {
+		return nil, cerr("cluster.vips", "", "%d VIPs, at most %d", len(c.Cluster.VIPs), filter.MaxVIPs)
+	}
+	for i, s := range c.Cluster.VIPs {
+		key := fmt.Sprintf("cluster.vips[%d]", i)
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			return nil, cerr(key, s, "not an IP address")
+		}
+		if !a.Is4() {
+			return nil, cerr(key, s, "only IPv4 VIPs are supported")
+		}
+		if !a.IsGlobalUnicast() {
+			return nil, cerr(key, s, "a VIP must be a unicast address")
+		}
+		for _, v := range r.VIPs {
+			if v == a {
+				return nil, cerr(key, s, "duplicate VIP")
+			}
+		}
+		r.VIPs = append(r.VIPs, a)
+	}
+	switch m := macmode.Mode(c.Cluster.MACMode); m {
+	case macmode.Unicast, macmode.Multicast, macmode.IGMP:
+		r.MACMode = m
+	default:
+		return nil, cerr("cluster.mac_mode", c.Cluster.MACMode, "must be unicast, multicast or igmp")
+	}
+	r.Period = time.Duration(c.Cluster.Heartbeat.Period)
+	if r.Period < 10*time.Millisecond || r.Period > 10*time.Second {
+		return nil, cerr("cluster.heartbeat.period", r.Period.String(), "must be between 10ms and 10s")
+	}
+	r.LossTolerance = c.Cluster.Heartbeat.LossTolerance
+	if r.LossTolerance < 2 || r.LossTolerance > 100 {
+		return nil, cerr("cluster.heartbeat.loss_tolerance", strconv.Itoa(r.LossTolerance), "must be between 2 and 100")
+	}
+	if c.Cluster.KeyFile == "" {
+		return nil, cerr("cluster.key_file", "", "required: heartbeats and remote control are authenticated with this key")
+	}
+	key, err := os.ReadFile(c.Cluster.KeyFile)
+	if err != nil {
+		return nil, cerr("cluster.key_file", c.Cluster.KeyFile, "unreadable: %v", errors.Unwrap(err))
+	}
+	key = bytes.TrimSpace(key)
+	if len(key) < MinKeyLen {
+		return nil, cerr("cluster.key_file", c.Cluster.KeyFile, "key is %d bytes, at least %d required (e.g. head -c 32 /dev/urandom | base64)", len(key), MinKeyLen)
+	}
+	r.Key = key
+	if c.Cluster.HashSeed == "" {
+		mac := hmac.New(sha256.New, key)
+		mac.Write([]byte("nlb hash seed v1"))
+		copy(r.Seed[:], mac.Sum(nil))
+	} else {
+		b, err := hex.DecodeString(strings.TrimPrefix(c.Cluster.HashSeed, "0x"))
+		if err != nil || len(b) != len(r.Seed) {
+			return nil, cerr("cluster.hash_seed", c.Cluster.HashSeed, "must be 32 hex digits (128 bits)")
+		}
+		copy(r.Seed[:], b)
+	}
+	if c.Cluster.RemoteControl.Enabled {
+		if c.Cluster.RemoteControl.Port == 0 {
+			return nil, cerr("cluster.remote_control.port", "0", "must be 1..65535")
+		}
+		r.RemotePort = c.Cluster.RemoteControl.Port
+	}
+	if q := c.Cluster.QuorumVoters; q < 0 || q > filter.MaxHostID || q == 1 || q == 2 {
+		return nil, cerr("cluster.quorum_voters", strconv.Itoa(q), "must be 0 (off) or 3..%d: with 1 or 2 voters one failure stops the cluster", filter.MaxHostID)
+	}
+	r.QuorumVoters = c.Cluster.QuorumVoters
+	r.Grace = time.Duration(c.Cluster.Grace)
+	if r.Grace < 0 || r.Grace > time.Hour {
+		return nil, cerr("cluster.grace", r.Grace.String(), "must be between 0s and 1h")
+	}
+	if err := r.resolveRules(c); err != nil {
+		return nil, err
+	}
+	if err := r.resolveHost(c); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func (r *Resolved) resolveRules(c *Config) error {
+	if len(c.Cluster.PortRules) > filter.MaxRules {
+		return cerr("cluster.port_rules", "", "%d rules, at most %d", len(c.Cluster.PortRules), filter.MaxRules)
+	}
+	type named struct {
+		rule filter.PortRule
+		name string
+	}
+	var rules []named
+	for i, pr := range c.Cluster.PortRules {
+		key := fmt.Sprintf("cluster.port_rules[%d]", i)
+		var rule filter.PortRule
+		switch pr.VIP {
+		case "", "all":
+		default:
+			a, err := netip.ParseAddr(pr.VIP)
+			if err != nil {
+				return cerr(key+".vip", pr.VIP, "not an IP address or \"all\"")
+			}
+			found := false
+			for _, v := range r.VIPs {
+				found = found || v == a
+			}
+			if !found {
+				return cerr(key+".vip", pr.VIP, "not one of cluster.vips")
+			}
+			rule.VIP = a
+		}
+		lo, hi, err := parsePorts(pr.Ports)
+		if err != nil {
+			return cerr(key+".ports", pr.Ports, "%v", err)
+		}
+		rule.StartPort, rule.EndPort = lo, hi
+		switch pr.Protocol {
+		case "tcp":
+			rule.Protocol = filter.ProtoTCP
+		case "udp":
+			rule.Protocol = filter.ProtoUDP
+		case "both", "":
+			rule.Protocol = filter.ProtoBoth
+		default:
+			return cerr(key+".protocol", pr.Protocol, "must be tcp, udp or both")
+		}
+		switch pr.Mode {
+		case "multiple", "":
+			rule.Mode = filter.ModeMultiple
+		case "single":
+			rule.Mode = filter.ModeSingle
+		case "disabled":
+			rule.Mode = filter.ModeDisabled
+		default:
+			return cerr(key+".mode", pr.Mode, "must be multiple, single or disabled")
+		}
+		switch pr.Affinity {
+		case "none":
+			rule.Affinity = filter.AffinityNone
+		case "single", "":
+			rule.Affinity = filter.AffinitySingle // NLB's default
+		case "network":
+			rule.Affinity = filter.AffinityNetwork
+		default:
+			return cerr(key+".affinity", pr.Affinity, "must be none, single or network")
+		}
+		if r.RemotePort != 0 && rule.Protocol&filter.ProtoUDP != 0 &&
+			r.RemotePort >= rule.StartPort && r.RemotePort <= rule.EndPort && rule.StartPort == rule.EndPort {
+			return cerr(key+".ports", pr.Ports, "UDP port %d is the remote-control port", r.RemotePort)
+		}
+		name := pr.Name
+		if name == "" {
+			name = rule.String()
+		}
+		for j, o := range rules {
+			if o.name == name {
+				return cerr(key+".name", name, "duplicate rule name (rule %d)", j)
+			}
+			if filter.Overlap(o.rule, rule) {
+				return cerr(key+".ports", pr.Ports, "overlaps rule %q (same VIP, ports and protocol)", o.name)
+			}
+		}
+		rules = append(rules, named{rule, name})
+	}
+	// Canonical order; names travel with their rules.
+	sorted := make([]filter.PortRule, len(rules))
+	for i, n := range rules {
+		sorted[i] = n.rule
+	}
+	filter.SortRules(sorted)
+	for _, s := range sorted {
+		for _, n := range rules {
+			if n.rule == s {
+				r.Rules = append(r.Rules, s)
+				r.RuleNames = append(r.RuleNames, n.name)
+				break
+			}
+		}
+	}
+	return nil
+}
+
+func parsePorts(s string) (uint16, uint16, error) {
+	if s == "" {
+		return 0, 0, errors.New("required: a port or range, e.g. 80 or 8000-8100")
+	}
+	lo, hi, isRange := strings.Cut(s, "-")
+	a, err := strconv.ParseUint(strings.TrimSpace(lo), 10, 16)
+	if err != nil {
+		return 0, 0, errors.New("not a port number (0-65535)")
+	}
+	b := a
+	if isRange {
+		if b, err = strconv.ParseUint(strings.TrimSpace(hi), 10, 16); err != nil {
+			return 0, 0, errors.New("range end is not a port number (0-65535)")
+		}
+	}
+	if a > b {
+		return 0, 0, errors.New("range start is greater than its end")
+	}
+	return uint16(a), uint16(b), nil
+}
+
+func (r *Resolved) resolveHost(c *Config) error {
+	h := c.Host
+	if h.ID < 1 || h.ID > filter.MaxHostID {
+		return cerr("host.id", strconv.Itoa(h.ID), "must be 1..%d", filter.MaxHostID)
+	}
+	r.HostID = uint8(h.ID)
+	if h.Interface == "" || len(h.Interface) > 15 || strings.ContainsAny(h.Interface, "/ \t") {
+		return cerr("host.interface", h.Interface, "must be an interface name (1-15 characters)")
+	}
+	r.Interface = h.Interface
+	p, err := netip.ParsePrefix(h.DedicatedIP)
+	if err != nil || !p.Addr().Is4() {
+		return cerr("host.dedicated_ip", h.DedicatedIP, "must be an IPv4 address with prefix length, e.g. 198.18.1.1/24")
+	}
+	for _, v := range r.VIPs {
+		if v == p.Addr() {
+			return cerr("host.dedicated_ip", h.DedicatedIP, "is a VIP; the dedicated IP must be the host's own")
+		}
+	}
+	r.DedicatedIP = p
+	switch s := InitialState(h.InitialState); s {
+	case StartStarted, StartStopped, StartSuspended:
+		r.InitialState = s
+	default:
+		return cerr("host.initial_state", h.InitialState, "must be started, stopped or suspended")
+	}
+	if h.MetricsAddress != "" {
+		if _, err := netip.ParseAddrPort(h.MetricsAddress); err != nil {
+			return cerr("host.metrics_address", h.MetricsAddress, "must be IP:port, e.g. 127.0.0.1:9425")
+		}
+	}
+	r.MetricsAddr = h.MetricsAddress
+	switch m := ExitMode(h.OnExit); m {
+	case ExitDrainStop, ExitStop, ExitKeep:
+		r.OnExit = m
+	default:
+		return cerr("host.on_exit", h.OnExit, "must be drainstop, stop or keep")
+	}
+	r.DrainTimeout = time.Duration(h.DrainTimeout)
+	if r.DrainTimeout < 0 {
+		return cerr("host.drain_timeout", r.DrainTimeout.String(), "must not be negative")
+	}
+	known := map[string]int{}
+	for i, n := range r.RuleNames {
+		known[n] = i
+	}
+	for name := range h.Rules {
+		if _, ok := known[name]; !ok {
+			return cerr("host.rules", name, "no port rule has this name (rules: %s)", strings.Join(r.RuleNames, ", "))
+		}
+	}
+	r.HostRules = make([]HostRule, len(r.Rules))
+	for i, name := range r.RuleNames {
+		hr := HostRule{RuleSetting: filter.RuleSetting{Weight: EqualWeight, Priority: h.ID}}
+		set := h.Rules[name]
+		key := "host.rules." + name
+		switch set.Weight {
+		case "", "equal":
+		default:
+			w, err := strconv.ParseUint(set.Weight, 10, 8)
+			if err != nil || w > 100 {
+				return cerr(key+".weight", set.Weight, "must be 0..100 or equal")
+			}
+			hr.Weight = uint32(w)
+		}
+		if set.Priority != 0 {
+			if set.Priority < 1 || set.Priority > filter.MaxHostID {
+				return cerr(key+".priority", strconv.Itoa(set.Priority), "must be 1..%d", filter.MaxHostID)
+			}
+			if r.Rules[i].Mode != filter.ModeSingle {
+				return cerr(key+".priority", strconv.Itoa(set.Priority), "only single-host rules have a handling priority")
+			}
+			hr.Priority = set.Priority
+		}
+		if set.Health != nil {
+			c, err := resolveHealth(key+".health", name, set.Health)
+			if err != nil {
+				return err
+			}
+			hr.Health = c
+		}
+		r.HostRules[i] = hr
+	}
+	return nil
+}
+
+// RuleIndex finds a rule by name ("web", "all:80/tcp") or by port ("80",
+// "198.18.0.10:80"), as nlbctl accepts them.
+func (r *Resolved) RuleIndex(ref string) (int, error) {
+	for i, n := range r.RuleNames {
+		if n == ref {
+			return i, nil
+		}
+	}
+	vip, portStr, hasVIP := strings.Cut(ref, ":")
+	if !hasVIP {
+		portStr, vip = vip, ""
+	}
+	port, err := strconv.ParseUint(portStr, 10, 16)
+	if err != nil {
+		return -1, fmt.Errorf("no port rule %q", ref)
+	}
+	for i, rule := range r.Rules {
+		if vip != "" && vip != "all" && (rule.AllVIPs() || rule.VIP.String() != vip) {
+			continue
+		}
+		if uint16(port) >= rule.StartPort && uint16(port) <= rule.EndPort {
+			return i, nil
+		}
+	}
+	return -1, fmt.Errorf("no port rule covers %q", ref)
+}

@@ -1,0 +1,118 @@
+package remote
+
+import "path/filepath"
+
+// The reply schema of the control protocol: what each command's Reply.Data
+// holds, as nlbd writes it and nlbctl reads it. Fields are append-only;
+// their JSON names are the --json contract (docs/cli.md).
+
+// QueryResult is one host's answer to query.
+type QueryResult struct {
+	Host  uint8  `json:"host"`
+	State string `json:"state"`
+	// Why is the reason of the last state change.
+	Why         string  `json:"why,omitempty"`
+	Epoch       uint64  `json:"epoch"`
+	Members     []uint8 `json:"members"`
+	DefaultHost uint8   `json:"default_host"`
+	Heard       []uint8 `json:"heard"`
+	// Convergences completed since the agent started, and the last one's
+	// duration.
+	Convergences      uint64  `json:"convergences"`
+	LastConvergenceMS float64 `json:"last_convergence_ms"`
+	// Owned is the number of buckets this host takes new flows in, per
+	// rule name ("default" for traffic matching no rule).
+	Owned       map[string]int `json:"owned_buckets"`
+	LeaseValid  bool           `json:"lease_valid"`
+	Incarnation uint64         `json:"incarnation"`
+	Uptime      string         `json:"uptime"`
+	// RemoteRefused counts remote-control datagrams refused, by reason.
+	RemoteRefused map[string]uint64 `json:"remote_refused"`
+	// Accepted and Dropped count VIP packets this host's data plane
+	// accepted and dropped since it was loaded (nlbctl watch shows rates).
+	Accepted uint64 `json:"accepted_packets"`
+	Dropped  uint64 `json:"dropped_packets"`
+	// Silent lists the peers this host stopped hearing while they took
+	// part: a host whose agent died (its data plane may still filter) or
+	// that was cut off.
+	Silent []SilentPeer `json:"silent,omitempty"`
+	// Health is each checked rule's status: "up", or "down: " and the
+	// last failure ("down: http 503").
+	Health map[string]string `json:"health,omitempty"`
+}
+
+// SilentPeer is a peer gone quiet, as this host sees it.
+type SilentPeer struct {
+	Host     uint8   `json:"host"`
+	SilentMS float64 `json:"silent_ms"`
+	// LeaseExpired: silent for longer than a lease lasts, so its data
+	// plane takes no new flows even if it still runs.
+	LeaseExpired bool `json:"lease_expired"`
+	// Evicted: silent for loss_tolerance periods; its buckets were
+	// given to the others.
+	Evicted bool `json:"evicted"`
+}
+
+// RuleResult answers enable, disable and drain.
+type RuleResult struct {
+	Rules []string `json:"rules"`
+	Op    string   `json:"op"`
+}
+
+// IP2MACResult answers ip2mac.
+type IP2MACResult struct {
+	VIP       string `json:"vip"`
+	Mode      string `json:"mode"`
+	InUse     string `json:"cluster_mac"`
+	Unicast   string `json:"unicast_mac"`
+	Multicast string `json:"multicast_mac"`
+	IGMP      string `json:"igmp_mac"`
+	IGMPGroup string `json:"igmp_group"`
+	// HostMAC is this host's masked source MAC (unicast mode).
+	HostMAC string `json:"host_mac,omitempty"`
+}
+
+// FilterResult answers filter: this host's live decision for a flow.
+type FilterResult struct {
+	Verdict string `json:"verdict"`
+	Reason  string `json:"reason"`
+	Rule    string `json:"rule"`
+	Bucket  int    `json:"bucket"`
+	// Owner is the bucket's owner in the agreed tables (0: none).
+	Owner uint8 `json:"owner"`
+}
+
+// Params is the effective configuration params reports.
+type Params struct {
+	Cluster       string       `json:"cluster"`
+	VIPs          []string     `json:"vips"`
+	MACMode       string       `json:"mac_mode"`
+	Period        string       `json:"heartbeat_period"`
+	LossTolerance int          `json:"loss_tolerance"`
+	RemotePort    uint16       `json:"remote_port"`
+	QuorumVoters  int          `json:"quorum_voters"`
+	Grace         string       `json:"grace"`
+	Interface     string       `json:"interface"`
+	DedicatedIP   string       `json:"dedicated_ip"`
+	OnExit        string       `json:"on_exit"`
+	DrainTimeout  string       `json:"drain_timeout"`
+	Rules         []ParamsRule `json:"port_rules"`
+	Digest        string       `json:"config_digest"`
+}
+
+// ParamsRule is one port rule with this host's setting.
+type ParamsRule struct {
+	Name     string `json:"name"`
+	Spec     string `json:"spec"`
+	Mode     string `json:"mode"`
+	Affinity string `json:"affinity"`
+	Weight   uint32 `json:"weight"`
+	Priority int    `json:"priority"`
+}
+
+// SocketPath is the local control socket of an agent with this run
+// directory; DefaultRunDir is nlbd's default (--run-dir).
+func SocketPath(runDir string) string { return filepath.Join(runDir, "nlbd.sock") }
+
+// DefaultRunDir is where nlbd keeps its control socket and NIC state file.
+const DefaultRunDir = "/run/nlb"
