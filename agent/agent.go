@@ -19,12 +19,9 @@ import (
 type Options struct {
 	// ConfigPath is re-read on reload.
 	ConfigPath string
-	// RunDir holds the NIC state file and the control socket (/run/nlb).
-	RunDir string
-	// BPFFS is where a bpffs is (or gets) mounted (/sys/fs/bpf); the
-	// data plane is pinned under BPFFS/nlb/<interface>.
-	BPFFS string
-	Log   hclog.Logger
+	// Layout says where the agent's files are (run directory, bpffs).
+	Layout Layout
+	Log    hclog.Logger
 	// Ready, if set, is called once the host is on the wire (sd_notify).
 	Ready func()
 }
@@ -60,12 +57,7 @@ func New(cfg *config.Resolved, opts Options) *Agent {
 	if opts.Log == nil {
 		opts.Log = hclog.NewNullLogger()
 	}
-	if opts.RunDir == "" {
-		opts.RunDir = remote.DefaultRunDir
-	}
-	if opts.BPFFS == "" {
-		opts.BPFFS = "/sys/fs/bpf"
-	}
+	opts.Layout = opts.Layout.withDefaults()
 	return &Agent{opts: opts, log: opts.Log, cfg: cfg, exit: make(chan config.ExitMode, 1)}
 }
 

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/nlbproject/nlb/convergence"
+	"github.com/nlbproject/nlb/filter"
 	"github.com/nlbproject/nlb/heartbeat"
 )
 
@@ -27,7 +28,7 @@ type Node struct {
 	period time.Duration
 	log    hclog.Logger
 	// Apply receives InstallMarks and Lease actions; nil ignores them.
-	Apply func(action any) error
+	Apply func(action convergence.Action) error
 	// Scan, if set, is called before a tick for the held-flow scan, when
 	// the machine has retained buckets a scan could release.
 	Scan func() (convergence.HeldScan, error)
@@ -75,7 +76,7 @@ type Status struct {
 }
 
 type nodeCmd struct {
-	ev   any
+	ev   convergence.Event
 	done chan struct{}
 }
 
@@ -129,7 +130,7 @@ func (n *Node) Status() Status {
 
 // Do passes an event (an operator Command) to the machine and waits until
 // it has been stepped. It fails if the node is not running.
-func (n *Node) Do(ctx context.Context, ev any) error {
+func (n *Node) Do(ctx context.Context, ev convergence.Event) error {
 	c := nodeCmd{ev: ev, done: make(chan struct{})}
 	select {
 	case n.cmds <- c:
@@ -192,7 +193,7 @@ func (n *Node) loop(ctx context.Context) error {
 				}
 				continue
 			}
-			if id := sender(msg); drop == heartbeat.DropNone && id >= 1 && id <= 64 {
+			if id := msg.From(); drop == heartbeat.DropNone && id >= 1 && id <= filter.MaxHostID {
 				n.received[id-1].Add(1)
 			}
 			if err := n.step(time.Now(), convergence.Received{Msg: msg, SelfID: drop == heartbeat.DropSelf}); err != nil {
@@ -225,7 +226,7 @@ func (n *Node) loop(ctx context.Context) error {
 	}
 }
 
-func (n *Node) step(now time.Time, ev any) error {
+func (n *Node) step(now time.Time, ev convergence.Event) error {
 	from := n.m.State()
 	var why string
 	for _, a := range n.m.Step(now, ev) {
@@ -249,10 +250,10 @@ func (n *Node) step(now time.Time, ev any) error {
 				n.sendFailing = false
 				n.sent.Add(1)
 			}
-		case convergence.Event:
+		case convergence.Notice:
 			// Stable keys for log pipelines: event, host, detail.
 			n.log.Info("cluster event", "event", a.Kind, "host", a.Host, "detail", a.Msg)
-			if a.Kind == "state" {
+			if a.Kind == convergence.NoticeState {
 				why = a.Msg
 			}
 		default:
@@ -300,15 +301,4 @@ func (n *Node) foreignKey(now time.Time) {
 	n.log.Warn("heartbeats for this cluster's VIP signed with another key: a second cluster with the same VIP, or a host with the wrong key file, is on the segment",
 		"frames", n.foreign)
 	n.foreign, n.foreignWarn = 0, now
-}
-
-// sender is the host ID an authenticated message came from.
-func sender(msg any) uint8 {
-	switch m := msg.(type) {
-	case *heartbeat.Heartbeat:
-		return m.HostID
-	case *heartbeat.TableChunk:
-		return m.HostID
-	}
-	return 0
 }

@@ -9,10 +9,10 @@ import (
 	"github.com/nlbproject/nlb/heartbeat"
 )
 
-func eventsOf(acts []any, kind string) []Event {
-	var out []Event
+func eventsOf(acts []Action, kind NoticeKind) []Notice {
+	var out []Notice
 	for _, a := range acts {
-		if e, ok := a.(Event); ok && e.Kind == kind {
+		if e, ok := a.(Notice); ok && e.Kind == kind {
 			out = append(out, e)
 		}
 	}
@@ -97,7 +97,7 @@ func TestDuplicateHostID(t *testing.T) {
 				continue
 			}
 			for _, a := range dup.Step(s.now, Received{Msg: msg, SelfID: drop == heartbeat.DropSelf}) {
-				if e, ok := a.(Event); ok && e.Kind == "duplicate-id" {
+				if e, ok := a.(Notice); ok && e.Kind == NoticeDuplicateID {
 					refused = true
 				}
 				if _, ok := a.(Send); ok {

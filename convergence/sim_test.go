@@ -204,7 +204,7 @@ func (s *sim) partition(groups ...[]uint8) {
 	}
 }
 
-func (s *sim) apply(h *simHost, acts []any) {
+func (s *sim) apply(h *simHost, acts []Action) {
 	for _, a := range acts {
 		switch a := a.(type) {
 		case Send:
@@ -230,11 +230,11 @@ func (s *sim) apply(h *simHost, acts []any) {
 			} else {
 				h.leaseUntil = s.now.Add(a.For)
 			}
-		case Event:
-			if a.Kind == "epoch" && a.Msg == "proposed" {
+		case Notice:
+			if a.Kind == NoticeEpoch && a.Msg == "proposed" {
 				s.epochs++
 			}
-			if a.Kind == "evict" && s.countLeaves {
+			if a.Kind == NoticeEvict && s.countLeaves {
 				s.leaves++ // no host crashes in runs that count leaves
 			}
 			if s.trace != nil {

@@ -117,7 +117,7 @@ func NewGuard(key Key, cluster netip.Addr, self uint8) *Guard {
 // Check decodes and vets one frame payload. It returns the message, or nil
 // and the reason it was dropped (also counted). A frame carrying this
 // host's own ID is returned with DropSelf: another host uses our ID.
-func (g *Guard) Check(b []byte) (any, Drop) {
+func (g *Guard) Check(b []byte) (Message, Drop) {
 	m, err := Unmarshal(b, &g.key)
 	if err != nil {
 		return nil, g.count(dropOf(err))

@@ -78,7 +78,20 @@ type Heartbeat struct {
 	Rules        []RuleSetting
 }
 
-// RuleSetting is a host's current setting for one rule.
+// Message is a decoded frame: a *Heartbeat or a *TableChunk (a closed set).
+type Message interface {
+	// From is the sender's host ID.
+	From() uint8
+	message()
+}
+
+func (h *Heartbeat) From() uint8  { return h.HostID }
+func (*Heartbeat) message()       {}
+func (c *TableChunk) From() uint8 { return c.HostID }
+func (*TableChunk) message()      {}
+
+// RuleSetting is a host's current setting for one rule, in its wire form
+// (the tables use filter.RuleSetting; Flags carry disable and drain).
 type RuleSetting struct {
 	Weight   uint8 // 0..100
 	Priority uint8 // 1..64
@@ -210,7 +223,7 @@ func (c *TableChunk) Marshal(key *Key) ([]byte, error) {
 // (which may carry Ethernet padding after the message). It returns a
 // *Heartbeat or a *TableChunk; decoded values never alias b. Errors wrap
 // one of the Err* reasons.
-func Unmarshal(b []byte, key *Key) (any, error) {
+func Unmarshal(b []byte, key *Key) (Message, error) {
 	if len(b) < headerLen {
 		return nil, fmt.Errorf("%w: %d bytes", ErrShort, len(b))
 	}
@@ -296,7 +309,7 @@ func Unmarshal(b []byte, key *Key) (any, error) {
 }
 
 // Marshal encodes and signs a *Heartbeat or a *TableChunk.
-func Marshal(msg any, key *Key) ([]byte, error) {
+func Marshal(msg Message, key *Key) ([]byte, error) {
 	switch m := msg.(type) {
 	case *Heartbeat:
 		return m.Marshal(key)

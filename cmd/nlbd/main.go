@@ -8,17 +8,15 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"github.com/nlbproject/nlb/config"
+	"github.com/nlbproject/nlb/remote"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 
 	"github.com/nlbproject/nlb/agent"
-	"github.com/nlbproject/nlb/filter/datapath"
-	"github.com/nlbproject/nlb/macmode/nic"
 )
 
 func main() {
@@ -26,7 +24,8 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	var configPath, checkPath, runDir, bpffs, logFormat, logLevel string
+	var configPath, checkPath, logFormat, logLevel string
+	var layout agent.Layout
 	var restore bool
 	root := &cobra.Command{
 		Use:   "nlbd --config FILE | --check-config FILE | --restore --config FILE",
@@ -61,14 +60,11 @@ reloads the configuration.`,
 			if restore {
 				// Undo what a killed agent left: the NIC from its state
 				// file, then the pinned data plane.
-				path := filepath.Join(runDir, r.Interface+".state")
-				if err := nic.Restore(path); err != nil {
+				msg, err := agent.Restore(layout, r.Interface)
+				if err != nil {
 					return err
 				}
-				if err := datapath.RemovePinned(filepath.Join(bpffs, "nlb", r.Interface)); err != nil {
-					return err
-				}
-				fmt.Fprintf(cmd.OutOrStdout(), "restored %s (state file %s) and removed its pinned data plane\n", r.Interface, path)
+				fmt.Fprintln(cmd.OutOrStdout(), msg)
 				return nil
 			}
 			level := hclog.LevelFromString(logLevel)
@@ -80,7 +76,7 @@ reloads the configuration.`,
 			}
 			log := hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("nlbd.host%d", r.HostID), Level: level,
 				JSONFormat: logFormat == "json", Output: stderr})
-			a := agent.New(r, agent.Options{ConfigPath: configPath, RunDir: runDir, BPFFS: bpffs, Log: log, Ready: notifyReady})
+			a := agent.New(r, agent.Options{ConfigPath: configPath, Layout: layout, Log: log, Ready: notifyReady})
 			sigs := make(chan os.Signal, 4)
 			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2, syscall.SIGHUP)
 			defer signal.Stop(sigs)
@@ -115,10 +111,10 @@ reloads the configuration.`,
 	f.StringVar(&configPath, "config", "", "configuration file")
 	f.StringVar(&checkPath, "check-config", "", "validate FILE, print a summary and exit; touches nothing")
 	f.BoolVar(&restore, "restore", false, "undo what a killed agent changed (NIC MAC, addresses, sysctls, pinned eBPF), and exit")
-	f.StringVar(&runDir, "run-dir", "/run/nlb", "directory of the NIC state file and the control socket")
-	f.StringVar(&runDir, "state-dir", "/run/nlb", "old name of --run-dir")
+	f.StringVar(&layout.RunDir, "run-dir", remote.DefaultRunDir, "directory of the NIC state file and the control socket")
+	f.StringVar(&layout.RunDir, "state-dir", remote.DefaultRunDir, "old name of --run-dir")
 	f.MarkHidden("state-dir")
-	f.StringVar(&bpffs, "bpffs", "/sys/fs/bpf", "bpffs mount point (mounted if absent); pins go under BPFFS/nlb/IFNAME")
+	f.StringVar(&layout.BPFFS, "bpffs", agent.DefaultBPFFS, "bpffs mount point (mounted if absent); pins go under BPFFS/nlb/IFNAME")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	if err := root.Execute(); err != nil {

@@ -1,0 +1,61 @@
+package agent
+
+import (
+	"fmt"
+	"path/filepath"
+
+	"github.com/nlbproject/nlb/filter/datapath"
+	"github.com/nlbproject/nlb/macmode/nic"
+	"github.com/nlbproject/nlb/remote"
+)
+
+// DefaultBPFFS is where the agent finds (or mounts) a bpffs.
+const DefaultBPFFS = "/sys/fs/bpf"
+
+// Layout is the agent's on-disk layout: the one place that says where
+// each of its files lives.
+type Layout struct {
+	// RunDir holds the NIC state file and the control socket (/run/nlb).
+	RunDir string
+	// BPFFS is where a bpffs is (or gets) mounted (/sys/fs/bpf).
+	BPFFS string
+}
+
+// withDefaults fills the empty fields.
+func (l Layout) withDefaults() Layout {
+	if l.RunDir == "" {
+		l.RunDir = remote.DefaultRunDir
+	}
+	if l.BPFFS == "" {
+		l.BPFFS = DefaultBPFFS
+	}
+	return l
+}
+
+// StateFile is the write-ahead record of what setup changed on the NIC.
+func (l Layout) StateFile(ifname string) string {
+	return filepath.Join(l.RunDir, ifname+".state")
+}
+
+// PinDir holds the pinned data plane of the NIC.
+func (l Layout) PinDir(ifname string) string {
+	return filepath.Join(l.BPFFS, "nlb", ifname)
+}
+
+// Socket is the local control socket.
+func (l Layout) Socket() string { return remote.SocketPath(l.RunDir) }
+
+// Restore undoes what a killed agent left on the NIC (from its state file)
+// and removes its pinned data plane (nlbd --restore). It returns a line
+// saying what it did.
+func Restore(l Layout, ifname string) (string, error) {
+	l = l.withDefaults()
+	path := l.StateFile(ifname)
+	if err := nic.Restore(path); err != nil {
+		return "", err
+	}
+	if err := datapath.RemovePinned(l.PinDir(ifname)); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("restored %s (state file %s) and removed its pinned data plane", ifname, path), nil
+}

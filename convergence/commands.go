@@ -1,0 +1,72 @@
+package convergence
+
+import (
+	"time"
+
+	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/heartbeat"
+)
+
+func (m *Machine) command(now time.Time, c Command) {
+	switch c.Op {
+	case OpStart, OpResume:
+		if c.Op == OpStart && m.state == StateSuspended {
+			return // only resume leaves suspended
+		}
+		if m.state == StateStopped || m.state == StateSuspended || m.state == StateRefused {
+			m.setState(now, StateJoining, "start")
+			m.phase = phaseNone
+			m.epoch = nil
+		}
+	case OpStop, OpSuspend:
+		m.closeAll(true) // as NLB: stop ends the flows this host handles
+		m.phase = phaseNone
+		s := StateStopped
+		if c.Op == OpSuspend {
+			s = StateSuspended
+		}
+		m.setState(now, s, "operator")
+	case OpDrainStop:
+		if m.state.active() && m.state != StateDraining {
+			m.drainStart = now
+			m.setState(now, StateDraining, "drainstop")
+		}
+	case OpEnableRule, OpDisableRule, OpDrainRule:
+		var f uint8
+		switch c.Op {
+		case OpDisableRule:
+			f = heartbeat.RuleDisabled
+		case OpDrainRule:
+			f = heartbeat.RuleDraining
+		}
+		for i := range m.ruleFlags {
+			if c.Rule < 0 || c.Rule == i {
+				m.ruleFlags[i] = f
+				if f == heartbeat.RuleDisabled {
+					// Disable also ends the flows this host holds.
+					for b := range m.marks[i] {
+						if m.marks[i][b] == filter.MarkRetained {
+							m.setMark(i, b, filter.MarkNone)
+						}
+					}
+				}
+			}
+		}
+	case OpHealthDown, OpHealthUp:
+		if c.Rule >= 0 && c.Rule < len(m.healthDown) {
+			m.healthDown[c.Rule] = c.Op == OpHealthDown
+		}
+	case OpSetSettings:
+		if len(c.Settings) == len(m.cfg.Settings) {
+			m.cfg.Settings = append([]filter.RuleSetting(nil), c.Settings...)
+		}
+	}
+}
+
+func (m *Machine) isDraining(id uint8) bool {
+	if id == m.cfg.HostID {
+		return m.state == StateDraining
+	}
+	p := m.peers[id]
+	return p != nil && p.hb != nil && State(p.hb.State) == StateDraining
+}
