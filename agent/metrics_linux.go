@@ -167,7 +167,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descConvergences, st.Convergences)
 		gauge(descLastConv, st.LastConvergence.Seconds())
 		counter(descHBSent, node.FramesSent())
-		for id := uint8(1); id <= 64; id++ {
+		for id := uint8(1); id <= filter.MaxHostID; id++ {
 			if n := node.FramesReceived(id); n > 0 {
 				counter(descHBRecv, n, strconv.Itoa(int(id)))
 			}

@@ -90,9 +90,9 @@ func NewNode(m *convergence.Machine, conn heartbeat.Conn, guard *heartbeat.Guard
 func (n *Node) FramesSent() uint64 { return n.sent.Load() }
 
 // FramesReceived is the number of authenticated frames accepted from
-// host id (1–64).
+// host id (1..filter.MaxHostID).
 func (n *Node) FramesReceived(id uint8) uint64 {
-	if id == 0 || id > 64 {
+	if id == 0 || id > filter.MaxHostID {
 		return 0
 	}
 	return n.received[id-1].Load()

@@ -76,7 +76,7 @@ type PortRuleConfig struct {
 
 // HostConfig is this host's own part of the configuration.
 type HostConfig struct {
-	// ID is the host's unique ID (1..64); it is also its default-host
+	// ID is the host's unique ID (1..filter.MaxHostID); it is also its default-host
 	// priority (lowest live ID is the default host).
 	ID int `yaml:"id"`
 	// Interface is the cluster NIC.

@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+
+	"github.com/nlbproject/nlb/filter"
 )
 
 // EtherType of heartbeat frames (the same as NLB's).
@@ -28,7 +30,7 @@ const (
 	MACLen = sha256.Size // 32
 
 	// MaxRules is the largest number of rule settings in a heartbeat.
-	MaxRules = 32
+	MaxRules = filter.MaxRules
 	// ChunkLen is the number of buckets carried by one table chunk.
 	ChunkLen = 1024
 
@@ -94,7 +96,7 @@ func (*TableChunk) message()      {}
 // (the tables use filter.RuleSetting; Flags carry disable and drain).
 type RuleSetting struct {
 	Weight   uint8 // 0..100
-	Priority uint8 // 1..64
+	Priority uint8 // 1..filter.MaxHostID
 	Flags    uint8 // RuleDisabled, RuleDraining
 }
 
@@ -171,7 +173,7 @@ func putAddr(b []byte, a netip.Addr) error {
 
 // Marshal encodes and signs a heartbeat.
 func (h *Heartbeat) Marshal(key *Key) ([]byte, error) {
-	if h.HostID == 0 || h.HostID > 64 || len(h.Rules) > MaxRules {
+	if h.HostID == 0 || h.HostID > filter.MaxHostID || len(h.Rules) > MaxRules {
 		return nil, fmt.Errorf("%w: host ID %d, %d rules", ErrInvalid, h.HostID, len(h.Rules))
 	}
 	b := make([]byte, heartbeatFixLen+ruleSettingLen*len(h.Rules), heartbeatFixLen+ruleSettingLen*len(h.Rules)+MACLen)
@@ -203,7 +205,7 @@ func (h *Heartbeat) Marshal(key *Key) ([]byte, error) {
 
 // Marshal encodes and signs a table chunk.
 func (c *TableChunk) Marshal(key *Key) ([]byte, error) {
-	if c.HostID == 0 || c.HostID > 64 {
+	if c.HostID == 0 || c.HostID > filter.MaxHostID {
 		return nil, fmt.Errorf("%w: host ID %d", ErrInvalid, c.HostID)
 	}
 	b := make([]byte, tableChunkFixLen+ChunkLen, MaxMessageLen)
@@ -273,7 +275,7 @@ func Unmarshal(b []byte, key *Key) (Message, error) {
 			Epoch:       binary.BigEndian.Uint64(b[32:40]),
 		}
 		copy(c.Owners[:], b[40:40+ChunkLen])
-		if c.HostID == 0 || c.HostID > 64 {
+		if c.HostID == 0 || c.HostID > filter.MaxHostID {
 			return nil, fmt.Errorf("%w: host ID %d", ErrInvalid, c.HostID)
 		}
 		return c, nil
@@ -302,7 +304,7 @@ func Unmarshal(b []byte, key *Key) (Message, error) {
 			h.Rules[i] = RuleSetting{Weight: b[o], Priority: b[o+1], Flags: b[o+2]}
 		}
 	}
-	if h.HostID == 0 || h.HostID > 64 || len(h.Rules) > MaxRules {
+	if h.HostID == 0 || h.HostID > filter.MaxHostID || len(h.Rules) > MaxRules {
 		return nil, fmt.Errorf("%w: host ID %d, %d rules", ErrInvalid, h.HostID, len(h.Rules))
 	}
 	return h, nil

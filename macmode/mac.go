@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"github.com/nlbproject/nlb/filter"
 )
 
 // The addresses below are those Microsoft documents for Network Load
@@ -36,8 +38,8 @@ func UnicastMAC(vip netip.Addr) (net.HardwareAddr, error) {
 // MaskedMAC is the source MAC host id puts on outgoing frames in unicast
 // mode, so that switches never learn the cluster MAC and keep flooding it.
 func MaskedMAC(vip netip.Addr, id uint8) (net.HardwareAddr, error) {
-	if id == 0 || id > 64 {
-		return nil, fmt.Errorf("masked MAC: host ID %d out of range 1..64", id)
+	if id == 0 || id > filter.MaxHostID {
+		return nil, fmt.Errorf("masked MAC: host ID %d out of range 1..%d", id, filter.MaxHostID)
 	}
 	o, err := octets(vip)
 	if err != nil {
