@@ -14,6 +14,9 @@ func (m *Machine) command(now time.Time, c Command) {
 			return // only resume leaves suspended
 		}
 		if m.state == StateStopped || m.state == StateSuspended || m.state == StateRefused {
+			if m.state == StateRefused {
+				m.listenStart = now // listen again before speaking
+			}
 			m.setState(now, StateJoining, "start")
 			m.phase = phaseNone
 			m.epoch = nil

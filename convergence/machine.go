@@ -86,7 +86,13 @@ type Machine struct {
 	ruleFlags  []uint8 // operator overrides per rule (heartbeat.Rule*)
 	healthDown []bool  // rules whose local health check fails: drained
 	drainStart time.Time
-	events     []Action
+	// listenStart is when this machine began to listen: at its first tick,
+	// and again when it leaves a refusal. A joiner speaks once it has
+	// listened for DeadAfter; a host started again after an operator's
+	// stop has listened all along (it kept sending and receiving) and
+	// rejoins at once, so its peers never see it fall silent.
+	listenStart time.Time
+	events      []Action
 }
 
 // NewMachine returns a machine in its start state; it does nothing until
@@ -225,15 +231,21 @@ func (m *Machine) heartbeat(now time.Time) *heartbeat.Heartbeat {
 
 func (m *Machine) tick(now time.Time) []Action {
 	var out []Action
-	if m.state == StateJoining && m.since.IsZero() {
-		m.since = now
+	if m.listenStart.IsZero() {
+		m.listenStart = now
 	}
 	if m.state == StateRefused && m.refusedMismatch && !m.mismatched(now) {
 		m.refusedMismatch = false
+		m.listenStart = now
 		m.setState(now, StateJoining, "the cluster with other settings is gone")
 	}
 	for id, p := range m.peers {
-		if p.hb != nil && p.refused == "" && now.Sub(p.lastHeard) >= m.cfg.DeadAfter() && now.Sub(p.lastHeard) < m.cfg.DeadAfter()+m.cfg.Period {
+		// Only a member's silence is a failure: a host that stopped,
+		// suspended, drained or never joined left on purpose (or never
+		// came), and its silence is neither evicted nor counted by flap
+		// damping.
+		if p.hb != nil && p.refused == "" && State(p.hb.State).active() &&
+			now.Sub(p.lastHeard) >= m.cfg.DeadAfter() && now.Sub(p.lastHeard) < m.cfg.DeadAfter()+m.cfg.Period {
 			m.events = append(m.events, Notice{Kind: NoticeEvict, Host: id, Msg: "no heartbeat"})
 			if m.cfg.FlapWindow > 0 && p.evictions > 0 && now.Sub(p.lastEvict) > m.cfg.FlapWindow {
 				p.evictions = 0 // stable for a window: forgiven
@@ -244,7 +256,7 @@ func (m *Machine) tick(now time.Time) []Action {
 	}
 	// A joiner listens for DeadAfter before it speaks: it learns the epoch
 	// and hears any host that already uses its ID.
-	if m.state != StateJoining || now.Sub(m.since) >= m.cfg.DeadAfter() {
+	if m.state != StateJoining || m.listened(now) {
 		// A host refused for a duplicate ID stays silent (its frames would
 		// supersede the rightful owner's at every peer); one refused for
 		// other settings keeps announcing itself so the cluster reports it.
@@ -288,7 +300,7 @@ func (m *Machine) evaluate(now time.Time) {
 		return
 	}
 	if m.state == StateJoining {
-		if m.since.IsZero() || now.Sub(m.since) < m.cfg.DeadAfter() {
+		if !m.listened(now) {
 			return
 		}
 		if m.mismatched(now) {
@@ -374,4 +386,11 @@ func (m *Machine) updateState(now time.Time, view uint64, leader uint8) {
 	default:
 		m.setState(now, StateConverged, "converged")
 	}
+}
+
+// listened reports whether the machine has listened for DeadAfter since
+// it began or left a refusal: it has learnt the epoch and heard any host
+// that uses its ID.
+func (m *Machine) listened(now time.Time) bool {
+	return !m.listenStart.IsZero() && now.Sub(m.listenStart) >= m.cfg.DeadAfter()
 }

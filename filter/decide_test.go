@@ -170,11 +170,19 @@ func TestAffinity(t *testing.T) {
 	if len(seen) < 90 {
 		t.Fatalf("affinity none: 100 ports used only %d buckets", len(seen))
 	}
-	// network affinity: a /24 shares a bucket.
+	// network affinity: a /24 shares a bucket, and only a /24: the /24s
+	// of one /16 spread over buckets (a wider mask would put them in one).
 	n1 := Bucket(s.Seed, netip.MustParseAddr("198.19.7.1"), 5, AffinityNetwork)
 	n2 := Bucket(s.Seed, netip.MustParseAddr("198.19.7.254"), 9, AffinityNetwork)
 	if n1 != n2 {
 		t.Fatalf("network affinity: %d != %d", n1, n2)
+	}
+	nets := map[uint16]bool{}
+	for third := range 100 {
+		nets[Bucket(s.Seed, netip.AddrFrom4([4]byte{198, 19, byte(third), 1}), 5, AffinityNetwork)] = true
+	}
+	if len(nets) < 90 {
+		t.Fatalf("network affinity: 100 /24s of one /16 used only %d buckets", len(nets))
 	}
 }
 
@@ -210,7 +218,6 @@ func TestICMPErrorFollowsFlow(t *testing.T) {
 	s := testState(MarkNone)
 	// The flow client:40000 -> vip1:80; the error quotes vip1:80 -> client:40000.
 	b := Bucket(s.Seed, client, 40000, AffinityNone)
-	s.Marks[0][b] = MarkOwned // rule 1 after sorting is vip1:80; set below
 	for i, r := range s.Rules {
 		if r.String() == "198.18.0.10:80/tcp" {
 			s.Marks[i][b] = MarkOwned
@@ -223,6 +230,20 @@ func TestICMPErrorFollowsFlow(t *testing.T) {
 	flow := Decide(tcp(client, 40000, vip1, 80, tcpFlagACK).Frame(), s, nil)
 	if d.Reason != ReasonAcceptOwner || d.Rule != flow.Rule || d.Bucket != flow.Bucket {
 		t.Fatalf("icmp error decided %+v, flow %+v", d, flow)
+	}
+	// Every ICMP error type quotes the flow it is about: destination
+	// unreachable, time exceeded and parameter problem alike.
+	for _, typ := range []uint8{icmpDestUnreach, icmpTimeExceeded, icmpParamProblem} {
+		e := &Packet{Src: router, Dst: vip1, Proto: ipProtoICMP, ICMPType: typ, Inner: inner}
+		if d := Decide(e.Frame(), s, nil); d.Reason != ReasonAcceptOwner || d.Rule != flow.Rule || d.Bucket != flow.Bucket {
+			t.Errorf("icmp type %d error decided %+v, flow %+v", typ, d, flow)
+		}
+	}
+	// A quote of a non-first fragment carries no ports: it names no flow.
+	frag := tcp(vip1, 80, client, 40000, tcpFlagACK)
+	frag.FragOffset = 3
+	if d := Decide((&Packet{Src: router, Dst: vip1, Proto: ipProtoICMP, ICMPType: icmpTimeExceeded, Inner: frag}).Frame(), s, nil); d.Reason != ReasonDropMalformed {
+		t.Errorf("icmp error quoting a non-first fragment: %v, want %v", d.Reason, ReasonDropMalformed)
 	}
 	// Quoting a packet from another source is forged.
 	forged := &Packet{Src: router, Dst: vip1, Proto: ipProtoICMP, ICMPType: icmpDestUnreach, Inner: tcp(other, 80, client, 40000, tcpFlagACK)}

@@ -81,7 +81,16 @@ func TestProbe(t *testing.T) {
 	status.Store(301)
 	check(Check{Kind: KindHTTP, Target: srv.URL}, "") // 200–399 by default
 	check(Check{Kind: KindHTTP, Target: srv.URL, Expect: 200}, "http 301")
-	check(Check{Kind: KindHTTPS, Target: tls.URL}, "") // self-signed: not verified
+	// The default range ends at 399: a 4xx is a failure, 200 and 399 pass.
+	for _, code := range []int32{400, 404, 499} {
+		status.Store(code)
+		check(Check{Kind: KindHTTP, Target: srv.URL}, fmt.Sprintf("http %d", code))
+	}
+	status.Store(399)
+	check(Check{Kind: KindHTTP, Target: srv.URL}, "")
+	status.Store(404)
+	check(Check{Kind: KindHTTP, Target: srv.URL, Expect: 404}, "") // expect overrides the range
+	check(Check{Kind: KindHTTPS, Target: tls.URL}, "")             // self-signed: not verified
 	check(Check{Kind: KindHTTP, Target: "http://" + silent.Addr().String() + "/"}, "timeout")
 	check(Check{Kind: KindExec, Command: []string{"true"}}, "")
 	check(Check{Kind: KindExec, Command: []string{"sh", "-c", "exit 3"}}, "exec exit 3")

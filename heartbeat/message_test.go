@@ -147,6 +147,54 @@ func TestGuard(t *testing.T) {
 	}
 }
 
+// TestReplayWindowEdge: the window holds exactly ReplayWindow sequence
+// numbers. The oldest still inside (top-63) is accepted once; the first
+// outside it (top-64) is refused, never accepted unrecorded (a shift by
+// 64 would give an empty bit and make it replayable forever).
+func TestReplayWindowEdge(t *testing.T) {
+	const top = 1000
+	var r replayState
+	if !r.accept(top) {
+		t.Fatal("first sequence number refused")
+	}
+	for _, tc := range []struct {
+		seq  uint64
+		want bool
+	}{
+		{top - ReplayWindow, false},
+		{top - ReplayWindow, false},
+		{top - ReplayWindow + 1, true},
+		{top - ReplayWindow + 1, false},
+		{top - 1, true},
+		{top - 1, false},
+		{top, false},
+		{top - ReplayWindow - 1, false},
+	} {
+		if got := r.accept(tc.seq); got != tc.want {
+			t.Errorf("accept(top-%d) = %v, want %v", top-tc.seq, got, tc.want)
+		}
+	}
+	// Through the Guard, as a replayed frame arrives.
+	g := NewGuard(testKey, testVIP, 1)
+	frame := func(seq uint64) []byte {
+		h := sampleHeartbeat()
+		h.HostID, h.Incarnation, h.Seq = 2, 7, seq
+		b, err := h.Marshal(&testKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if _, d := g.Check(frame(top)); d != DropNone {
+		t.Fatalf("first frame: %v", d)
+	}
+	for i := 0; i < 3; i++ {
+		if _, d := g.Check(frame(top - ReplayWindow)); d != DropReplay {
+			t.Fatalf("frame top-%d, attempt %d: %v, want %v", ReplayWindow, i, d, DropReplay)
+		}
+	}
+}
+
 // FuzzUnmarshal: arbitrary input never panics, and whatever decodes
 // re-encodes to the same bytes.
 func FuzzUnmarshal(f *testing.F) {

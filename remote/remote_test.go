@@ -141,6 +141,31 @@ func TestGuard(t *testing.T) {
 	}
 }
 
+// TestGuardNonceOutlivesSkew: a request stamped ahead of the receiver's
+// clock stays fresh until its timestamp plus MaxSkew, so its nonce must be
+// kept that long (2 × MaxSkew from its arrival, at worst); a replay just
+// before it goes stale is refused as a replay.
+func TestGuardNonceOutlivesSkew(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	src := netip.MustParseAddr("198.18.0.50")
+	g := NewGuard(testKey)
+	ahead := now.Add(MaxSkew - time.Second)
+	req := request(t, CmdStop, &testKey, ahead, 9)
+	if _, got := g.Check(req, src, now); got != RefusedNone {
+		t.Fatalf("request stamped %v ahead: %v", MaxSkew-time.Second, got)
+	}
+	// Walk the clock in steps (pruning runs as time passes) to just
+	// before the timestamp goes stale.
+	for at := now.Add(time.Second); at.Before(ahead.Add(MaxSkew)); at = at.Add(3 * time.Second) {
+		g.Check([]byte("x"), netip.MustParseAddr("198.18.0.51"), at)
+	}
+	last := ahead.Add(MaxSkew - time.Second)
+	if _, got := g.Check(req, src, last); got != RefusedReplay {
+		t.Fatalf("replay %v after arrival, %v before the timestamp is stale: %v, want %v",
+			last.Sub(now), time.Second, got, RefusedReplay)
+	}
+}
+
 func TestGuardRateLimit(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	g := NewGuard(testKey)

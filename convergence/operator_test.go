@@ -1,0 +1,151 @@
+package convergence
+
+import (
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/heartbeat"
+)
+
+// owns reports whether host id's data plane takes new flows in at least
+// one bucket of the first rule (it has its share again).
+func (s *sim) owns(id uint8) bool {
+	h := s.hosts[id]
+	for b := 0; b < filter.Buckets; b++ {
+		if s.open(h, simTables[0], b) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestOperatorCyclesAreNotFailures: stop/start and drainstop/start, again
+// and again, with flap damping on, are operator actions: no peer evicts the
+// host, flap damping never holds it down, and it owns its share again
+// within a few periods of every start.
+func TestOperatorCyclesAreNotFailures(t *testing.T) {
+	s := newSim(t, 11)
+	s.cfg.FlapWindow = 5 * time.Minute
+	for id := uint8(1); id <= 3; id++ {
+		s.boot(id, false)
+	}
+	if s.settle(20*time.Second) < 0 {
+		s.fail(t, "formation")
+	}
+	s.countLeaves = true
+	h := s.hosts[3]
+	for cycle := 0; cycle < 8; cycle++ {
+		leave := OpStop
+		if cycle%2 == 1 {
+			leave = OpDrainStop
+		}
+		s.command(3, leave)
+		for begin := s.now; h.m.State() != StateStopped && s.now.Sub(begin) < 30*time.Second; {
+			s.run(s.cfg.Period)
+		}
+		if h.m.State() != StateStopped || s.settle(10*time.Second) < 0 {
+			s.fail(t, "host 3 did not stop")
+		}
+		s.run(2 * time.Second)
+		s.command(3, OpStart)
+		start := s.now
+		for !s.owns(3) && s.now.Sub(start) < 30*time.Second {
+			s.run(s.cfg.Period)
+		}
+		took := s.now.Sub(start)
+		if took > 15*s.cfg.Period {
+			s.fail(t, "host 3 took "+took.String()+" to own its share after start (cycle "+strconv.Itoa(cycle)+")")
+		}
+		if s.settle(10*time.Second) < 0 {
+			s.fail(t, "no settle after start")
+		}
+	}
+	if s.leaves != 0 {
+		t.Errorf("%d evictions from operator stop/start cycles, want 0", s.leaves)
+	}
+	for _, id := range []uint8{1, 2} {
+		if p := s.hosts[id].m.peers[3]; p.evictions != 0 {
+			t.Errorf("host %d counts %d evictions of host 3 toward flap damping", id, p.evictions)
+		}
+	}
+	if len(s.violations) > 0 {
+		s.fail(t, "")
+	}
+}
+
+// TestSimQuorumTie: with four voters split two and two, neither side has a
+// strict majority, so no host takes new flows on either side.
+func TestSimQuorumTie(t *testing.T) {
+	s := formed(t, 12, 4, 4)
+	s.partition([]uint8{1, 2}, []uint8{3, 4})
+	s.run(5 * time.Second)
+	for _, id := range s.ids() {
+		if s.now.Before(s.hosts[id].leaseUntil) {
+			t.Errorf("host %d holds a lease in a 2/2 split of 4 voters", id)
+		}
+		if s.owns(id) {
+			t.Errorf("host %d takes new flows in a 2/2 split of 4 voters", id)
+		}
+	}
+	s.partition([]uint8{1, 2, 3, 4})
+	if s.settle(20*time.Second) < 0 {
+		s.fail(t, "no settle after the split healed")
+	}
+}
+
+// TestLeaseMargin: the lease a host renews runs out at least two periods
+// before any peer may declare the host dead, whatever the timing.
+func TestLeaseMargin(t *testing.T) {
+	for _, tol := range []int{3, 4, 5, 10, 100} {
+		for _, p := range []time.Duration{10 * time.Millisecond, 100 * time.Millisecond, time.Second} {
+			cfg := s0Timing(p, tol)
+			if cfg.LeaseFor() > cfg.DeadAfter()-2*p {
+				t.Errorf("period %v tolerance %d: lease %v leaves less than two periods before dead-after %v", p, tol, cfg.LeaseFor(), cfg.DeadAfter())
+			}
+			if cfg.LeaseFor() < p {
+				t.Errorf("period %v tolerance %d: lease %v shorter than a period", p, tol, cfg.LeaseFor())
+			}
+		}
+	}
+}
+
+// TestStaleScanKeepsRetained: a held-flow scan taken before a bucket
+// became retained cannot release it (it misses the flows opened since);
+// the first scan after it can.
+func TestStaleScanKeepsRetained(t *testing.T) {
+	m := NewMachine(Config{HostID: 1, Rules: simRules, Timing: s0Timing(100*time.Millisecond, 10)})
+	const tb, b = 0, 7
+	m.Step(time.Unix(1, 0), HeldScan{})   // a scan from before the retain
+	m.setMark(tb, b, filter.MarkRetained) // records the scan count
+	m.dropDrained()
+	if m.Mark(tb, b) != filter.MarkRetained {
+		t.Fatalf("a scan older than the retain released the bucket (mark %v)", m.Mark(tb, b))
+	}
+	m.scans++ // a fresh scan that holds nothing there
+	m.dropDrained()
+	if m.Mark(tb, b) != filter.MarkNone {
+		t.Fatalf("a fresh empty scan left the bucket %v", m.Mark(tb, b))
+	}
+}
+
+func s0Timing(p time.Duration, tol int) heartbeat.Timing {
+	return heartbeat.Timing{Period: p, LossTolerance: tol}
+}
+
+// command steps host id's machine with an operator command. Stop and
+// suspend end the flows the host holds (as in NLB): the simulation resets
+// them, as their clients would see.
+func (s *sim) command(id uint8, op Op) {
+	h := s.hosts[id]
+	s.apply(h, h.m.Step(s.now, Command{Op: op, Rule: -1}))
+	if op == OpStop || op == OpSuspend {
+		for _, f := range s.flows {
+			if f.host == id {
+				f.reset = true
+			}
+		}
+	}
+	s.changed = true
+}
