@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"time"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/nlbproject/nlb/convergence"
@@ -19,7 +21,9 @@ import (
 // dump the kernel reports as interrupted is an error, never a partial
 // answer: a flow missed here would be reset by its bucket's new owner.
 func (a *Agent) scan() (convergence.HeldScan, error) {
-	var hs convergence.HeldScan
+	// Stamped before the dump begins: a flow opened after that may be
+	// missing from it, so it cannot release a bucket retained since.
+	hs := convergence.HeldScan{At: time.Now()}
 	socks, err := dumpTCP4(heldStates)
 	if err != nil {
 		return hs, err

@@ -45,7 +45,6 @@ func TestDumpTCP4(t *testing.T) {
 	closing.SetReadDeadline(time.Now().Add(time.Second))
 	closing.Read(buf) // ...the client sees EOF
 	closing.Close()   // and closes: the server side ends in TIME_WAIT
-	time.Sleep(50 * time.Millisecond)
 
 	find := func(states uint32) map[netip.AddrPort]uint8 {
 		t.Helper()
@@ -63,6 +62,14 @@ func TestDumpTCP4(t *testing.T) {
 	}
 	openPeer := open.LocalAddr().(*net.TCPAddr).AddrPort()
 	closedPeer := closing.LocalAddr().(*net.TCPAddr).AddrPort()
+	// Wait for the closing handshake to end: the client side reaches
+	// TIME_WAIT (event, not a fixed sleep).
+	for deadline := time.Now().Add(5 * time.Second); find(1 << tcpTimeWait)[closedPeer] != tcpTimeWait; {
+		if time.Now().After(deadline) {
+			t.Fatal("the closed connection never reached TIME_WAIT")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	held := find(heldStates)
 	if held[openPeer] != 1 {
 		t.Errorf("established connection not listed as held: %v", held)

@@ -39,6 +39,11 @@ type (
 	// holds flows (from the kernel's socket table).
 	HeldScan struct {
 		Held [filter.MaxRules + 1]map[uint16]bool
+		// At is when the scan began, on the clock Step is given: flows
+		// opened after it may be missing, so it releases only buckets
+		// retained before it. A scan older than one already seen is
+		// ignored.
+		At time.Time
 	}
 	// Command is an operator command.
 	Command struct {

@@ -29,7 +29,7 @@ func (m *Machine) setMark(t, b int, k filter.Mark) {
 		m.marks[t][b] = k
 		m.dirtyMarks = true
 		if k == filter.MarkRetained {
-			m.retainedAt[t] = m.scans
+			m.retainedAt[t] = m.stepAt
 		}
 	}
 }
@@ -179,7 +179,7 @@ func (m *Machine) clean(now time.Time) {
 // by a scan taken after they became retained.
 func (m *Machine) dropDrained() {
 	for _, t := range m.tables() {
-		if m.count[t][filter.MarkRetained] == 0 || m.scans <= m.retainedAt[t] {
+		if m.count[t][filter.MarkRetained] == 0 || !m.scannedAt.After(m.retainedAt[t]) {
 			continue
 		}
 		for b := range m.marks[t] {

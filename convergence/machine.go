@@ -69,11 +69,12 @@ type Machine struct {
 	// scanning 4096 marks each.
 	count [filter.MaxRules + 1][4]int
 	held  [filter.MaxRules + 1]map[uint16]bool
-	// scans counts HeldScan events; retainedAt[t] is the count when a
-	// bucket of table t last became retained. Only a scan taken after that
-	// may release it: an older one misses flows opened since.
-	scans      uint64
-	retainedAt [filter.MaxRules + 1]uint64
+	// scannedAt is when the newest held-flow scan began; retainedAt[t] is
+	// when a bucket of table t last became retained. Only a scan begun
+	// after that may release it: an older one misses flows opened since.
+	scannedAt  time.Time
+	retainedAt [filter.MaxRules + 1]time.Time
+	stepAt     time.Time // the time of the current Step
 
 	holdUntil  time.Time // a founder opens nothing before this
 	lostQuorum bool
@@ -125,6 +126,7 @@ func NewMachine(cfg Config) *Machine {
 // stays the same member (a new incarnation) and keeps its buckets;
 // otherwise it first closes them (held flows go on) and rejoins.
 func (m *Machine) Restore(now time.Time, marks [filter.MaxRules + 1]*filter.Marks, leaseLeft time.Duration) {
+	m.stepAt = now
 	for t, mk := range marks {
 		if mk != nil {
 			m.marks[t] = *mk
@@ -187,6 +189,7 @@ func (m *Machine) Step(now time.Time, ev Event) []Action {
 	if m.born.IsZero() {
 		m.born = now
 	}
+	m.stepAt = now
 	m.events = m.events[:0]
 	var out []Action
 	switch ev := ev.(type) {
@@ -195,8 +198,9 @@ func (m *Machine) Step(now time.Time, ev Event) []Action {
 	case Received:
 		out = m.receive(now, ev)
 	case HeldScan:
-		m.held = ev.Held
-		m.scans++
+		if ev.At.After(m.scannedAt) {
+			m.held, m.scannedAt = ev.Held, ev.At
+		}
 	case Command:
 		m.command(now, ev)
 	}

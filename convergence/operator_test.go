@@ -111,22 +111,24 @@ func TestLeaseMargin(t *testing.T) {
 	}
 }
 
-// TestStaleScanKeepsRetained: a held-flow scan taken before a bucket
-// became retained cannot release it (it misses the flows opened since);
-// the first scan after it can.
+// TestStaleScanKeepsRetained: a held-flow scan begun before a bucket
+// became retained cannot release it (it misses the flows opened since),
+// even when it arrives after the retain; a scan begun after it can.
 func TestStaleScanKeepsRetained(t *testing.T) {
 	m := NewMachine(Config{HostID: 1, Rules: simRules, Timing: s0Timing(100*time.Millisecond, 10)})
 	const tb, b = 0, 7
-	m.Step(time.Unix(1, 0), HeldScan{})   // a scan from before the retain
-	m.setMark(tb, b, filter.MarkRetained) // records the scan count
-	m.dropDrained()
-	if m.Mark(tb, b) != filter.MarkRetained {
-		t.Fatalf("a scan older than the retain released the bucket (mark %v)", m.Mark(tb, b))
+	t0 := time.Unix(100, 0)
+	m.Step(t0, Tick{})
+	m.setMark(tb, b, filter.MarkRetained) // retained at t0
+	for _, at := range []time.Time{t0.Add(-time.Millisecond), t0} {
+		m.Step(t0.Add(time.Second), HeldScan{At: at}) // arrives late, begun before
+		if m.Mark(tb, b) != filter.MarkRetained {
+			t.Fatalf("a scan begun %v after the retain released the bucket", at.Sub(t0))
+		}
 	}
-	m.scans++ // a fresh scan that holds nothing there
-	m.dropDrained()
+	m.Step(t0.Add(2*time.Second), HeldScan{At: t0.Add(time.Second)})
 	if m.Mark(tb, b) != filter.MarkNone {
-		t.Fatalf("a fresh empty scan left the bucket %v", m.Mark(tb, b))
+		t.Fatalf("a later empty scan left the bucket %v", m.Mark(tb, b))
 	}
 }
 
@@ -134,15 +136,20 @@ func s0Timing(p time.Duration, tol int) heartbeat.Timing {
 	return heartbeat.Timing{Period: p, LossTolerance: tol}
 }
 
-// command steps host id's machine with an operator command. Stop and
-// suspend end the flows the host holds (as in NLB): the simulation resets
-// them, as their clients would see.
-func (s *sim) command(id uint8, op Op) {
+// command steps host id's machine with an operator command (rule: the
+// rule of a rule command, default all). Stop, suspend and disable end the
+// flows the host holds (as in NLB): the simulation resets them, as their
+// clients would see.
+func (s *sim) command(id uint8, op Op, rule ...int) {
 	h := s.hosts[id]
-	s.apply(h, h.m.Step(s.now, Command{Op: op, Rule: -1}))
-	if op == OpStop || op == OpSuspend {
+	c := Command{Op: op, Rule: -1}
+	if len(rule) > 0 {
+		c.Rule = rule[0]
+	}
+	s.apply(h, h.m.Step(s.clock(h), c))
+	if op == OpStop || op == OpSuspend || op == OpDisableRule {
 		for _, f := range s.flows {
-			if f.host == id {
+			if f.host == id && (op != OpDisableRule || c.Rule < 0 || f.table == c.Rule) {
 				f.reset = true
 			}
 		}

@@ -56,6 +56,36 @@ type simHost struct {
 	nextTick   time.Time
 	inc        uint64
 	weight     uint32
+	// rate and offset skew the host's clock (skewed runs): its clock
+	// advances rate seconds per real second, from offset.
+	rate   float64
+	offset time.Duration
+	// pending is the held-flow scan taken at the last tick; a skewed run
+	// sometimes delivers it a tick late (a slow socket dump).
+	pending *HeldScan
+}
+
+// simEpoch is the simulation's start.
+var simEpoch = time.Unix(1_000_000, 0)
+
+// maxRateSkew bounds the clock rate error of a skewed run: ±1 %, twenty
+// times what an undisciplined crystal drifts.
+const maxRateSkew = 0.01
+
+// clock is host h's own clock.
+func (s *sim) clock(h *simHost) time.Time {
+	if h.rate == 0 {
+		return s.now
+	}
+	return simEpoch.Add(time.Duration(float64(s.now.Sub(simEpoch))*h.rate) + h.offset)
+}
+
+// real converts a duration on h's clock to real time.
+func (h *simHost) real(d time.Duration) time.Duration {
+	if h.rate == 0 {
+		return d
+	}
+	return time.Duration(float64(d) / h.rate)
 }
 
 type sim struct {
@@ -74,6 +104,10 @@ type sim struct {
 	// when each pair of hosts last came into one partition group
 	together map[[2]uint8]time.Time
 	trace    func(format string, args ...any)
+
+	// skew gives each host its own clock rate and offset, and delivers
+	// some held-flow scans a tick late.
+	skew bool
 
 	// results
 	violations  []string
@@ -128,6 +162,10 @@ func (s *sim) boot(id uint8, restart bool) {
 	h := s.hosts[id]
 	if h == nil {
 		h = &simHost{id: id, weight: 50}
+		if s.skew {
+			h.rate = 1 + (2*s.r.Float64()-1)*maxRateSkew
+			h.offset = time.Duration(s.r.Int64N(int64(2*time.Hour))) - time.Hour
+		}
 		s.hosts[id] = h
 	}
 	h.inc++
@@ -141,11 +179,11 @@ func (s *sim) boot(id uint8, restart bool) {
 			c := h.marks[t]
 			mk[t] = &c
 		}
-		left := h.leaseUntil.Sub(s.now)
+		left := time.Duration(float64(h.leaseUntil.Sub(s.now)) * max(h.rate, 1))
 		if left < 0 {
 			left = 0
 		}
-		h.m.Restore(s.now, mk, left)
+		h.m.Restore(s.clock(h), mk, left)
 	} else {
 		h.marks = [filter.MaxRules + 1]filter.Marks{}
 		h.leaseUntil = time.Time{}
@@ -157,6 +195,7 @@ func (s *sim) boot(id uint8, restart bool) {
 	h.guard = heartbeat.NewGuard(simKey, simVIP, id)
 	h.agentUp, h.kernelUp = true, true
 	h.nextTick = s.now.Add(time.Duration(s.r.Int64N(int64(s.cfg.Period))))
+	h.pending = nil
 	s.changed = true
 }
 
@@ -228,7 +267,7 @@ func (s *sim) apply(h *simHost, acts []Action) {
 			if a.For == 0 {
 				h.leaseUntil = time.Time{}
 			} else {
-				h.leaseUntil = s.now.Add(a.For)
+				h.leaseUntil = s.now.Add(h.real(a.For))
 			}
 		case Notice:
 			if a.Kind == NoticeEpoch && a.Msg == "proposed" {
@@ -306,7 +345,7 @@ func (s *sim) graceOver(acceptor *simHost, holder uint8) bool {
 		return false
 	}
 	p := acceptor.m.peers[holder]
-	return p == nil || s.now.Sub(p.lastHeard) >= s.cfg.DeadAfter()+s.cfg.Grace
+	return p == nil || s.clock(acceptor).Sub(p.lastHeard) >= s.cfg.DeadAfter()+s.cfg.Grace
 }
 
 func (s *sim) reach(a, b uint8) bool {
@@ -334,12 +373,20 @@ func (s *sim) step(dt time.Duration) {
 			if drop != heartbeat.DropNone && drop != heartbeat.DropSelf {
 				continue
 			}
-			s.apply(h, h.m.Step(s.now, Received{Msg: msg, SelfID: drop == heartbeat.DropSelf}))
+			s.apply(h, h.m.Step(s.clock(h), Received{Msg: msg, SelfID: drop == heartbeat.DropSelf}))
 		}
 		if !s.now.Before(h.nextTick) {
-			h.nextTick = h.nextTick.Add(s.cfg.Period)
-			s.apply(h, h.m.Step(s.now, s.held(id)))
-			s.apply(h, h.m.Step(s.now, Tick{}))
+			h.nextTick = h.nextTick.Add(h.real(s.cfg.Period))
+			scan := s.held(id)
+			scan.At = s.clock(h)
+			if s.skew && h.pending != nil && s.r.IntN(3) == 0 {
+				// A slow socket dump: the scan taken a tick ago arrives now.
+				scan, h.pending = *h.pending, &scan
+			} else {
+				h.pending = &scan
+			}
+			s.apply(h, h.m.Step(s.clock(h), scan))
+			s.apply(h, h.m.Step(s.clock(h), Tick{}))
 		}
 	}
 	s.traffic()
@@ -595,6 +642,7 @@ func randomScenario(t testing.TB, seed uint64, n int, events int) (time.Duration
 // between all hosts at all times.
 func scenario(t testing.TB, seed uint64, n int, events int, quorum bool) (settleTime time.Duration, s *sim) {
 	s = newSim(t, seed)
+	s.skew = true
 	if quorum {
 		s.cfg.QuorumVoters = n
 	}
@@ -651,22 +699,25 @@ func scenario(t testing.TB, seed uint64, n int, events int, quorum bool) (settle
 			}
 		case 4:
 			id := pick(agents)
-			s.apply(s.hosts[id], s.hosts[id].m.Step(s.now, Command{Op: OpDrainStop}))
-		case 5: // start stopped hosts
+			s.command(id, []Op{OpDrainStop, OpStop, OpSuspend}[r.IntN(3)])
+		case 5: // start stopped hosts, resume suspended ones
 			for _, id := range agents {
-				if st := s.hosts[id].m.State(); st == StateStopped {
-					s.apply(s.hosts[id], s.hosts[id].m.Step(s.now, Command{Op: OpStart}))
+				switch s.hosts[id].m.State() {
+				case StateStopped:
+					s.command(id, OpStart)
+				case StateSuspended:
+					s.command(id, OpResume)
 				}
 			}
 		case 6:
 			id := pick(agents)
 			h := s.hosts[id]
 			h.weight = uint32(r.IntN(101))
-			s.apply(h, h.m.Step(s.now, Command{Op: OpSetSettings, Settings: []filter.RuleSetting{{Weight: h.weight, Priority: int(id)}, {Weight: 50, Priority: int(id)}}}))
+			s.apply(h, h.m.Step(s.clock(h), Command{Op: OpSetSettings, Settings: []filter.RuleSetting{{Weight: h.weight, Priority: int(id)}, {Weight: 50, Priority: int(id)}}}))
 		case 7:
 			id := pick(agents)
 			op := []Op{OpEnableRule, OpDisableRule, OpDrainRule}[r.IntN(3)]
-			s.apply(s.hosts[id], s.hosts[id].m.Step(s.now, Command{Op: op, Rule: r.IntN(3) - 1}))
+			s.command(id, op, r.IntN(3)-1)
 		case 8:
 			s.net.SetLoss(r.Float64()*0.2, r.Float64()*0.05)
 			s.net.SetDelay(0, time.Duration(r.IntN(150))*time.Millisecond)
@@ -705,8 +756,11 @@ func scenario(t testing.TB, seed uint64, n int, events int, quorum bool) (settle
 			s.boot(id, h.kernelUp)
 		}
 		if h.agentUp {
-			if st := h.m.State(); st == StateStopped || st == StateRefused {
-				s.apply(h, h.m.Step(s.now, Command{Op: OpStart}))
+			switch h.m.State() {
+			case StateStopped, StateRefused:
+				s.command(id, OpStart)
+			case StateSuspended:
+				s.command(id, OpResume)
 			}
 		}
 	}
@@ -714,6 +768,13 @@ func scenario(t testing.TB, seed uint64, n int, events int, quorum bool) (settle
 	d := s.settle(livenessPeriods * s.cfg.Period)
 	if d < 0 {
 		s.fail(t, fmt.Sprintf("seed %d: not settled within %d periods", seed, livenessPeriods))
+	}
+	// Settled means served: from here no SYN goes unanswered and no held
+	// flow stalls.
+	lost, stalls := s.synLost, s.stalls
+	s.run(3 * time.Second)
+	if s.synLost != lost || s.stalls != stalls {
+		s.fail(t, fmt.Sprintf("seed %d: settled, yet %d SYNs unserved and %d stalls in the next 3 s", seed, s.synLost-lost, s.stalls-stalls))
 	}
 	if len(s.violations) > 0 {
 		s.fail(t, fmt.Sprintf("seed %d", seed))

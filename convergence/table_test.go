@@ -2,8 +2,10 @@ package convergence
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/nlbproject/nlb/filter"
@@ -180,16 +182,15 @@ func TestRebalanceProperties(t *testing.T) {
 					next[id] = uint32(1 + r.IntN(100))
 				}
 			case 1: // weight change, sometimes to 0
-				for k := range next {
-					next[k] = uint32(r.IntN(101))
-					break
-				}
+				ks := slices.Sorted(maps.Keys(next))
+				next[ks[r.IntN(len(ks))]] = uint32(r.IntN(101))
 			case 2: // several at once (a partition heals)
 				for i := 0; i < 1+r.IntN(5); i++ {
 					next[uint8(1+r.IntN(filter.MaxHostID))] = 50
 				}
 			case 3:
-				for k := range next {
+				// Keys in sorted order: a failure replays from its seed.
+				for _, k := range slices.Sorted(maps.Keys(next)) {
 					if len(next) > 1 && r.IntN(3) == 0 {
 						delete(next, k)
 					}

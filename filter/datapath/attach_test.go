@@ -183,8 +183,10 @@ func TestAttachNamespace(t *testing.T) {
 	}
 
 	// 1. 40 connections from distinct ports: each succeeds exactly when the
-	// model accepts its SYN.
-	const timeout = 300 * time.Millisecond
+	// model accepts its SYN. An accepted SYN is answered at once, but a
+	// slow machine may take its time: a dial the model accepts gets 5 s.
+	// A dropped SYN is never answered: 1.5 s covers the first retransmit.
+	const acceptTimeout, dropTimeout = 5 * time.Second, 1500 * time.Millisecond
 	var (
 		mu       sync.Mutex
 		accepted = map[uint16]net.Conn{}
@@ -195,6 +197,10 @@ func TestAttachNamespace(t *testing.T) {
 		go func(p uint16) {
 			defer wg.Done()
 			want := filter.Decide(synOf(p).Frame(), s, nil).Verdict == filter.Accept
+			timeout := dropTimeout
+			if want {
+				timeout = acceptTimeout
+			}
 			c, err := dialFrom(cli, client, p, dst, timeout)
 			if (err == nil) != want {
 				t.Errorf("port %d: dial err %v, model accepts %v", p, err, want)
@@ -240,7 +246,7 @@ func TestAttachNamespace(t *testing.T) {
 			break
 		}
 	}
-	if c, err := dialFrom(cli, client, newPort, dst, timeout); err == nil {
+	if c, err := dialFrom(cli, client, newPort, dst, dropTimeout); err == nil {
 		c.Close()
 		t.Fatalf("new connection from port %d in a retained bucket was accepted", newPort)
 	}
@@ -257,7 +263,7 @@ func TestAttachNamespace(t *testing.T) {
 	if err := roundTrip(accepted[heldPort], "no agent"); err != nil {
 		t.Fatalf("held connection with no agent: %v", err)
 	}
-	if c, err := dialFrom(cli, client, newPort, dst, timeout); err == nil {
+	if c, err := dialFrom(cli, client, newPort, dst, dropTimeout); err == nil {
 		c.Close()
 		t.Fatal("with no agent, a SYN in a retained bucket was accepted")
 	}
