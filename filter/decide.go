@@ -69,6 +69,12 @@ func verdict(r Reason, rule, bucket int) Decision {
 	return Decision{Verdict: r.Verdict(), Reason: r, Rule: rule, Bucket: bucket}
 }
 
+// noFlow is the decision for a frame decided before any rule or bucket:
+// passed (not for a VIP) or dropped as malformed. Rule and Bucket are -1.
+func noFlow(r Reason) Decision {
+	return Decision{Verdict: r.Verdict(), Reason: r, Rule: -1, Bucket: -1}
+}
+
 // flowClass selects how marks are applied to a packet.
 type flowClass uint8
 
@@ -85,20 +91,20 @@ const (
 // makes exactly this decision; keep the two in step.
 func Decide(frame []byte, s *State, holds HoldsFunc) Decision {
 	if len(frame) < ethHdrLen {
-		return verdict(ReasonPassNotIP, -1, -1)
+		return noFlow(ReasonPassNotIP)
 	}
 	switch binary.BigEndian.Uint16(frame[12:14]) {
 	case etherTypeIP4:
 	case etherTypeARP:
-		return verdict(ReasonPassARP, -1, -1)
+		return noFlow(ReasonPassARP)
 	case EtherTypeHeartbeat:
-		return verdict(ReasonPassHeartbeat, -1, -1)
+		return noFlow(ReasonPassHeartbeat)
 	default:
-		return verdict(ReasonPassNotIP, -1, -1)
+		return noFlow(ReasonPassNotIP)
 	}
 	ip := frame[ethHdrLen:]
 	if len(ip) < ipv4MinLen {
-		return verdict(ReasonPassShort, -1, -1)
+		return noFlow(ReasonPassShort)
 	}
 	dst := netip.AddrFrom4([4]byte(ip[16:20]))
 	vipIdx := -1
@@ -112,13 +118,13 @@ func Decide(frame []byte, s *State, holds HoldsFunc) Decision {
 		}
 	}
 	if vipIdx < 0 {
-		return verdict(ReasonPassNotVIP, -1, -1)
+		return noFlow(ReasonPassNotVIP)
 	}
 	// From here on the frame is for a VIP: broken headers are dropped.
 	ihl := int(ip[0]&0x0f) * 4
 	totLen := int(binary.BigEndian.Uint16(ip[2:4]))
 	if ip[0]>>4 != 4 || ihl < ipv4MinLen || totLen < ihl || len(ip) < ihl {
-		return verdict(ReasonDropMalformed, -1, -1)
+		return noFlow(ReasonDropMalformed)
 	}
 	end := len(ip)
 	if totLen < end {
@@ -137,7 +143,7 @@ func Decide(frame []byte, s *State, holds HoldsFunc) Decision {
 	switch proto {
 	case ipProtoTCP:
 		if len(l4) < 20 || int(l4[12]>>4)*4 < 20 || len(l4) < int(l4[12]>>4)*4 {
-			return verdict(ReasonDropMalformed, -1, -1)
+			return noFlow(ReasonDropMalformed)
 		}
 		sport := binary.BigEndian.Uint16(l4[0:2])
 		dport := binary.BigEndian.Uint16(l4[2:4])
@@ -149,18 +155,18 @@ func Decide(frame []byte, s *State, holds HoldsFunc) Decision {
 		return s.decideFlow(ri, src, sport, dst, dport, class, holds)
 	case ipProtoUDP:
 		if len(l4) < 8 {
-			return verdict(ReasonDropMalformed, -1, -1)
+			return noFlow(ReasonDropMalformed)
 		}
 		sport := binary.BigEndian.Uint16(l4[0:2])
 		dport := binary.BigEndian.Uint16(l4[2:4])
 		if s.RemotePort != 0 && dport == s.RemotePort {
-			return verdict(ReasonPassRemoteControl, -1, -1)
+			return noFlow(ReasonPassRemoteControl)
 		}
 		ri := s.matchRule(dst, dport, proto, false)
 		return s.decideFlow(ri, src, sport, dst, dport, classStateless, holds)
 	case ipProtoICMP:
 		if len(l4) < 8 {
-			return verdict(ReasonDropMalformed, -1, -1)
+			return noFlow(ReasonDropMalformed)
 		}
 		switch l4[0] {
 		case icmpDestUnreach, icmpTimeExceeded, icmpParamProblem:
@@ -176,14 +182,14 @@ func Decide(frame []byte, s *State, holds HoldsFunc) Decision {
 // the cluster sent from vip to a client. It goes where that flow goes.
 func (s *State) decideICMPError(vip netip.Addr, inner []byte, holds HoldsFunc) Decision {
 	if len(inner) < ipv4MinLen {
-		return verdict(ReasonDropMalformed, -1, -1)
+		return noFlow(ReasonDropMalformed)
 	}
 	ihl := int(inner[0]&0x0f) * 4
 	if inner[0]>>4 != 4 || ihl < ipv4MinLen || netip.AddrFrom4([4]byte(inner[12:16])) != vip {
-		return verdict(ReasonDropMalformed, -1, -1)
+		return noFlow(ReasonDropMalformed)
 	}
 	if binary.BigEndian.Uint16(inner[6:8])&0x1fff != 0 {
-		return verdict(ReasonDropMalformed, -1, -1) // quotes a non-first fragment: no ports
+		return noFlow(ReasonDropMalformed) // quotes a non-first fragment: no ports
 	}
 	client := netip.AddrFrom4([4]byte(inner[16:20]))
 	proto := inner[9]
@@ -191,7 +197,7 @@ func (s *State) decideICMPError(vip netip.Addr, inner []byte, holds HoldsFunc) D
 		return s.decideFlow(DefaultRule, client, 0, vip, 0, classStateless, holds)
 	}
 	if len(inner) < ihl+8 {
-		return verdict(ReasonDropMalformed, -1, -1)
+		return noFlow(ReasonDropMalformed)
 	}
 	vport := binary.BigEndian.Uint16(inner[ihl : ihl+2])
 	cport := binary.BigEndian.Uint16(inner[ihl+2 : ihl+4])

@@ -57,6 +57,28 @@ func TestSortRules(t *testing.T) {
 			t.Fatalf("rule %d = %s, want %s", i, r, want[i])
 		}
 	}
+	// VIPs in address order, then ports, then protocol (tcp before udp),
+	// whatever the input order.
+	rules := []PortRule{
+		{StartPort: 80, EndPort: 80, Protocol: ProtoUDP},
+		{VIP: vip2, StartPort: 80, EndPort: 80, Protocol: ProtoUDP},
+		{StartPort: 80, EndPort: 80, Protocol: ProtoTCP},
+		{VIP: vip2, StartPort: 80, EndPort: 80, Protocol: ProtoTCP},
+		{VIP: vip1, StartPort: 81, EndPort: 81, Protocol: ProtoTCP},
+	}
+	want = []string{"198.18.0.10:81/tcp", "198.18.0.11:80/tcp", "198.18.0.11:80/udp", "all:80/tcp", "all:80/udp"}
+	for _, perm := range [][]int{{0, 1, 2, 3, 4}, {4, 3, 2, 1, 0}, {2, 0, 4, 1, 3}} {
+		in := make([]PortRule, len(rules))
+		for i, j := range perm {
+			in[i] = rules[j]
+		}
+		SortRules(in)
+		for i, r := range in {
+			if r.String() != want[i] {
+				t.Fatalf("order %v: rule %d = %s, want %s", perm, i, r, want[i])
+			}
+		}
+	}
 }
 
 func TestDecideClasses(t *testing.T) {
@@ -338,6 +360,8 @@ func TestOverlap(t *testing.T) {
 	}{
 		{PortRule{VIP: vip1, StartPort: 90, EndPort: 100, Protocol: ProtoBoth}, true},
 		{PortRule{VIP: vip1, StartPort: 91, EndPort: 100, Protocol: ProtoTCP}, false},
+		{PortRule{VIP: vip1, StartPort: 70, EndPort: 80, Protocol: ProtoTCP}, true}, // touches a's start
+		{PortRule{VIP: vip1, StartPort: 70, EndPort: 79, Protocol: ProtoTCP}, false},
 		{PortRule{VIP: vip1, StartPort: 80, EndPort: 80, Protocol: ProtoUDP}, false},
 		{PortRule{VIP: vip2, StartPort: 80, EndPort: 80, Protocol: ProtoTCP}, false},
 		{PortRule{StartPort: 80, EndPort: 80, Protocol: ProtoTCP}, false}, // all-VIP: specific wins

@@ -117,3 +117,48 @@ func TestMemConnReceive(t *testing.T) {
 		t.Fatalf("Send after Close: %v", err)
 	}
 }
+
+// TestNetworkExact: with no loss and no duplication every frame arrives
+// exactly once; delays stay within their bounds and frames due at one
+// instant keep their send order.
+func TestNetworkExact(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	n := NewNetwork(5, t0)
+	a, b := n.Join("a"), n.Join("b")
+	for i := 0; i < 200; i++ {
+		a.Send([]byte{byte(i)})
+	}
+	n.Advance(t0)
+	got := drain(b)
+	if len(got) != 200 {
+		t.Fatalf("received %d of 200 frames with no loss", len(got))
+	}
+	for i, f := range got {
+		if f[0] != byte(i) {
+			t.Fatalf("frame %d arrived as %d: order lost", f[0], i)
+		}
+	}
+	n.SetDelay(10*time.Millisecond, 20*time.Millisecond)
+	for i := 0; i < 100; i++ {
+		a.Send([]byte{byte(i)})
+	}
+	n.Advance(t0.Add(10*time.Millisecond - 1))
+	if early := drain(b); len(early) != 0 {
+		t.Fatalf("%d frames arrived before the minimum delay", len(early))
+	}
+	n.Advance(t0.Add(20 * time.Millisecond))
+	if late := drain(b); len(late) != 100 {
+		t.Fatalf("%d of 100 frames arrived by the maximum delay", len(late))
+	}
+	// Partition groups are numbered from 1: a named group is apart from
+	// the unnamed endpoints (group 0).
+	c := n.Join("c")
+	n.SetDelay(0, 0)
+	n.Partition([]string{"a"})
+	a.Send([]byte("p"))
+	c.Send([]byte("q"))
+	n.Advance(t0.Add(time.Second))
+	if len(drain(b)) != 1 || len(drain(a)) != 0 || len(drain(c)) != 0 {
+		t.Fatal("partition {a} | {b, c} not applied")
+	}
+}
