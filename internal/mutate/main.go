@@ -39,7 +39,7 @@ type report struct {
 // mutant is one gremlins mutant with the source line it changes.
 type mutant struct {
 	pkg, file, typ, status, src string
-	line, col                  int
+	line, col                   int
 }
 
 // equivalence marks a mutant that no test can kill: the program behaves
