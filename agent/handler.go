@@ -218,7 +218,7 @@ func paramsOf(cfg *config.Resolved) *remote.Params {
 // stays.
 func (a *Agent) Reload(ctx context.Context) (*remote.Params, error) {
 	a.mu.Lock()
-	cur, node := a.cfg, a.node
+	cur, node, srv := a.cfg, a.node, a.srv
 	a.mu.Unlock()
 	next, err := config.Load(a.opts.ConfigPath)
 	if err != nil {
@@ -231,6 +231,15 @@ func (a *Agent) Reload(ctx context.Context) (*remote.Params, error) {
 		if err := node.Do(ctx, convergence.Command{Op: convergence.OpSetSettings, Settings: next.Settings()}); err != nil {
 			return nil, err
 		}
+		if !cur.Keys.Equal(&next.Keys) {
+			// A key rotation step: sign with the new current key, accept
+			// the keyring's others (docs/operations.md).
+			node.SetKeys(next.Keys.Heartbeat())
+			a.log.Info("keys changed", "heartbeat_keys", len(next.Keys.Heartbeat()))
+		}
+	}
+	if srv != nil && !cur.Keys.Equal(&next.Keys) {
+		srv.SetKeys(next.Keys.Remote())
 	}
 	a.mu.Lock()
 	a.cfg = next
@@ -244,9 +253,6 @@ func (a *Agent) Reload(ctx context.Context) (*remote.Params, error) {
 func restartNeeded(cur, next *config.Resolved) string {
 	if cur.Digest() != next.Digest() {
 		return "the cluster section"
-	}
-	if string(cur.Key) != string(next.Key) {
-		return "cluster.key_file's key"
 	}
 	for _, c := range []struct {
 		name string

@@ -24,7 +24,7 @@ type Node struct {
 	m      *convergence.Machine
 	conn   heartbeat.Conn
 	guard  *heartbeat.Guard
-	key    heartbeat.Key
+	key    atomic.Pointer[heartbeat.Key] // signs what this host sends
 	period time.Duration
 	log    hclog.Logger
 	// Apply receives InstallMarks and Lease actions; nil ignores them.
@@ -82,8 +82,17 @@ type nodeCmd struct {
 
 // NewNode returns a Node; it starts nothing.
 func NewNode(m *convergence.Machine, conn heartbeat.Conn, guard *heartbeat.Guard, key heartbeat.Key, period time.Duration, log hclog.Logger) *Node {
-	return &Node{m: m, conn: conn, guard: guard, key: key, period: period, log: log,
+	n := &Node{m: m, conn: conn, guard: guard, period: period, log: log,
 		inbox: make(chan []byte, 256), cmds: make(chan nodeCmd)}
+	n.key.Store(&key)
+	return n
+}
+
+// SetKeys changes the keys during a key rotation: frames are signed with
+// the first and accepted under any.
+func (n *Node) SetKeys(keys heartbeat.Keyring) {
+	n.key.Store(&keys[0])
+	n.guard.SetKeys(keys)
 }
 
 // FramesSent is the number of heartbeat frames sent.
@@ -232,7 +241,7 @@ func (n *Node) step(now time.Time, ev convergence.Event) error {
 	for _, a := range n.m.Step(now, ev) {
 		switch a := a.(type) {
 		case convergence.Send:
-			b, err := heartbeat.Marshal(a.Msg, &n.key)
+			b, err := heartbeat.Marshal(a.Msg, n.key.Load())
 			if err != nil {
 				return fmt.Errorf("marshal heartbeat: %w", err)
 			}

@@ -60,7 +60,7 @@ func TestNodesConvergeOnBridge(t *testing.T) {
 			ConfigDigest: [16]byte{7}, Settings: []filter.RuleSetting{{Weight: 50, Priority: int(id)}},
 			Timing: heartbeat.Timing{Period: 100 * time.Millisecond, LossTolerance: 5}, Grace: time.Second,
 		})
-		n := NewNode(m, conn, heartbeat.NewGuard(key, vip, id), key, 100*time.Millisecond, testLogger(t, fmt.Sprintf("host%d", id)))
+		n := NewNode(m, conn, heartbeat.NewGuard(heartbeat.Keyring{key}, vip, id), key, 100*time.Millisecond, testLogger(t, fmt.Sprintf("host%d", id)))
 		ctx, cancel := context.WithCancel(context.Background())
 		h := &host{node: n, cancel: cancel, done: make(chan error, 1)}
 		go func() { h.done <- n.Run(ctx); conn.Close() }()

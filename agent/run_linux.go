@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -32,8 +34,8 @@ type session struct {
 	node     *Node
 	arp      *macmode.Responder
 	local    *net.UnixListener
-	udp      *net.UDPConn // nil: remote control off
-	metricsL net.Listener // nil: no metrics endpoint
+	udp      []*net.UDPConn // none: remote control off
+	metricsL net.Listener   // nil: no metrics endpoint
 	health   *health.Runner
 }
 
@@ -164,10 +166,17 @@ func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 		return nil, err
 	}
 	if cfg.RemotePort != 0 {
-		if s.udp, err = net.ListenUDP("udp4", &net.UDPAddr{Port: int(cfg.RemotePort)}); err != nil {
-			return nil, fmt.Errorf("remote control on udp/%d: %w", cfg.RemotePort, err)
+		// One socket per address this host serves (its VIPs and its
+		// dedicated IP), none on the wildcard: the host answers only
+		// where the cluster is reached.
+		for _, addr := range servedAddrs(cfg) {
+			u, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, cfg.RemotePort)))
+			if err != nil {
+				return nil, fmt.Errorf("remote control on %v:%d: %w", addr, cfg.RemotePort, err)
+			}
+			s.udp = append(s.udp, u)
+			s.res.push(resource{name: "remote control socket " + addr.String(), release: closer(u)})
 		}
-		s.res.push(resource{name: "remote control socket", release: closer(s.udp)})
 	}
 	if cfg.MetricsAddr != "" {
 		if s.metricsL, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
@@ -193,12 +202,12 @@ func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 	if restoreMarks != nil {
 		m.Restore(time.Now(), *restoreMarks, leaseLeft)
 	}
-	hkey := heartbeat.DeriveKey(cfg.Key)
-	s.node = NewNode(m, conn, heartbeat.NewGuard(hkey, cfg.VIPs[0], cfg.HostID), hkey, cfg.Period, log.Named("convergence"))
+	hkeys := cfg.Keys.Heartbeat()
+	s.node = NewNode(m, conn, heartbeat.NewGuard(hkeys, cfg.VIPs[0], cfg.HostID), hkeys[0], cfg.Period, log.Named("convergence"))
 	s.node.Apply = a.apply
 	s.node.Scan = a.scan
 	s.node.OnState = a.onState
-	srv := remote.NewServer(remote.DeriveKey(cfg.Key), a, log.Named("remote"))
+	srv := remote.NewServer(cfg.Keys.Remote(), remote.Local{Addrs: servedAddrs(cfg), HostID: cfg.HostID}, a.started, a, log.Named("remote"))
 	a.mu.Lock()
 	a.node, a.health, a.srv = s.node, s.health, srv
 	a.mu.Unlock()
@@ -218,8 +227,8 @@ func (a *Agent) serve(ctx context.Context, s *session) (config.ExitMode, error) 
 	g, gctx := errgroup.WithContext(runCtx)
 	g.Go(func() error { return s.node.Run(gctx) })
 	g.Go(func() error { return a.srv.ServeLocal(gctx, s.local) })
-	if s.udp != nil {
-		g.Go(func() error { return a.srv.ServeUDP(gctx, s.udp) })
+	for _, u := range s.udp {
+		g.Go(func() error { return a.srv.ServeUDP(gctx, u) })
 	}
 	if s.metricsL != nil {
 		g.Go(func() error { return a.serveMetrics(gctx, s.metricsL) })
@@ -292,4 +301,10 @@ func closer(c io.Closer) func() error {
 		}
 		return nil
 	}
+}
+
+// servedAddrs are the addresses remote control is served on: the VIPs and
+// the dedicated IP.
+func servedAddrs(cfg *config.Resolved) []netip.Addr {
+	return append(slices.Clone(cfg.VIPs), cfg.DedicatedIP.Addr())
 }

@@ -1,14 +1,10 @@
 package config
 
 import (
-	"bytes"
-	"crypto/hmac"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -28,6 +24,9 @@ type Resolved struct {
 	// Timing is the heartbeat period and loss tolerance (and the lease
 	// and dead-after durations derived from them).
 	heartbeat.Timing
+	// Keys are the cluster's secrets by role; Key is the current cluster
+	// (heartbeat) key.
+	Keys       Keys
 	Key        []byte
 	Seed       filter.Seed
 	RemotePort uint16 // 0 when remote control is off
@@ -101,22 +100,11 @@ func (c *Config) Resolve() (*Resolved, error) {
 	if r.LossTolerance < 2 || r.LossTolerance > 100 {
 		return nil, cerr("cluster.heartbeat.loss_tolerance", strconv.Itoa(r.LossTolerance), "must be between 2 and 100")
 	}
-	if c.Cluster.KeyFile == "" {
-		return nil, cerr("cluster.key_file", "", "required: heartbeats and remote control are authenticated with this key")
+	if err := r.resolveKeys(c); err != nil {
+		return nil, err
 	}
-	key, err := os.ReadFile(c.Cluster.KeyFile)
-	if err != nil {
-		return nil, cerr("cluster.key_file", c.Cluster.KeyFile, "unreadable: %v", errors.Unwrap(err))
-	}
-	key = bytes.TrimSpace(key)
-	if len(key) < MinKeyLen {
-		return nil, cerr("cluster.key_file", c.Cluster.KeyFile, "key is %d bytes, at least %d required (e.g. head -c 32 /dev/urandom | base64)", len(key), MinKeyLen)
-	}
-	r.Key = key
 	if c.Cluster.HashSeed == "" {
-		mac := hmac.New(sha256.New, key)
-		mac.Write([]byte("nlb hash seed v1"))
-		copy(r.Seed[:], mac.Sum(nil))
+		copy(r.Seed[:], seedFromKey(r.Keys.Cluster))
 	} else {
 		b, err := hex.DecodeString(strings.TrimPrefix(c.Cluster.HashSeed, "0x"))
 		if err != nil || len(b) != len(r.Seed) {

@@ -34,8 +34,12 @@ type ClusterConfig struct {
 	Heartbeat HeartbeatConfig `yaml:"heartbeat"`
 	// HashSeed is 32 hex digits; empty derives the seed from the key.
 	HashSeed string `yaml:"hash_seed"`
-	// KeyFile holds the shared cluster key (at least 32 bytes).
+	// KeyFile holds the cluster key (at least 32 bytes) that authenticates
+	// heartbeats; only hosts hold it.
 	KeyFile string `yaml:"key_file"`
+	// NextKeyFile, during a key rotation, holds the key that is accepted
+	// besides the current one (docs/operations.md, "Rotating keys").
+	NextKeyFile string `yaml:"next_key_file"`
 	// RemoteControl is the UDP control channel used by nlbctl.
 	RemoteControl RemoteControlConfig `yaml:"remote_control"`
 	// PortRules say how traffic is spread.
@@ -60,6 +64,14 @@ type HeartbeatConfig struct {
 type RemoteControlConfig struct {
 	Enabled bool   `yaml:"enabled"`
 	Port    uint16 `yaml:"port"`
+	// AdminKeyFile authenticates commands (nlbctl --key-file on an
+	// admin's machine); empty: the cluster key does.
+	AdminKeyFile     string `yaml:"admin_key_file"`
+	NextAdminKeyFile string `yaml:"next_admin_key_file"`
+	// MonitorKeyFile authenticates the read-only commands (query, params,
+	// ip2mac, filter, watch); empty: the admin key does.
+	MonitorKeyFile     string `yaml:"monitor_key_file"`
+	NextMonitorKeyFile string `yaml:"next_monitor_key_file"`
 }
 
 // PortRuleConfig is one port rule as written in the file.
@@ -98,6 +110,9 @@ type HostConfig struct {
 	// DrainTimeout ends a drainstop even if connections remain (0: wait
 	// for them all).
 	DrainTimeout Duration `yaml:"drain_timeout"`
+	// AllowReadableKeyFiles accepts key files that group or others can
+	// read (refused by default).
+	AllowReadableKeyFiles bool `yaml:"allow_readable_key_files"`
 }
 
 // HostRuleConfig is this host's setting for one port rule.

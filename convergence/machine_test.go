@@ -81,7 +81,7 @@ func TestDuplicateHostID(t *testing.T) {
 	cfg.Settings = []filter.RuleSetting{{Weight: 50, Priority: 2}, {Weight: 50, Priority: 2}}
 	dup := NewMachine(cfg)
 	conn := s.net.Join("dup2")
-	guard := heartbeat.NewGuard(simKey, simVIP, 2)
+	guard := heartbeat.NewGuard(heartbeat.Keyring{simKey}, simVIP, 2)
 	var sent int
 	var refused bool
 	next := s.now

@@ -656,16 +656,16 @@ func TestRemoteControl(t *testing.T) {
 		if out := run(4, "disable", "no-such-rule"); !strings.Contains(out, "no port rule") {
 			t.Errorf("bad rule: %s", out)
 		}
-		// Wrong key: refused (exit 5), counted, nothing changed.
+		// Wrong key: no answer at all (exit 3), counted, nothing changed.
 		bad := filepath.Join(t.TempDir(), "bad.key")
 		os.WriteFile(bad, []byte("this is not the cluster key, but 32+ bytes"), 0o600)
-		full := []string{"--net=" + cl.NS.Path(), "--", nlbctl, "--cluster", cluster.VIP.String(), "--key-file", bad, "stop"}
-		if err := exec.Command("nsenter", full...).Run(); err == nil || err.(*exec.ExitError).ExitCode() != 5 {
-			t.Fatalf("wrong key: %v, want exit 5", err)
+		full := []string{"--net=" + cl.NS.Path(), "--", nlbctl, "--cluster", cluster.VIP.String(), "--key-file", bad, "--timeout", "1s", "stop"}
+		if err := exec.Command("nsenter", full...).Run(); err == nil || err.(*exec.ExitError).ExitCode() != 3 {
+			t.Fatalf("wrong key: %v, want exit 3 (no answer)", err)
 		}
 		// Replay: a valid datagram sent twice is executed once.
-		b, err := remote.Marshal(&remote.Message{Kind: remote.KindRequest, Command: remote.CmdQuery,
-			Timestamp: time.Now().UnixNano(), Nonce: [16]byte{9, 9, 9}, RequestID: 99}, &c.Key)
+		b, err := remote.Marshal(&remote.Message{Kind: remote.KindRequest, Command: remote.CmdQuery, Role: remote.RoleAdmin,
+			Dest: cluster.VIP, Timestamp: time.Now().UnixNano(), Nonce: [16]byte{9, 9, 9}, RequestID: 99}, &c.Key)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -123,10 +123,10 @@ func TestHostileSegment(t *testing.T) {
 			return err
 		}
 		defer conn.Close()
-		other := remote.DeriveKey([]byte("not this cluster's key, but 32+ bytes long"))
+		other := remote.DeriveKey([]byte("not this cluster's key, but 32+ bytes long"), remote.RoleAdmin)
 		for i := range 10 {
-			b, _ := remote.Marshal(&remote.Message{Kind: remote.KindRequest, Command: remote.CmdStop,
-				Timestamp: time.Now().UnixNano(), Nonce: [16]byte{byte(i), 1}}, &other)
+			b, _ := remote.Marshal(&remote.Message{Kind: remote.KindRequest, Command: remote.CmdStop, Role: remote.RoleAdmin,
+				Dest: cluster.VIP, Timestamp: time.Now().UnixNano(), Nonce: [16]byte{byte(i), 1}}, &other)
 			conn.Write(b)
 			conn.Write([]byte("NLBR\x01garbage that is not a request"))
 			rsent += 2

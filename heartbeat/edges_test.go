@@ -136,7 +136,7 @@ func signed(msg []byte) []byte { return sign(append([]byte(nil), msg...), &testK
 
 // TestClaimsOurVIPShort: the VIP field ends at byte 12.
 func TestClaimsOurVIPShort(t *testing.T) {
-	g := NewGuard(testKey, testVIP, 1)
+	g := NewGuard(Keyring{testKey}, testVIP, 1)
 	b := make([]byte, 12)
 	copy(b[8:12], testVIP.AsSlice())
 	if !g.ClaimsOurVIP(b) {
@@ -152,7 +152,7 @@ func TestClaimsOurVIPShort(t *testing.T) {
 
 // TestGuardCounts: every outcome is counted once per frame.
 func TestGuardCounts(t *testing.T) {
-	g := NewGuard(testKey, testVIP, 1)
+	g := NewGuard(Keyring{testKey}, testVIP, 1)
 	h := sampleHeartbeat()
 	h.HostID, h.Seq = 2, 1
 	b, _ := h.Marshal(&testKey)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+
+	"github.com/nlbproject/nlb/filter"
 )
 
 // Drop is why a received frame was refused. Values are append-only.
@@ -65,14 +67,19 @@ func dropOf(err error) Drop {
 // after it) without being lost. Heartbeats and table chunks share one
 // sequence space per sender.
 type Guard struct {
-	key     Key
 	cluster netip.Addr
 	self    uint8
 
 	mu     sync.Mutex
-	last   [65]replayState
+	keys   Keyring
+	last   [filter.MaxHostID + 1]replayState
 	counts [numDrops]uint64
 }
+
+// Keyring is the keys frames may be signed with: the current key first,
+// then the next one during a key rotation (docs/operations.md). Frames
+// are signed with the first.
+type Keyring []Key
 
 // ReplayWindow is how far below the highest sequence number seen a frame
 // may arrive and still be accepted (once).
@@ -110,15 +117,29 @@ func (r *replayState) accept(seq uint64) bool {
 
 // NewGuard returns a Guard for the cluster with primary VIP cluster, as
 // host self (its own frames are refused).
-func NewGuard(key Key, cluster netip.Addr, self uint8) *Guard {
-	return &Guard{key: key, cluster: cluster, self: self}
+func NewGuard(keys Keyring, cluster netip.Addr, self uint8) *Guard {
+	return &Guard{keys: keys, cluster: cluster, self: self}
+}
+
+// SetKeys replaces the keyring (a reload during a key rotation).
+func (g *Guard) SetKeys(keys Keyring) {
+	g.mu.Lock()
+	g.keys = keys
+	g.mu.Unlock()
 }
 
 // Check decodes and vets one frame payload. It returns the message, or nil
 // and the reason it was dropped (also counted). A frame carrying this
 // host's own ID is returned with DropSelf: another host uses our ID.
 func (g *Guard) Check(b []byte) (Message, Drop) {
-	m, err := Unmarshal(b, &g.key)
+	g.mu.Lock()
+	keys := g.keys
+	g.mu.Unlock()
+	var m Message
+	err := ErrAuth
+	for i := 0; i < len(keys) && errors.Is(err, ErrAuth); i++ {
+		m, err = Unmarshal(b, &keys[i])
+	}
 	if err != nil {
 		return nil, g.count(dropOf(err))
 	}

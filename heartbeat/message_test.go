@@ -109,7 +109,7 @@ func TestUnmarshalRefuses(t *testing.T) {
 }
 
 func TestGuard(t *testing.T) {
-	g := NewGuard(testKey, testVIP, 1)
+	g := NewGuard(Keyring{testKey}, testVIP, 1)
 	frame := func(id uint8, vip netip.Addr, inc, seq uint64) []byte {
 		h := sampleHeartbeat()
 		h.HostID, h.ClusterVIP, h.Incarnation, h.Seq = id, vip, inc, seq
@@ -175,7 +175,7 @@ func TestReplayWindowEdge(t *testing.T) {
 		}
 	}
 	// Through the Guard, as a replayed frame arrives.
-	g := NewGuard(testKey, testVIP, 1)
+	g := NewGuard(Keyring{testKey}, testVIP, 1)
 	frame := func(seq uint64) []byte {
 		h := sampleHeartbeat()
 		h.HostID, h.Incarnation, h.Seq = 2, 7, seq
@@ -254,7 +254,7 @@ func FuzzRoundTrip(f *testing.F) {
 // TestClaimsOurVIP: a frame signed with another key is refused as
 // bad-auth, and its VIP field still tells whether it claims our cluster.
 func TestClaimsOurVIP(t *testing.T) {
-	g := NewGuard(testKey, testVIP, 1)
+	g := NewGuard(Keyring{testKey}, testVIP, 1)
 	other := DeriveKey([]byte("another cluster's key, 32+ bytes long"))
 	for _, tc := range []struct {
 		vip  netip.Addr

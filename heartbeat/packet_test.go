@@ -66,7 +66,7 @@ func TestPacketConnBridge(t *testing.T) {
 		}
 	}()
 	for i, c := range conns {
-		g := NewGuard(testKey, testVIP, uint8(i+1))
+		g := NewGuard(Keyring{testKey}, testVIP, uint8(i+1))
 		heard := map[uint8]bool{}
 		for len(heard) < 2 {
 			b, err := c.Receive(ctx)

@@ -23,8 +23,11 @@ type HostReply struct {
 type Result struct {
 	// Replies are the authentic replies, one per host, by host ID.
 	Replies []HostReply
-	// Refused are the hosts that refused the request as not authentic.
+	// Refused are the hosts that refused the request (stale, replayed or
+	// forbidden: see RefusedWhy), in tagged answers.
 	Refused []uint8
+	// RefusedWhy is each refusing host's status.
+	RefusedWhy map[uint8]Status
 	// Missing are hosts expected to answer that did not: hosts named as
 	// peers by a replying host, or the targeted host.
 	Missing []uint8
@@ -32,7 +35,8 @@ type Result struct {
 
 // Client sends requests and gathers replies.
 type Client struct {
-	Key *Key // nil for the local socket
+	Key  *Key // the role's key
+	Role Role // RoleAdmin if zero
 	// Timeout bounds the wait for replies.
 	Timeout time.Duration
 	// Settle is how long to keep listening for more replies once every
@@ -43,7 +47,7 @@ type Client struct {
 	OneHost bool
 }
 
-func newRequest(target uint8, cmd Command, args Args) (*Message, error) {
+func newRequest(target uint8, cmd Command, args Args, role Role, dest netip.Addr) (*Message, error) {
 	body, err := json.Marshal(args)
 	if err != nil {
 		return nil, err
@@ -51,7 +55,7 @@ func newRequest(target uint8, cmd Command, args Args) (*Message, error) {
 	if string(body) == "{}" {
 		body = nil
 	}
-	m := &Message{Kind: KindRequest, Command: cmd, Host: target, Timestamp: time.Now().UnixNano(), Body: body}
+	m := &Message{Kind: KindRequest, Command: cmd, Host: target, Role: role, Dest: dest, Timestamp: time.Now().UnixNano(), Body: body}
 	if _, err := rand.Read(m.Nonce[:]); err != nil {
 		return nil, err
 	}
@@ -66,7 +70,11 @@ func (c *Client) Do(ctx context.Context, addr netip.AddrPort, target uint8, cmd 
 	if c.Key == nil {
 		return nil, errors.New("remote: a key is required")
 	}
-	req, err := newRequest(target, cmd, args)
+	role := c.Role
+	if role == 0 {
+		role = RoleAdmin
+	}
+	req, err := newRequest(target, cmd, args, role, addr.Addr())
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +129,7 @@ func (c *Client) Do(ctx context.Context, addr netip.AddrPort, target uint8, cmd 
 
 // DoLocal sends one request to the local agent's control socket.
 func DoLocal(ctx context.Context, path string, cmd Command, args Args) (*Result, error) {
-	req, err := newRequest(0, cmd, args)
+	req, err := newRequest(0, cmd, args, 0, netip.Addr{})
 	if err != nil {
 		return nil, err
 	}
@@ -160,14 +168,14 @@ type gather struct {
 	req        *Message
 	target     uint8
 	replies    map[uint8]HostReply
-	refused    map[uint8]bool
+	refused    map[uint8]Status
 	expected   map[uint8]bool
 	oneHost    bool // expect the first replying host only
 	completeAt time.Time
 }
 
 func newGather(req *Message, target uint8) *gather {
-	g := &gather{req: req, target: target, replies: map[uint8]HostReply{}, refused: map[uint8]bool{}, expected: map[uint8]bool{}}
+	g := &gather{req: req, target: target, replies: map[uint8]HostReply{}, refused: map[uint8]Status{}, expected: map[uint8]bool{}}
 	if target != 0 {
 		g.expected[target] = true
 	}
@@ -175,20 +183,20 @@ func newGather(req *Message, target uint8) *gather {
 }
 
 // add takes one datagram; anything not an authentic reply to our request
-// (other than a refusal, which cannot be authentic) is ignored.
+// is ignored: a forged refusal or answer cannot change what nlbctl
+// reports. key is nil only for the local socket.
 func (g *gather) add(b []byte, key *Key) {
-	m, err := Unmarshal(b, nil)
-	if err != nil || m.Kind != KindReply || m.RequestID != g.req.RequestID || m.Nonce != g.req.Nonce {
+	m, err := Unmarshal(b, key)
+	if err != nil || m.Kind != KindReply || m.RequestID != g.req.RequestID || m.Nonce != g.req.Nonce ||
+		m.Dest != g.req.Dest || m.Role != g.req.Role || m.Command != g.req.Command {
 		return
 	}
-	if m.Status == StatusRefused {
-		g.refused[m.Host] = true
-	} else {
-		if key != nil {
-			if _, err := Unmarshal(b, key); err != nil {
-				return
-			}
+	if m.Status.Refusal() {
+		if len(m.Body) != 0 || m.Host == 0 {
+			return
 		}
+		g.refused[m.Host] = m.Status
+	} else {
 		var r Reply
 		if json.Unmarshal(m.Body, &r) != nil || r.Host != m.Host {
 			return
@@ -210,7 +218,7 @@ func (g *gather) complete() bool {
 		return false
 	}
 	for id := range g.expected {
-		if _, ok := g.replies[id]; !ok && !g.refused[id] {
+		if _, ok := g.replies[id]; !ok && g.refused[id] == 0 {
 			return false
 		}
 	}
@@ -218,16 +226,17 @@ func (g *gather) complete() bool {
 }
 
 func (g *gather) result() *Result {
-	r := &Result{}
+	r := &Result{RefusedWhy: map[uint8]Status{}}
 	for _, hr := range g.replies {
 		r.Replies = append(r.Replies, hr)
 	}
 	sort.Slice(r.Replies, func(i, j int) bool { return r.Replies[i].Host < r.Replies[j].Host })
-	for id := range g.refused {
+	for id, st := range g.refused {
 		r.Refused = append(r.Refused, id)
+		r.RefusedWhy[id] = st
 	}
 	for id := range g.expected {
-		if _, ok := g.replies[id]; !ok && !g.refused[id] {
+		if _, ok := g.replies[id]; !ok && g.refused[id] == 0 {
 			r.Missing = append(r.Missing, id)
 		}
 	}

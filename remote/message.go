@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 )
 
 // DefaultPort is the remote-control UDP port (NLB's).
@@ -18,9 +19,9 @@ const DefaultPort = 2504
 // Wire constants.
 const (
 	Magic   = "NLBR"
-	Version = 1
+	Version = 2
 	// HeaderLen is the fixed header before the body.
-	HeaderLen = 44
+	HeaderLen = 48
 	// MACLen is the HMAC-SHA256 tag after the body.
 	MACLen = 32
 	// MaxRequestBody and MaxReplyBody bound the JSON bodies; a datagram
@@ -100,48 +101,105 @@ const (
 	// StatusFailed: the host ran the command and it failed (the body's
 	// error says why), or the command is unknown or its arguments bad.
 	StatusFailed
-	// StatusRefused: the request was not authentic (wrong key, stale
-	// timestamp, replayed nonce). Such replies carry no valid tag: the
-	// host cannot prove anything to a client that does not share its key.
+	// StatusRefused is no longer sent (protocol 1 sent it, untagged, for
+	// any refusal); kept so that values stay stable.
 	StatusRefused
+	// StatusStale: authentic, but the timestamp is more than MaxSkew from
+	// the host's clock, or older than the agent's start (a replay across a
+	// restart). The reply is tagged and has no body.
+	StatusStale
+	// StatusReplay: authentic, but its nonce was seen already.
+	StatusReplay
+	// StatusForbidden: authentic under the monitor key, but the command
+	// changes the cluster.
+	StatusForbidden
+	numStatuses
 )
 
+var statusNames = [numStatuses]string{"ok", "failed", "refused", "stale", "replay", "forbidden"}
+
 func (s Status) String() string {
-	switch s {
-	case StatusOK:
-		return "ok"
-	case StatusFailed:
-		return "failed"
-	case StatusRefused:
-		return "refused"
+	if s < numStatuses {
+		return statusNames[s]
 	}
 	return fmt.Sprintf("status(%d)", uint8(s))
 }
 
+// Refusal reports whether s says the request was not executed because of
+// its credentials or freshness (as opposed to a result).
+func (s Status) Refusal() bool { return s >= StatusRefused && s < numStatuses }
+
+// Role is the key a request is signed with. Values are append-only.
+type Role uint8
+
+const (
+	// RoleAdmin may run every command.
+	RoleAdmin Role = 1
+	// RoleMonitor may run the commands that change nothing (query,
+	// params, ip2mac, filter).
+	RoleMonitor Role = 2
+	numRoles   Role = 3
+)
+
+// Valid reports whether r is a known role.
+func (r Role) Valid() bool { return r >= RoleAdmin && r < numRoles }
+
+func (r Role) String() string {
+	switch r {
+	case RoleAdmin:
+		return "admin"
+	case RoleMonitor:
+		return "monitor"
+	}
+	return fmt.Sprintf("role(%d)", uint8(r))
+}
+
+// ParseRole returns the role named s.
+func ParseRole(s string) (Role, error) {
+	switch s {
+	case "admin":
+		return RoleAdmin, nil
+	case "monitor":
+		return RoleMonitor, nil
+	}
+	return 0, fmt.Errorf("unknown role %q (admin or monitor)", s)
+}
+
+// Allows reports whether role r may run command c.
+func (r Role) Allows(c Command) bool { return r == RoleAdmin || r == RoleMonitor && !c.Changes() }
+
 // Message is a request or a reply. Layout (big endian):
 //
 //	 0  magic "NLBR"                 4
-//	 4  version (1)                  1
+//	 4  version (2)                  1
 //	 5  kind (1 request, 2 reply)    1
 //	 6  command                      1
 //	 7  status (replies; 0 in requests) 1
 //	 8  request ID                   8   chosen by the client, echoed
-//	16  host ID                      1   request: target (0 = every host);
-//	                                     reply: the answering host
-//	17  reserved (0)                 1
+//	16  host ID                      1   request: target (0 = every host
+//	                                     reached); reply: the answering host
+//	17  role (1 admin, 2 monitor)    1   the key the tag is made with
 //	18  body length N                2
-//	20  timestamp (Unix ns)          8
+//	20  timestamp (Unix ns)          8   request: when sent; reply: 0
 //	28  nonce                       16   request: random; reply: the request's
-//	44  body (JSON)                  N
-//	44+N HMAC-SHA256                32   over bytes 0..44+N with the remote key
+//	44  destination (IPv4)           4   request: the address it is sent to
+//	                                     (a VIP, or a host's dedicated IP);
+//	                                     reply: the request's
+//	48  body (JSON)                  N
+//	48+N HMAC-SHA256                32   over bytes 0..48+N with the role's key
+//
+// The destination and target host are under the tag: a captured request
+// runs nowhere but where it was sent (docs/protocol.md).
 type Message struct {
 	Kind      Kind
 	Command   Command
 	Status    Status
 	RequestID uint64
 	Host      uint8
+	Role      Role
 	Timestamp int64
 	Nonce     [16]byte
+	Dest      netip.Addr
 	Body      []byte
 }
 
@@ -154,17 +212,20 @@ var (
 	ErrKind      = errors.New("remote: unknown message kind")
 	ErrLength    = errors.New("remote: body length does not match the datagram")
 	ErrAuth      = errors.New("remote: authentication failed")
-	ErrReserved  = errors.New("remote: reserved byte is not zero")
+	ErrRole      = errors.New("remote: unknown key role")
+	ErrDest      = errors.New("remote: destination is not an IPv4 address")
 )
 
-// Key is the HMAC key of remote control, derived from the cluster key so
-// that a heartbeat tag can never be replayed as a command.
+// Key is the HMAC key of one role, derived from that role's key file with
+// the role in the derivation, so that a tag made for one role (or for a
+// heartbeat) is never valid for another.
 type Key [32]byte
 
-// DeriveKey derives the remote-control key from the cluster key.
-func DeriveKey(clusterKey []byte) Key {
-	m := hmac.New(sha256.New, clusterKey)
-	m.Write([]byte("nlb remote control v1"))
+// DeriveKey derives role's remote-control key from the secret in its key
+// file (or the cluster key, where no key file is set for the role).
+func DeriveKey(secret []byte, role Role) Key {
+	m := hmac.New(sha256.New, secret)
+	fmt.Fprintf(m, "nlb remote control v2 role %d", uint8(role))
 	var k Key
 	copy(k[:], m.Sum(nil))
 	return k
@@ -178,7 +239,7 @@ func maxBody(k Kind) int {
 }
 
 // Marshal encodes m and appends its tag. A nil key leaves the tag zero
-// (refusals, which cannot be authenticated).
+// (the local control socket, trusted by its file permissions).
 func Marshal(m *Message, key *Key) ([]byte, error) {
 	if m.Kind != KindRequest && m.Kind != KindReply {
 		return nil, ErrKind
@@ -194,9 +255,17 @@ func Marshal(m *Message, key *Key) ([]byte, error) {
 	b[7] = byte(m.Status)
 	binary.BigEndian.PutUint64(b[8:16], m.RequestID)
 	b[16] = m.Host
+	b[17] = byte(m.Role)
 	binary.BigEndian.PutUint16(b[18:20], uint16(len(m.Body)))
 	binary.BigEndian.PutUint64(b[20:28], uint64(m.Timestamp))
 	copy(b[28:44], m.Nonce[:])
+	if m.Dest.IsValid() {
+		if !m.Dest.Is4() {
+			return nil, fmt.Errorf("%w: %v", ErrDest, m.Dest)
+		}
+		d := m.Dest.As4()
+		copy(b[44:48], d[:])
+	}
 	copy(b[HeaderLen:], m.Body)
 	if key != nil {
 		copy(b[HeaderLen+len(m.Body):], tag(key, b[:HeaderLen+len(m.Body)]))
@@ -211,8 +280,8 @@ func tag(key *Key, b []byte) []byte {
 }
 
 // Unmarshal decodes b. With a key, the tag must verify (ErrAuth); with a
-// nil key the tag is not checked (a client reading a refusal). The body
-// does not alias b.
+// nil key the tag is not checked (the local socket, or a first look at the
+// header). The body does not alias b.
 func Unmarshal(b []byte, key *Key) (*Message, error) {
 	if len(b) < HeaderLen+MACLen {
 		return nil, fmt.Errorf("%w: %d bytes", ErrShort, len(b))
@@ -230,8 +299,9 @@ func Unmarshal(b []byte, key *Key) (*Message, error) {
 	if m.Kind != KindRequest && m.Kind != KindReply {
 		return nil, fmt.Errorf("%w: %d", ErrKind, b[5])
 	}
-	if b[17] != 0 {
-		return nil, ErrReserved
+	m.Role = Role(b[17])
+	if m.Role != 0 && !m.Role.Valid() {
+		return nil, fmt.Errorf("%w: %d", ErrRole, b[17])
 	}
 	n := int(binary.BigEndian.Uint16(b[18:20]))
 	if n > maxBody(m.Kind) {
@@ -247,6 +317,9 @@ func Unmarshal(b []byte, key *Key) (*Message, error) {
 	m.Host = b[16]
 	m.Timestamp = int64(binary.BigEndian.Uint64(b[20:28]))
 	copy(m.Nonce[:], b[28:44])
+	if d := [4]byte(b[44:48]); d != [4]byte{} {
+		m.Dest = netip.AddrFrom4(d)
+	}
 	m.Body = append([]byte(nil), b[HeaderLen:HeaderLen+n]...)
 	return m, nil
 }

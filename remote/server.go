@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -52,10 +53,15 @@ type Handler interface {
 // Server serves remote control over UDP (authenticated) and the local
 // control socket (trusted by its file permissions).
 type Server struct {
-	key   Key
 	h     Handler
 	guard *Guard
 	log   hclog.Logger
+
+	// Refusal log lines are rate-limited: at most one per reason per
+	// refusalLogEvery, with the count since the last one.
+	logMu      sync.Mutex
+	lastLogged [numRefusals]time.Time
+	unlogged   [numRefusals]uint64
 
 	// replies counts answered requests per command and outcome (ok or
 	// failed); refusals are counted by the guard.
@@ -71,18 +77,27 @@ func (s *Server) Replies(cmd Command, st Status) uint64 {
 	return s.replies[cmd][st].Load()
 }
 
-// NewServer returns a server; it starts nothing.
-func NewServer(key Key, h Handler, log hclog.Logger) *Server {
-	return &Server{key: key, h: h, guard: NewGuard(key), log: log}
+// refusalLogEvery bounds refusal log lines per reason.
+const refusalLogEvery = 10 * time.Second
+
+// NewServer returns a server for these keys and this host, refusing
+// requests stamped before since (the agent's start); it starts nothing.
+func NewServer(keys Keys, local Local, since time.Time, h Handler, log hclog.Logger) *Server {
+	return &Server{h: h, guard: NewGuard(keys, local, since), log: log}
 }
+
+// SetKeys replaces the keyrings (a reload during a key rotation).
+func (s *Server) SetKeys(k Keys) { s.guard.SetKeys(k) }
 
 // Guard returns the server's guard (for its counters).
 func (s *Server) Guard() *Guard { return s.guard }
 
 // ServeUDP serves datagrams on conn until ctx ends. Replies leave from the
 // address the request was sent to (a VIP or the dedicated IP), so a client
-// that sent to the VIP sees the VIP answer.
+// that sent to the VIP sees the VIP answer. The agent binds one conn per
+// address it serves.
 func (s *Server) ServeUDP(ctx context.Context, conn *net.UDPConn) error {
+	bound := conn.LocalAddr().(*net.UDPAddr).AddrPort().Addr().Unmap()
 	pc := ipv4.NewPacketConn(conn)
 	if err := pc.SetControlMessage(ipv4.FlagDst|ipv4.FlagInterface, true); err != nil {
 		return fmt.Errorf("remote: pktinfo: %w", err)
@@ -108,7 +123,13 @@ func (s *Server) ServeUDP(ctx context.Context, conn *net.UDPConn) error {
 				continue
 			}
 			from := ua.AddrPort()
-			out := s.handleDatagram(ctx, buf[:n], netip.AddrFrom4(from.Addr().As4()), time.Now())
+			dst := bound
+			if cm != nil && cm.Dst != nil {
+				if a, ok := netip.AddrFromSlice(cm.Dst.To4()); ok {
+					dst = a
+				}
+			}
+			out := s.handleDatagram(ctx, buf[:n], dst, from.Addr().Unmap(), time.Now())
 			if out == nil {
 				continue
 			}
@@ -124,32 +145,47 @@ func (s *Server) ServeUDP(ctx context.Context, conn *net.UDPConn) error {
 	return g.Wait()
 }
 
-// handleDatagram returns the reply to send, or nil.
-func (s *Server) handleDatagram(ctx context.Context, b []byte, src netip.Addr, now time.Time) []byte {
-	m, why := s.guard.Check(b, src, now)
+// handleDatagram returns the reply to send, or nil. Only an authentic
+// request gets an answer: a datagram whose tag does not verify, or that
+// was meant for another address or host, gets nothing. An authentic
+// request refused for its freshness or role gets a tagged answer with no
+// body, no larger than the request, within a global budget.
+func (s *Server) handleDatagram(ctx context.Context, b []byte, dst, src netip.Addr, now time.Time) []byte {
+	m, key, why := s.guard.Check(b, dst, src, now)
 	switch why {
 	case RefusedNone:
-	case RefusedAuth, RefusedStale, RefusedReplay:
-		// Tell the client, unauthenticated, that it was refused: a wrong
-		// key or clock is then reported as such, not as a timeout.
-		s.log.Warn("remote request refused", "from", src, "reason", why, "command", m.Command)
+	case RefusedStale, RefusedReplay, RefusedForbidden:
+		s.noteRefusal(src, why, now)
+		if !s.guard.AnswerRefusal(now) {
+			return nil
+		}
+		st := map[Refusal]Status{RefusedStale: StatusStale, RefusedReplay: StatusReplay, RefusedForbidden: StatusForbidden}[why]
 		id, _, _ := s.h.Identity()
-		body, _ := json.Marshal(Reply{Host: id, Error: "refused: " + why.String()})
-		out, _ := Marshal(&Message{Kind: KindReply, Command: m.Command, Status: StatusRefused,
-			RequestID: m.RequestID, Host: id, Timestamp: now.UnixNano(), Nonce: m.Nonce, Body: body}, nil)
+		out, _ := Marshal(&Message{Kind: KindReply, Command: m.Command, Status: st, RequestID: m.RequestID,
+			Host: id, Role: m.Role, Nonce: m.Nonce, Dest: m.Dest}, key)
 		return out
 	case RefusedUnknown:
-		return s.reply(m, Reply{Error: fmt.Sprintf("unknown command %d", m.Command)}, StatusFailed, &s.key)
+		return s.reply(m, Reply{Error: fmt.Sprintf("unknown command %d", m.Command)}, StatusFailed, key)
 	default:
-		s.log.Debug("remote datagram dropped", "from", src, "reason", why)
+		s.noteRefusal(src, why, now)
 		return nil
 	}
-	id, _, _ := s.h.Identity()
-	if m.Host != 0 && m.Host != id {
-		return nil // for another host
+	s.log.Info("remote command", "from", src, "command", m.Command, "role", m.Role)
+	return s.execute(ctx, m, key)
+}
+
+// noteRefusal logs a refusal, at most once per reason per
+// refusalLogEvery (with how many were not logged since): a flood of
+// forged datagrams must not flood the journal.
+func (s *Server) noteRefusal(src netip.Addr, why Refusal, now time.Time) {
+	s.logMu.Lock()
+	defer s.logMu.Unlock()
+	if now.Sub(s.lastLogged[why]) < refusalLogEvery {
+		s.unlogged[why]++
+		return
 	}
-	s.log.Info("remote command", "from", src, "command", m.Command)
-	return s.execute(ctx, m, &s.key)
+	s.log.Warn("remote request refused", "from", src, "reason", why, "more_since_last_line", s.unlogged[why])
+	s.lastLogged[why], s.unlogged[why] = now, 0
 }
 
 // execute runs an accepted request and returns the reply datagram.
@@ -192,7 +228,7 @@ func (s *Server) reply(m *Message, r Reply, st Status, key *Key) []byte {
 		body, _ = json.Marshal(r)
 	}
 	out, err := Marshal(&Message{Kind: KindReply, Command: m.Command, Status: st, RequestID: m.RequestID,
-		Host: r.Host, Timestamp: time.Now().UnixNano(), Nonce: m.Nonce, Body: body}, key)
+		Host: r.Host, Role: m.Role, Nonce: m.Nonce, Dest: m.Dest, Body: body}, key)
 	if err != nil {
 		s.log.Error("remote reply encode failed", "error", err)
 		return nil

@@ -38,7 +38,7 @@ answers; with --host IP (a dedicated IP) that host alone does.
 
 Exit codes: 0 every targeted host answered and succeeded; 1 error;
 2 usage; 3 no host answered; 4 some hosts did not answer or failed;
-5 refused (wrong key or clock).`,
+5 refused (stale clock, replay, or a monitor key asking to change).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -67,5 +67,5 @@ Exit codes: 0 every targeted host answered and succeeded; 1 error;
 }
 
 func commands(t *target) []*cobra.Command {
-	return append(remoteCommands(t), filterCommand(t), watchCommand(t))
+	return append(remoteCommands(t), filterCommand(t), watchCommand(t), keygenCommand())
 }

@@ -1,14 +1,12 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -25,7 +23,7 @@ import (
 const (
 	exitTimeout = 3 // no host answered
 	exitPartial = 4 // some targeted hosts did not answer, or failed
-	exitRefused = 5 // the request was refused as not authentic
+	exitRefused = 5 // the request was refused: stale, replayed or forbidden to the key's role
 )
 
 type codeError struct {
@@ -37,11 +35,11 @@ func (e codeError) Error() string { return e.msg }
 
 // target holds the global flags that say where a command goes.
 type target struct {
-	cluster, host, keyFile, config, socket string
-	port                                   uint16
-	hostID                                 uint8
-	timeout                                time.Duration
-	asJSON                                 bool
+	cluster, host, keyFile, config, socket, role string
+	port                                         uint16
+	hostID                                       uint8
+	timeout                                      time.Duration
+	asJSON                                       bool
 }
 
 func (t *target) flags(c *cobra.Command) {
@@ -49,10 +47,11 @@ func (t *target) flags(c *cobra.Command) {
 	f.StringVar(&t.cluster, "cluster", "", "send to this VIP: every host answers")
 	f.StringVar(&t.host, "host", "", "send to this host's dedicated IP: it alone answers")
 	f.Uint8Var(&t.hostID, "target", 0, "with --cluster, only this host ID acts and answers")
-	f.StringVar(&t.keyFile, "key-file", "", "cluster key file (remote targets)")
+	f.StringVar(&t.keyFile, "key-file", "", "key file of the role (remote targets): the admin key, the monitor key, or the cluster key")
+	f.StringVar(&t.role, "role", "admin", "the key's role: admin (every command) or monitor (query, params, ip2mac, filter, watch)")
 	f.StringVar(&t.config, "config", "", "host config file: key file and port are taken from it")
 	f.Uint16Var(&t.port, "port", remote.DefaultPort, "remote-control UDP port")
-	f.StringVar(&t.socket, "socket", remote.SocketPath("/run/nlb"), "local agent's control socket (no --cluster or --host)")
+	f.StringVar(&t.socket, "socket", remote.SocketPath(remote.DefaultRunDir), "local agent's control socket (no --cluster or --host)")
 	f.DurationVar(&t.timeout, "timeout", 2*time.Second, "how long to wait for replies")
 	f.BoolVar(&t.asJSON, "json", false, "print JSON")
 }
@@ -75,28 +74,36 @@ func (t *target) send(cmd remote.Command, args remote.Args) (*remote.Result, err
 	if err != nil || !ip.Is4() {
 		return nil, usageError{fmt.Errorf("%q is not an IPv4 address", addr)}
 	}
-	keyFile, port := t.keyFile, t.port
+	role, err := remote.ParseRole(t.role)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--role: %w", err)}
+	}
+	var secret []byte
+	port := t.port
 	if t.config != "" {
+		// On a host: its configuration names the keys.
 		r, err := config.Load(t.config)
 		if err != nil {
 			return nil, err
 		}
-		if keyFile == "" {
-			keyFile = r.Raw.Cluster.KeyFile
+		secret = r.Keys.Admin
+		if role == remote.RoleMonitor {
+			secret = r.Keys.Monitor
 		}
 		if r.RemotePort != 0 && port == remote.DefaultPort {
 			port = r.RemotePort
 		}
 	}
-	if keyFile == "" {
+	if t.keyFile != "" {
+		if secret, err = config.ReadKeyFile("--key-file", t.keyFile, false); err != nil {
+			return nil, err
+		}
+	}
+	if secret == nil {
 		return nil, usageError{errors.New("remote targets need --key-file or --config")}
 	}
-	kb, err := os.ReadFile(keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("key file: %w", err)
-	}
-	key := remote.DeriveKey(bytes.TrimSpace(kb))
-	c := &remote.Client{Key: &key, Timeout: t.timeout, OneHost: t.host != ""}
+	key := remote.DeriveKey(secret, role)
+	c := &remote.Client{Key: &key, Role: role, Timeout: t.timeout, OneHost: t.host != ""}
 	target := t.hostID
 	return c.Do(ctx, netip.AddrPortFrom(ip, port), target, cmd, args)
 }
@@ -110,12 +117,10 @@ func outcome(res *remote.Result) error {
 		}
 	}
 	switch {
-	case len(res.Replies) == 0 && len(res.Refused) > 0:
-		return codeError{exitRefused, fmt.Sprintf("refused by host(s) %v: wrong key, or clocks more than %v apart", res.Refused, remote.MaxSkew)}
-	case len(res.Replies) == 0:
-		return codeError{exitTimeout, "no host answered (is remote control enabled, and the key right?)"}
 	case len(res.Refused) > 0:
-		return codeError{exitRefused, fmt.Sprintf("refused by host(s) %v", res.Refused)}
+		return codeError{exitRefused, "refused by " + refusals(res)}
+	case len(res.Replies) == 0:
+		return codeError{exitTimeout, "no host answered (is remote control enabled, the address one the hosts serve, and the key and --role right? a request with a wrong key gets no answer)"}
 	case len(res.Missing) > 0 || failed > 0:
 		msg := []string{}
 		if len(res.Missing) > 0 {
@@ -269,7 +274,7 @@ func printResult(w io.Writer, cmd remote.Command, res *remote.Result) {
 		}
 	}
 	for _, id := range res.Refused {
-		fmt.Fprintf(tw, "%d\trefused the request (wrong key or clock)\n", id)
+		fmt.Fprintf(tw, "%d\trefused: %s\n", id, refusalWords(res.RefusedWhy[id]))
 	}
 	for _, id := range res.Missing {
 		fmt.Fprintf(tw, "%d\tno answer\n", id)
@@ -365,4 +370,26 @@ func silentRows(res *remote.Result) []silentRow {
 		out = append(out, silentRow{id, strings.Join(what, "; ")})
 	}
 	return out
+}
+
+// refusalWords says what a refusal means and what to check.
+func refusalWords(st remote.Status) string {
+	switch st {
+	case remote.StatusStale:
+		return fmt.Sprintf("stale (this machine's clock is more than %v from the host's, or the request predates the agent's start)", remote.MaxSkew)
+	case remote.StatusReplay:
+		return "replayed (this request was seen already)"
+	case remote.StatusForbidden:
+		return "forbidden (the monitor key may only read)"
+	}
+	return st.String()
+}
+
+// refusals lists the refusing hosts with their reasons.
+func refusals(res *remote.Result) string {
+	var parts []string
+	for _, id := range res.Refused {
+		parts = append(parts, fmt.Sprintf("host %d: %s", id, refusalWords(res.RefusedWhy[id])))
+	}
+	return strings.Join(parts, "; ")
 }

@@ -90,7 +90,7 @@ type Cluster struct {
 	Hosts   map[uint8]*Host
 	Clients []*Client
 	KeyFile string
-	Key     remote.Key
+	Key     remote.Key // the admin role's key (the cluster key serves it)
 }
 
 // Host is one cluster host.
@@ -157,7 +157,7 @@ func New(t netns.T, o Options) *Cluster {
 	if err := os.WriteFile(c.KeyFile, keyBytes, 0o600); err != nil {
 		t.Fatalf("%v", err)
 	}
-	c.Key = remote.DeriveKey(keyBytes)
+	c.Key = remote.DeriveKey(keyBytes, remote.RoleAdmin)
 	if o.Nlbd == "" {
 		o.Nlbd = buildNlbd(t, c.Dir)
 		c.Opts.Nlbd = o.Nlbd
