@@ -11,17 +11,17 @@ import (
 type Refusal uint8
 
 const (
-	RefusedNone       Refusal = iota
-	RefusedMalformed          // short, oversized, bad magic, version, kind or length
-	RefusedAuth               // the tag does not verify with any key of its role
-	RefusedStale              // timestamp outside MaxSkew of our clock, or before the agent started
-	RefusedReplay             // nonce already seen within the window
-	RefusedRateLimit          // the (authenticated) source sent too many requests
-	RefusedNotRequest         // a reply (or anything but a request) sent to the server
-	RefusedUnknown            // authentic, but the command is unknown
-	RefusedCacheFull          // too many nonces live to remember one more
-	RefusedMisdirected        // authentic, but sent to another address or host
-	RefusedForbidden          // authentic under the monitor key, but the command changes the cluster
+	RefusedNone        Refusal = iota
+	RefusedMalformed           // short, oversized, bad magic, version, kind or length
+	RefusedAuth                // the tag does not verify with any key of its role
+	RefusedStale               // timestamp outside MaxSkew of our clock, or before the agent started
+	RefusedReplay              // nonce already seen within the window
+	RefusedRateLimit           // the (authenticated) source sent too many requests
+	RefusedNotRequest          // a reply (or anything but a request) sent to the server
+	RefusedUnknown             // authentic, but the command is unknown
+	RefusedCacheFull           // too many nonces live to remember one more
+	RefusedMisdirected         // authentic, but sent to another address or host
+	RefusedForbidden           // authentic under the monitor key, but the command changes the cluster
 	numRefusals
 )
 

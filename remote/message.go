@@ -138,7 +138,7 @@ const (
 	// RoleMonitor may run the commands that change nothing (query,
 	// params, ip2mac, filter).
 	RoleMonitor Role = 2
-	numRoles   Role = 3
+	numRoles    Role = 3
 )
 
 // Valid reports whether r is a known role.
