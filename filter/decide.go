@@ -132,14 +132,22 @@ func Decide(frame []byte, s *State, holds HoldsFunc) Decision {
 	}
 	proto := ip[9]
 	src := netip.AddrFrom4([4]byte(ip[12:16]))
+	l4 := ip[ihl:end]
 	if frag := binary.BigEndian.Uint16(ip[6:8]); frag&0x3fff != 0 {
 		// A fragment (MF set or non-zero offset). Only the first fragment
-		// has ports, so every fragment decides on the client address and
-		// the first rule for (VIP, protocol), whatever its port.
+		// has ports, so every fragment of a datagram goes where the
+		// client address hashes in the first rule for (VIP, protocol)
+		// that is not disabled. The first fragment is also checked
+		// against its own port's rule: a disabled rule drops it on every
+		// host, so the datagram is never reassembled anywhere.
+		if frag&0x1fff == 0 && (proto == ipProtoTCP || proto == ipProtoUDP) && len(l4) >= 4 {
+			if pr := s.matchRule(dst, binary.BigEndian.Uint16(l4[2:4]), proto, false); pr != DefaultRule && s.Rules[pr].Mode == ModeDisabled {
+				return verdict(ReasonDropRuleDisabled, pr, -1)
+			}
+		}
 		ri := s.matchRule(dst, 0, proto, true)
 		return s.decideFlow(ri, src, 0, dst, 0, classStateless, holds)
 	}
-	l4 := ip[ihl:end]
 	switch proto {
 	case ipProtoTCP:
 		if len(l4) < 20 || int(l4[12]>>4)*4 < 20 || len(l4) < int(l4[12]>>4)*4 {
@@ -234,7 +242,7 @@ func (s *State) Flow(client, vip netip.AddrPort, ipProto uint8) (table, bucket i
 // matchRule returns the index of the rule for (vip, port, proto), or
 // DefaultRule. Rules are in canonical order, VIP-specific rules before
 // all-VIP ones, so the first match is the most specific. anyPort matches
-// on VIP and protocol only (for fragments).
+// on VIP and protocol only, skipping disabled rules (the fragment rule).
 func (s *State) matchRule(vip netip.Addr, port uint16, proto uint8, anyPort bool) int {
 	for i, r := range s.Rules {
 		if i >= MaxRules {
@@ -244,6 +252,9 @@ func (s *State) matchRule(vip netip.Addr, port uint16, proto uint8, anyPort bool
 			continue
 		}
 		if !r.Protocol.Matches(proto) {
+			continue
+		}
+		if anyPort && r.Mode == ModeDisabled {
 			continue
 		}
 		if anyPort || (port >= r.StartPort && port <= r.EndPort) {

@@ -257,3 +257,77 @@ func TestStringsAndCounts(t *testing.T) {
 		t.Errorf("counts %v", c[:4])
 	}
 }
+
+// TestFragmentsFollowRules: a first fragment to a disabled rule's port is
+// dropped on every host (no host can reassemble the datagram); the other
+// fragments, and datagrams to enabled rules, are taken by exactly one
+// host, even when the VIP's first rule for the protocol is disabled.
+func TestFragmentsFollowRules(t *testing.T) {
+	rules := []PortRule{
+		{VIP: vip1, StartPort: 53, EndPort: 53, Protocol: ProtoUDP, Mode: ModeDisabled, Affinity: AffinityNone},
+		{VIP: vip1, StartPort: 80, EndPort: 80, Protocol: ProtoBoth, Mode: ModeMultiple, Affinity: AffinityNone},
+		{StartPort: 443, EndPort: 443, Protocol: ProtoTCP, Mode: ModeDisabled, Affinity: AffinityNone},
+	}
+	SortRules(rules)
+	// Three hosts; host h owns the buckets b with b%3 == h in every table.
+	hosts := make([]*State, 3)
+	for h := range hosts {
+		s := &State{VIPs: []netip.Addr{vip1}, Rules: rules, Seed: Seed{5}, LeaseValid: true}
+		hosts[h] = s
+		for t := range s.Marks {
+			var m Marks
+			for b := range m {
+				if b%3 == h {
+					m[b] = MarkOwned
+				}
+			}
+			s.Marks[t] = &m
+		}
+	}
+	takers := func(f []byte) (n int, reasons []Reason) {
+		for _, s := range hosts {
+			d := Decide(f, s, nil)
+			if d.Verdict == Accept {
+				n++
+			}
+			reasons = append(reasons, d.Reason)
+		}
+		return
+	}
+	frags := func(proto uint8, dport uint16) (first, rest []byte) {
+		p := &Packet{Src: client, Dst: vip1, Proto: proto, SPort: 4000, DPort: dport, MoreFragments: true, Payload: make([]byte, 32)}
+		if proto == ipProtoTCP {
+			p.TCPFlags = tcpFlagSYN
+		}
+		q := &Packet{Src: client, Dst: vip1, Proto: proto, FragOffset: 5, Payload: make([]byte, 16)}
+		return p.Frame(), q.Frame()
+	}
+	for _, c := range []struct {
+		name     string
+		proto    uint8
+		port     uint16
+		disabled bool
+	}{
+		{"udp to a disabled port", ipProtoUDP, 53, true},
+		{"tcp to an all-VIP disabled port", ipProtoTCP, 443, true},
+		{"udp to an enabled port behind a disabled first rule", ipProtoUDP, 80, false},
+		{"tcp to an enabled port", ipProtoTCP, 80, false},
+		{"udp to no rule", ipProtoUDP, 9999, false},
+	} {
+		first, rest := frags(c.proto, c.port)
+		n, reasons := takers(first)
+		if c.disabled {
+			for _, r := range reasons {
+				if r != ReasonDropRuleDisabled {
+					t.Errorf("%s: first fragment decided %v, want %v", c.name, reasons, ReasonDropRuleDisabled)
+					break
+				}
+			}
+		} else if n != 1 {
+			t.Errorf("%s: first fragment taken by %d hosts (%v)", c.name, n, reasons)
+		}
+		if n, reasons := takers(rest); n != 1 {
+			t.Errorf("%s: later fragment taken by %d hosts (%v)", c.name, n, reasons)
+		}
+	}
+}

@@ -401,6 +401,7 @@ func TestDatapathMatchesModel(t *testing.T) {
 		t.Logf("generator seed %d (%d established and TIME_WAIT flows)", seed, len(w.flows))
 		mismatches, held, unrunnable := 0, 0, 0
 		reasons := map[filter.Reason]int{}
+		fragments := map[string]int{}
 		for si := 0; si < states; si++ {
 			s := g.state()
 			setState(t, d, s)
@@ -418,6 +419,9 @@ func TestDatapathMatchesModel(t *testing.T) {
 					return
 				}
 				reasons[want.Reason]++
+				if k := fragKind(f); k != "" {
+					fragments[k+" "+want.Reason.String()]++
+				}
 				if want.Reason == filter.ReasonAcceptHeldFlow {
 					held++
 				}
@@ -434,6 +438,12 @@ func TestDatapathMatchesModel(t *testing.T) {
 		}
 		t.Logf("%d frames run in the kernel, %d states, %d more runt frames the test harness cannot run; reasons: %v",
 			frames, states, unrunnable, reasons)
+		t.Logf("fragments: %v", fragments)
+		for _, k := range []string{"first dropped-rule-disabled", "first accepted-owner", "later accepted-owner", "later dropped-not-owner", "first dropped-not-owner"} {
+			if fragments[k] == 0 {
+				t.Errorf("no %s fragment: the generator misses fragments to some rule modes", k)
+			}
+		}
 		// The test must exercise every decision, or it proves little.
 		// (passed-short needs an IPv4 runt, which BPF_PROG_TEST_RUN refuses.)
 		for r := filter.ReasonPassNotIP; r < filter.NumReasons; r++ {
@@ -511,4 +521,20 @@ func TestInstalledRoundTrip(t *testing.T) {
 	if !d2.Adopted() {
 		t.Fatal("pinned maps not reported as adopted")
 	}
+}
+
+// fragKind says whether frame f is a first fragment, a later one, or not
+// a fragment ("").
+func fragKind(f []byte) string {
+	if len(f) < 14+20 || f[12] != 0x08 || f[13] != 0 {
+		return ""
+	}
+	frag := uint16(f[14+6])<<8 | uint16(f[14+7])
+	switch {
+	case frag&0x3fff == 0:
+		return ""
+	case frag&0x1fff == 0:
+		return "first"
+	}
+	return "later"
 }

@@ -173,7 +173,8 @@ static __always_inline int decide_flow(struct __sk_buff *skb, struct nlb_state *
 }
 
 /* First rule for (vip, port, proto); any_port matches VIP and protocol
- * only (fragments). Rules are VIP-specific first, then all-VIP. */
+ * only, skipping disabled rules (the fragment rule). Rules are
+ * VIP-specific first, then all-VIP. */
 static __always_inline __u32 match_rule(struct nlb_state *st, __u32 vip, __u16 port, __u8 proto, int any_port)
 {
 	__u8 bit = proto == IPPROTO_TCP ? 1 : proto == IPPROTO_UDP ? 2 : 0;
@@ -186,6 +187,8 @@ static __always_inline __u32 match_rule(struct nlb_state *st, __u32 vip, __u16 p
 		if (r->vip && r->vip != vip)
 			continue;
 		if (!(r->proto & bit))
+			continue;
+		if (any_port && r->mode == 3)
 			continue;
 		if (any_port || (port >= r->port_lo && port <= r->port_hi))
 			return i;
@@ -257,11 +260,23 @@ int nlb_ingress(struct __sk_buff *skb)
 	__u32 l4len = (tot < avail ? tot : avail) - ihl; /* Ethernet padding excluded */
 	__u32 src = iph->saddr;
 
+	void *l4 = (void *)iph + (ihl & 0x3c);
 	if (iph->frag_off & bpf_htons(0x3fff)) {
+		/* Every fragment goes where the client address hashes in the
+		 * fragment rule; a first fragment to a disabled rule's port is
+		 * dropped everywhere, so the datagram is never reassembled. */
+		if (!(iph->frag_off & bpf_htons(0x1fff)) &&
+		    (iph->protocol == IPPROTO_TCP || iph->protocol == IPPROTO_UDP) && l4len >= 4) {
+			__u16 *ports = l4;
+			if ((void *)(ports + 2) > end)
+				return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
+			__u32 pr = match_rule(st, dst, bpf_ntohs(ports[1]), iph->protocol, 0);
+			if (pr < NLB_MAX_RULES && st->rules[pr].mode == 3)
+				return finish(skb, pr, R_DROP_RULE_DISABLED, NO_BUCKET);
+		}
 		__u32 ti = match_rule(st, dst, 0, iph->protocol, 1);
 		return decide_flow(skb, st, ti, src, 0, dst, 0, C_STATELESS, 0, 0);
 	}
-	void *l4 = (void *)iph + (ihl & 0x3c);
 	if (iph->protocol == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
 		if (l4len < 20 || (void *)(th + 1) > end)
