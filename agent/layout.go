@@ -51,7 +51,7 @@ func (l Layout) Socket() string { return remote.SocketPath(l.RunDir) }
 func Restore(l Layout, ifname string) (string, error) {
 	l = l.withDefaults()
 	path := l.StateFile(ifname)
-	if err := nic.Restore(path); err != nil {
+	if err := nic.Restore(path, ifname); err != nil {
 		return "", err
 	}
 	if err := datapath.RemovePinned(l.PinDir(ifname)); err != nil {

@@ -141,7 +141,7 @@ func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s.res.push(resource{name: "NIC " + cfg.Interface, remove: func() error { return nic.Restore(a.stateFile()) }, adopted: adopted})
+	s.res.push(resource{name: "NIC " + cfg.Interface, remove: func() error { return nic.Restore(a.stateFile(), a.cfg.Interface) }, adopted: adopted})
 	log.Info("cluster NIC ready", "interface", cfg.Interface, "mode", cfg.MACMode, "cluster_mac", clusterMAC.String(), "adopted", adopted)
 
 	// 3. Heartbeats, ARP, remote control, metrics.
@@ -179,6 +179,9 @@ func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 		}
 	}
 	if cfg.MetricsAddr != "" {
+		if exposedBind(cfg.MetricsAddr) {
+			log.Warn("metrics endpoint listens beyond loopback: anyone who can connect reads the cluster's state", "address", cfg.MetricsAddr)
+		}
 		if s.metricsL, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
 			return nil, fmt.Errorf("metrics endpoint on %s: %w", cfg.MetricsAddr, err)
 		}

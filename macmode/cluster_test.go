@@ -53,7 +53,7 @@ func cluster(t *testing.T, mode macmode.Mode, n int) *segment {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() {
-			if err := ns.Do(func() error { return nic.Restore(cfg.StateFile) }); err != nil {
+			if err := ns.Do(func() error { return nic.Restore(cfg.StateFile, cfg.Interface) }); err != nil {
 				t.Error(err)
 			}
 		})

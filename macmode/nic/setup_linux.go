@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/nlbproject/nlb/macmode"
 	"net"
 	"net/netip"
 	"os"
@@ -13,28 +12,11 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/nlbproject/nlb/macmode"
+
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
-
-// State is the state file: every change setup made, with the value it
-// replaced, in the order made. Teardown undoes them in reverse.
-type State struct {
-	Interface string       `json:"interface"`
-	Mode      macmode.Mode `json:"mode"`
-	VIPs      []string     `json:"vips"`
-	Changes   []Change     `json:"changes"`
-	// Complete is set once every step is done.
-	Complete bool `json:"complete"`
-}
-
-// Change is one undoable change.
-type Change struct {
-	Kind  string `json:"kind"` // "mac", "addr", "maddr", "sysctl"
-	Link  string `json:"link"` // interface the change is on
-	Value string `json:"value"`
-	Old   string `json:"old,omitempty"`
-}
 
 // Setup puts the NIC in the mode. It is all-or-nothing: if a step fails,
 // the steps done are undone and the error names the failed step. The
@@ -192,12 +174,14 @@ func vipStrings(vips []netip.Addr) []string {
 func Adopt(cfg Config) (adopted bool, err error) {
 	b, err := os.ReadFile(cfg.StateFile)
 	if err == nil {
-		var st State
-		if json.Unmarshal(b, &st) == nil && st.Complete && st.Interface == cfg.Interface &&
-			st.Mode == cfg.Mode && slices.Equal(st.VIPs, vipStrings(cfg.VIPs)) {
+		st, err := ParseState(b, cfg.Interface)
+		if err != nil {
+			return false, stateFileError(cfg.StateFile, err)
+		}
+		if st.Complete && st.Mode == cfg.Mode && slices.Equal(st.VIPs, vipStrings(cfg.VIPs)) {
 			return true, nil
 		}
-		if err := Restore(cfg.StateFile); err != nil {
+		if err := Restore(cfg.StateFile, cfg.Interface); err != nil {
 			return false, err
 		}
 	} else if !errors.Is(err, os.ErrNotExist) {
@@ -206,9 +190,11 @@ func Adopt(cfg Config) (adopted bool, err error) {
 	return false, Setup(cfg)
 }
 
-// Restore undoes what the state file records (after a clean stop or a
-// crash) and removes it. A missing state file means nothing to undo.
-func Restore(stateFile string) error {
+// Restore undoes what the state file of interface ifname records (after a
+// clean stop or a crash) and removes it. A missing state file means
+// nothing to undo; a corrupt one, or one for another interface, is an
+// error that changes nothing.
+func Restore(stateFile, ifname string) error {
 	b, err := os.ReadFile(stateFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -216,11 +202,11 @@ func Restore(stateFile string) error {
 	if err != nil {
 		return fmt.Errorf("macmode: read state: %w", err)
 	}
-	var st State
-	if err := json.Unmarshal(b, &st); err != nil {
-		return fmt.Errorf("macmode: state file %s: %w", stateFile, err)
+	st, err := ParseState(b, ifname)
+	if err != nil {
+		return stateFileError(stateFile, err)
 	}
-	if err := undo(&st); err != nil {
+	if err := undo(st); err != nil {
 		return err
 	}
 	return os.Remove(stateFile)
@@ -248,8 +234,10 @@ func undo(st *State) error {
 		case "addr", "group":
 			var l netlink.Link
 			if l, err = netlink.LinkByName(c.Link); err == nil {
-				p := netip.MustParsePrefix(c.Value)
-				err = addrChange(l, p, 0, false)
+				var p netip.Prefix
+				if p, err = netip.ParsePrefix(c.Value); err == nil {
+					err = addrChange(l, p, 0, false)
+				}
 				if errors.Is(err, unix.EADDRNOTAVAIL) {
 					err = nil // already gone
 				}
@@ -343,4 +331,9 @@ func multicastMAC(ifname string, mac net.HardwareAddr, add bool) error {
 		return errno
 	}
 	return nil
+}
+
+// stateFileError explains a state file that cannot be trusted.
+func stateFileError(path string, err error) error {
+	return fmt.Errorf("macmode: state file %s cannot be used, nothing was changed: %w (it records what nlbd changed on the NIC; see docs/operations.md, \"A corrupt state file\")", path, err)
 }

@@ -10,4 +10,4 @@ var errUnsupported = errors.New("macmode: NIC setup needs Linux")
 func Setup(Config) error { return errUnsupported }
 
 // Restore is not supported on this system.
-func Restore(string) error { return errUnsupported }
+func Restore(string, string) error { return errUnsupported }

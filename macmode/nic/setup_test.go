@@ -155,7 +155,7 @@ func TestSetupTeardown(t *testing.T) {
 			if now := snapshot(t, ns, ifname); strings.Contains(now, "198.18.0.101") {
 				t.Fatalf("the VIP no longer configured is still there:\n%s", now)
 			}
-			if err := in(func() error { return Restore(cfg.StateFile) }); err != nil {
+			if err := in(func() error { return Restore(cfg.StateFile, cfg.Interface) }); err != nil {
 				t.Fatal(err)
 			}
 			if after := snapshot(t, ns, ifname); after != before {
@@ -165,7 +165,7 @@ func TestSetupTeardown(t *testing.T) {
 			if err := in(func() error { return Setup(cfg) }); err != nil {
 				t.Fatal(err)
 			}
-			if err := in(func() error { return Restore(cfg.StateFile) }); err != nil {
+			if err := in(func() error { return Restore(cfg.StateFile, cfg.Interface) }); err != nil {
 				t.Fatal(err)
 			}
 			if after := snapshot(t, ns, ifname); after != before {
@@ -261,12 +261,51 @@ func TestSetupSIGKILL(t *testing.T) {
 			}
 			cmd.Process.Signal(syscall.SIGKILL)
 			cmd.Wait()
-			if err := ns.Do(func() error { return Restore(state) }); err != nil {
+			if err := ns.Do(func() error { return Restore(state, ifname) }); err != nil {
 				t.Fatal(err)
 			}
 			if after := snapshot(t, ns, ifname); after != before {
 				t.Fatalf("after SIGKILL and restore:\n%s\nbefore:\n%s", after, before)
 			}
 		})
+	}
+}
+
+// TestCorruptStateFile: a state file that is corrupt, or names changes
+// setup never makes (another link, an arbitrary path), is refused with a
+// clear error by Restore and Adopt, never panics, and changes nothing:
+// the NIC and the file stay as they are.
+func TestCorruptStateFile(t *testing.T) {
+	ns, ifname := hostNS(t, "cst")
+	before := snapshot(t, ns, ifname)
+	dir := t.TempDir()
+	for _, body := range []string{
+		`{"interface":"` + ifname + `","mode":"unicast","changes":[{"kind":"addr","link":"` + ifname + `","value":"198.18.0.100/99"}],"complete":true}`,
+		`{"interface":"` + ifname + `","mode":"unicast","changes":[{"kind":"sysctl","link":"` + ifname + `","value":"` + filepath.Join(dir, "victim") + `=1","old":"0"}],"complete":true}`,
+		`{"interface":"` + ifname + `","mode":"unicast","changes":[{"kind":"mac","link":"lo","value":"02:bf:00:00:00:01","old":"00:00:00:00:00:00"}],"complete":true}`,
+		`{"interface":"other0","mode":"unicast","changes":[],"complete":true}`,
+		`{"interface":`,
+	} {
+		state := filepath.Join(dir, "nlb.state")
+		if err := os.WriteFile(state, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		err := ns.Do(func() error { return Restore(state, ifname) })
+		if err == nil || !strings.Contains(err.Error(), "cannot be used, nothing was changed") {
+			t.Errorf("restore of %s: %v", body, err)
+		}
+		cfg := Config{Mode: macmode.Unicast, Interface: ifname, VIPs: []netip.Addr{netip.MustParseAddr("198.18.0.100")}, StateFile: state}
+		if err := ns.Do(func() error { _, err := Adopt(cfg); return err }); err == nil {
+			t.Errorf("adopt of %s: no error", body)
+		}
+		if _, err := os.Stat(state); err != nil {
+			t.Errorf("the corrupt state file was removed: %v", err)
+		}
+		if _, err := os.Stat(filepath.Join(dir, "victim")); err == nil {
+			t.Fatal("a sysctl entry wrote outside /proc/sys")
+		}
+		if after := snapshot(t, ns, ifname); after != before {
+			t.Fatalf("a corrupt state file changed the namespace:\n%s\nbefore:\n%s", after, before)
+		}
 	}
 }
