@@ -110,6 +110,9 @@ type Host struct {
 	http map[uint16]*http.Server
 	// keyFile and initialState override the cluster's (AddForeign).
 	keyFile, initialState string
+	// extra and remoteExtra are appended to the cluster and the
+	// remote_control sections (SetKeys).
+	extra, remoteExtra string
 }
 
 // New creates the network, writes the configs and starts the backends;
@@ -283,7 +286,7 @@ func (c *Cluster) config(h *Host) string {
   quorum_voters: %d
   remote_control:
     enabled: true
-  port_rules:
+%s%s  port_rules:
     - {name: web, ports: "%d", protocol: tcp, mode: multiple, affinity: none}
     - {name: echo, ports: "%d", protocol: both, mode: multiple, affinity: none}
     - {name: sticky, ports: "%d", protocol: tcp, mode: multiple, affinity: single}
@@ -299,8 +302,30 @@ host:
     web: {weight: "%s"%s}
     echo: {weight: "%s"}
     sticky: {weight: "%s"}
-`, VIP, c.Opts.Mode, cmp.Or(h.keyFile, c.KeyFile), c.Opts.Period, c.Opts.Grace, c.Opts.QuorumVoters, PortHTTP, PortEcho, PortSticky,
+`, VIP, c.Opts.Mode, cmp.Or(h.keyFile, c.KeyFile), c.Opts.Period, c.Opts.Grace, c.Opts.QuorumVoters, h.remoteExtra, h.extra, PortHTTP, PortEcho, PortSticky,
 		h.ID, h.Ifname, HostIP(h.ID), MetricsAddr(h.ID), cmp.Or(h.initialState, c.Opts.InitialState), c.Opts.OnExit, c.Opts.DrainTimeout, w, hc, w, w)
+}
+
+// SetKeys rewrites host id's key settings in its config file: the
+// current cluster key file, the next one ("" for none), the pinned hash
+// seed (hex, "" for none) and, if given, the monitor key file; Reload
+// then applies them.
+func (c *Cluster) SetKeys(id uint8, keyFile, nextKeyFile, hashSeed string, monitorKeyFile ...string) {
+	h := c.Hosts[id]
+	h.keyFile, h.extra = keyFile, ""
+	if nextKeyFile != "" {
+		h.extra += "  next_key_file: " + nextKeyFile + "\n"
+	}
+	if hashSeed != "" {
+		h.extra += "  hash_seed: \"" + hashSeed + "\"\n"
+	}
+	h.remoteExtra = ""
+	for _, m := range monitorKeyFile {
+		h.remoteExtra += "    monitor_key_file: " + m + "\n"
+	}
+	if err := os.WriteFile(h.Config, []byte(c.config(h)), 0o600); err != nil {
+		c.T.Fatalf("%v", err)
+	}
 }
 
 // SetWeight rewrites host id's weights (every rule) in its config file;
