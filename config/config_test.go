@@ -169,3 +169,62 @@ func TestEmptyConfig(t *testing.T) {
 		t.Fatal("empty config accepted")
 	}
 }
+
+// TestKeyFiles: key files readable by group or others are refused unless
+// allowed; a rotation needs a pinned seed; a next role key needs its own
+// current one; role keys default to the cluster key.
+func TestKeyFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), mode); err != nil {
+			t.Fatal(err)
+		}
+		os.Chmod(p, mode)
+		return p
+	}
+	aaaa := write("aaaa.key", strings.Repeat("a", 32), 0o644)
+	good := write("good.key", strings.Repeat("g", 32), 0o600)
+	next := write("next.key", strings.Repeat("n", 32), 0o600)
+	admin := write("admin.key", strings.Repeat("d", 32), 0o600)
+	// load replaces the example's key_file line with keys (cluster
+	// section lines), appends remoteLines to remote_control and host
+	// lines to the host section.
+	load := func(keys, host string, remoteLines ...string) (*Resolved, error) {
+		b, err := os.ReadFile("../examples/host1.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		src := strings.Replace(string(b), "  key_file: /etc/nlb/cluster.key", keys, 1)
+		src = strings.Replace(src, "    port: 2504", "    port: 2504\n"+strings.Join(remoteLines, "\n"), 1)
+		src = strings.Replace(src, "  id: 1", "  id: 1\n"+host, 1)
+		c, err := Parse([]byte(src))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Resolve()
+	}
+	if _, err := load("  key_file: "+aaaa, ""); err == nil || !strings.Contains(err.Error(), "mode 0644 lets group or others read the key") {
+		t.Errorf("world-readable key: %v", err)
+	}
+	if _, err := load("  key_file: "+aaaa, "  allow_readable_key_files: true"); err != nil {
+		t.Errorf("world-readable key with the opt-out: %v", err)
+	}
+	if _, err := load("  key_file: "+good+"\n  next_key_file: "+next, ""); err == nil || !strings.Contains(err.Error(), "cluster.hash_seed") || !strings.Contains(err.Error(), "hash_seed: ") {
+		t.Errorf("rotation without a pinned seed: %v", err)
+	}
+	r, err := load("  key_file: "+good+"\n  next_key_file: "+next+"\n  hash_seed: 00112233445566778899aabbccddeeff", "")
+	if err != nil || len(r.Keys.Heartbeat()) != 2 || string(r.Keys.NextCluster) != strings.Repeat("n", 32) {
+		t.Errorf("rotation: %v", err)
+	}
+	if len(r.Keys.Remote().Admin) != 2 || len(r.Keys.Remote().Monitor) != 2 {
+		t.Errorf("role keys do not follow the cluster keyring: %+v", r.Keys.Remote())
+	}
+	if _, err := load("  key_file: "+good, "", "    next_admin_key_file: "+next); err == nil || !strings.Contains(err.Error(), "needs admin_key_file") {
+		t.Errorf("next admin key alone: %v", err)
+	}
+	r, err = load("  key_file: "+good, "", "    admin_key_file: "+admin)
+	if err != nil || string(r.Keys.Admin) != strings.Repeat("d", 32) || string(r.Keys.Monitor) != strings.Repeat("d", 32) {
+		t.Errorf("admin key: %v %+v", err, r.Keys)
+	}
+}
