@@ -5,6 +5,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestConfigBoundaries: every numeric limit is checked at its edges: the
@@ -80,6 +81,9 @@ func TestConfigBoundaries(t *testing.T) {
 		{"fall 100", health, withHealth("fall: 100"), ""},
 		{"fall 0 is the default", health, withHealth("fall: 0"), ""},
 		{"fall -1", health, withHealth("fall: -1"), "host.rules.http.health.fall"},
+		{"tcp check", health, `health: {type: tcp, address: "127.0.0.1:80"}`, ""},
+		{"exec check", health, `health: {type: exec, command: [/bin/true]}`, ""},
+		{"rule vip not an address", "vip: 198.18.0.100\n      ports", "vip: nope\n      ports", "cluster.port_rules[1].vip"},
 		{"tcp check with expect", health, `health: {type: tcp, address: "127.0.0.1:80", expect: 200}`, "host.rules.http.health.expect"},
 		{"tcp check with a command", health, `health: {type: tcp, address: "127.0.0.1:80", command: [x]}`, "host.rules.http.health.command"},
 		{"http check with a command", health, `health: {type: http, url: "http://127.0.0.1/", command: [x]}`, "host.rules.http.health.command"},
@@ -174,5 +178,36 @@ func TestLoad(t *testing.T) {
 	}
 	if e := (&Error{Key: "k", Msg: "m"}).Error(); e != "k: m" {
 		t.Errorf("error without a value: %q", e)
+	}
+}
+
+// TestDefaults: the documented defaults (docs/config.md).
+func TestDefaults(t *testing.T) {
+	d := DefaultConfig()
+	if time.Duration(d.Cluster.Heartbeat.Period) != 100*time.Millisecond || d.Cluster.Heartbeat.LossTolerance != 10 ||
+		time.Duration(d.Cluster.Grace) != 5*time.Second || time.Duration(d.Host.DrainTimeout) != 30*time.Second ||
+		d.Cluster.RemoteControl.Port != 2504 || d.Cluster.RemoteControl.Enabled || d.Cluster.MACMode != "unicast" ||
+		d.Host.InitialState != "started" || d.Host.OnExit != "drainstop" || d.Cluster.Name != "nlb" {
+		t.Fatalf("defaults: %+v", d)
+	}
+}
+
+// TestKeysEqual: a key set equals itself, and differs when any secret
+// differs or is missing.
+func TestKeysEqual(t *testing.T) {
+	k := Keys{Cluster: []byte("c"), Admin: []byte("a"), Monitor: []byte("m")}
+	same := k
+	if !k.Equal(&same) {
+		t.Fatal("a key set differs from its copy")
+	}
+	for _, o := range []Keys{
+		{Cluster: []byte("x"), Admin: []byte("a"), Monitor: []byte("m")},
+		{Cluster: []byte("c"), NextCluster: []byte("n"), Admin: []byte("a"), Monitor: []byte("m")},
+		{Cluster: []byte("c"), Admin: []byte("a")},
+		{Cluster: []byte("c"), Admin: []byte("a"), Monitor: []byte("m"), NextMonitor: []byte{}},
+	} {
+		if k.Equal(&o) || o.Equal(&k) {
+			t.Errorf("%+v equals %+v", o, k)
+		}
 	}
 }

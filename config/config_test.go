@@ -220,6 +220,9 @@ func TestKeyFiles(t *testing.T) {
 	if len(r.Keys.Remote().Admin) != 2 || len(r.Keys.Remote().Monitor) != 2 {
 		t.Errorf("role keys do not follow the cluster keyring: %+v", r.Keys.Remote())
 	}
+	if _, err := load("  key_file: "+good, "", "    next_monitor_key_file: "+next); err == nil || !strings.Contains(err.Error(), "needs monitor_key_file") {
+		t.Errorf("next monitor key alone: %v", err)
+	}
 	if _, err := load("  key_file: "+good, "", "    next_admin_key_file: "+next); err == nil || !strings.Contains(err.Error(), "needs admin_key_file") {
 		t.Errorf("next admin key alone: %v", err)
 	}

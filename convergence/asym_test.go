@@ -46,6 +46,9 @@ func TestSimAsymmetricLink(t *testing.T) {
 // reconverging. Safety holds in both; once the link is steady, host 3 is a
 // member again after its hold-down.
 func TestSimFlapping(t *testing.T) {
+	if mutateSubset {
+		t.Skip("make mutate's subset: the 25 s flapping history is left to make test")
+	}
 	for _, tc := range []struct {
 		name   string
 		window time.Duration

@@ -782,11 +782,18 @@ func scenario(t testing.TB, seed uint64, n int, events int, quorum bool) (settle
 	return d, s
 }
 
-// simSeeds is how many histories to run: n, or short with -short, or
-// NLB_SIM_SEEDS when set (`make soak`).
+// mutateSubset is set by the mutate build tag (make mutate): a fast,
+// deterministic subset of the simulations.
+var mutateSubset = false
+
+// simSeeds is how many histories to run: n, or short with -short, 2 under
+// make mutate, or NLB_SIM_SEEDS when set (`make soak`).
 func simSeeds(n, short int) int {
 	if v, err := strconv.Atoi(os.Getenv("NLB_SIM_SEEDS")); err == nil && v > 0 {
 		return v
+	}
+	if mutateSubset {
+		return 2
 	}
 	if testing.Short() {
 		return short
@@ -833,7 +840,7 @@ func TestSimQuorum(t *testing.T) {
 // TestSimLarge runs shorter histories on 16, 32 and 64 hosts.
 func TestSimLarge(t *testing.T) {
 	sizes := []int{16, 32, 64}
-	if testing.Short() {
+	if testing.Short() || mutateSubset {
 		sizes = []int{16}
 	}
 	for _, n := range sizes {

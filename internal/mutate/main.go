@@ -51,7 +51,7 @@ type equivalence struct{ file, typ, src, why string }
 type handMutation struct{ file, from, to, pkg, run, why string }
 
 func main() {
-	pkgs := flag.String("packages", "filter,heartbeat,remote,config,health", "comma-separated packages for gremlins")
+	pkgs := flag.String("packages", "filter,heartbeat,remote,config,health,convergence", "comma-separated packages for gremlins (empty: hand mutations only)")
 	out := flag.String("out", "docs/mutation.md", "report to write")
 	workers := flag.Int("workers", 2, "gremlins workers")
 	flag.Parse()
@@ -145,8 +145,9 @@ func runGremlins(pkg string, workers int) ([]mutant, error) {
 	}
 	tmp.Close()
 	defer os.Remove(tmp.Name())
+	// The mutate build tag selects convergence's fast simulation subset.
 	args := []string{"run", gremlins, "unleash", "./" + pkg, "--workers", fmt.Sprint(workers),
-		"--timeout-coefficient", "5", "-o", tmp.Name()}
+		"--timeout-coefficient", "5", "--tags", "mutate", "-o", tmp.Name()}
 	// Sub-packages (filter/datapath: the kernel loader) are not the model.
 	args = append(args, "-E", pkg+"/[a-z]+/")
 	fmt.Printf("== gremlins %s\n", pkg)
