@@ -2,7 +2,11 @@ package agent
 
 import (
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/nlbproject/nlb/filter/datapath"
 	"github.com/nlbproject/nlb/macmode/nic"
@@ -58,4 +62,32 @@ func Restore(l Layout, ifname string) (string, error) {
 		return "", err
 	}
 	return fmt.Sprintf("restored %s (state file %s) and removed its pinned data plane", ifname, path), nil
+}
+
+// IncarnationFile records the last incarnation this host used on the NIC.
+func (l Layout) IncarnationFile(ifname string) string {
+	return filepath.Join(l.RunDir, ifname+".incarnation")
+}
+
+// nextIncarnation returns this start's incarnation: the wall clock in
+// Unix ns, or one more than the last recorded one if the clock stepped
+// back since (peers drop frames of an incarnation older than one they
+// saw), and records it. The record lives in the run directory, so it
+// survives agent restarts; after a reboot the clock alone decides. An
+// unreadable record is ignored (and replaced).
+func nextIncarnation(path string, now time.Time) (uint64, error) {
+	inc := uint64(now.UnixNano())
+	if b, err := os.ReadFile(path); err == nil {
+		if last, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && last >= inc {
+			inc = last + 1
+		}
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(inc, 10)+"\n"), 0o600); err != nil {
+		return 0, fmt.Errorf("record incarnation: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return 0, fmt.Errorf("record incarnation: %w", err)
+	}
+	return inc, nil
 }

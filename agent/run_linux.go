@@ -57,13 +57,15 @@ func (a *Agent) Run(ctx context.Context) error {
 func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 	cfg, log := a.cfg, a.log
 	a.started = time.Now()
-	a.inc = uint64(a.started.UnixNano())
 	link, err := netlink.LinkByName(cfg.Interface)
 	if err != nil {
 		return nil, fmt.Errorf("host.interface %s: %w", cfg.Interface, err)
 	}
 	if err := os.MkdirAll(a.opts.Layout.RunDir, 0o700); err != nil {
 		return nil, fmt.Errorf("run directory: %w", err)
+	}
+	if a.inc, err = nextIncarnation(a.opts.Layout.IncarnationFile(cfg.Interface), a.started); err != nil {
+		return nil, err
 	}
 	s = &session{}
 	defer func() {
@@ -206,7 +208,9 @@ func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 		m.Restore(time.Now(), *restoreMarks, leaseLeft)
 	}
 	hkeys := cfg.Keys.Heartbeat()
-	s.node = NewNode(m, conn, heartbeat.NewGuard(hkeys, cfg.VIPs[0], cfg.HostID), hkeys[0], cfg.Period, log.Named("convergence"))
+	guard := heartbeat.NewGuard(hkeys, cfg.VIPs[0], cfg.HostID)
+	guard.SetOwnIncarnation(a.inc)
+	s.node = NewNode(m, conn, guard, hkeys[0], cfg.Period, log.Named("convergence"))
 	s.node.Apply = a.apply
 	s.node.Scan = a.scan
 	s.node.OnState = a.onState

@@ -93,6 +93,12 @@ type Machine struct {
 	// stop has listened all along (it kept sending and receiving) and
 	// rejoins at once, so its peers never see it fall silent.
 	listenStart time.Time
+	// spoke: this machine has sent a heartbeat (its peers know this
+	// incarnation). dupSince: since when peers hear another host with our
+	// ID while we have not spoken; refusedDup: refused for it.
+	spoke      bool
+	dupSince   time.Time
+	refusedDup bool
 	events      []Action
 }
 
@@ -243,6 +249,7 @@ func (m *Machine) tick(now time.Time) []Action {
 		m.listenStart = now
 		m.setState(now, StateJoining, "the cluster with other settings is gone")
 	}
+	m.checkDuplicate(now)
 	for id, p := range m.peers {
 		// Only a member's silence is a failure: a host that stopped,
 		// suspended, drained or never joined left on purpose (or never
@@ -260,12 +267,13 @@ func (m *Machine) tick(now time.Time) []Action {
 	}
 	// A joiner listens for DeadAfter before it speaks: it learns the epoch
 	// and hears any host that already uses its ID.
-	if m.state != StateJoining || m.listened(now) {
+	if m.state != StateJoining || m.mayJoin(now) {
 		// A host refused for a duplicate ID stays silent (its frames would
 		// supersede the rightful owner's at every peer); one refused for
 		// other settings keeps announcing itself so the cluster reports it.
 		if m.state != StateRefused || m.refusedMismatch {
 			out = append(out, Send{Msg: m.heartbeat(now)})
+			m.spoke = true
 		}
 	}
 	// The source of the tables (normally the leader) resends them while a
@@ -304,7 +312,7 @@ func (m *Machine) evaluate(now time.Time) {
 		return
 	}
 	if m.state == StateJoining {
-		if !m.listened(now) {
+		if !m.mayJoin(now) {
 			return
 		}
 		if m.mismatched(now) {
@@ -397,4 +405,61 @@ func (m *Machine) updateState(now time.Time, view uint64, leader uint8) {
 // that uses its ID.
 func (m *Machine) listened(now time.Time) bool {
 	return !m.listenStart.IsZero() && now.Sub(m.listenStart) >= m.cfg.DeadAfter()
+}
+
+// idHeldElsewhere reports whether a peer we hear reports hearing a host
+// with our ID (its view has our bit) while we have not spoken: another
+// host uses our ID. Own-ID frames themselves prove nothing (anyone can
+// replay one of our earlier life's); a live peer's fresh, authenticated
+// view does.
+func (m *Machine) idHeldElsewhere(now time.Time) bool {
+	me := uint64(1) << (m.cfg.HostID - 1)
+	for _, p := range m.peers {
+		if p.refused == "" && p.hb != nil && m.alive(now, p) && p.hb.View&me != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// mayJoin reports whether a joiner may speak and join: it has listened
+// for DeadAfter, and either spoke already in this incarnation (a start
+// after a stop) or no peer hears another host with its ID.
+func (m *Machine) mayJoin(now time.Time) bool {
+	return m.listened(now) && (m.spoke || !m.idHeldElsewhere(now))
+}
+
+// checkDuplicate refuses a joiner whose ID peers keep hearing from
+// another host for DeadAfter past its listening, and lifts the refusal by
+// itself once no peer hears that other host.
+func (m *Machine) checkDuplicate(now time.Time) {
+	switch {
+	case m.state == StateJoining && !m.spoke && m.listened(now) && m.idHeldElsewhere(now):
+		if m.dupSince.IsZero() {
+			m.dupSince = now
+		}
+		if now.Sub(m.dupSince) >= m.cfg.DeadAfter() {
+			m.refuseDuplicate(now)
+		}
+	case m.state == StateRefused && m.refusedDup && !m.idHeldElsewhere(now):
+		m.refusedDup = false
+		m.dupSince = time.Time{}
+		m.listenStart = now
+		m.setState(now, StateJoining, "the other host with this ID is gone")
+	default:
+		m.dupSince = time.Time{}
+	}
+}
+
+// refuseDuplicate makes this host yield its ID: it closes everything and
+// falls silent until the other host is gone.
+func (m *Machine) refuseDuplicate(now time.Time) {
+	m.refusedMismatch, m.refusedDup = false, true
+	if m.state != StateRefused {
+		m.events = append(m.events, Notice{Kind: NoticeDuplicateID, Host: m.cfg.HostID, Msg: "another host uses this host ID; refusing to join"})
+	}
+	m.closeAll(true)
+	m.phase = phaseNone
+	m.spoke = false
+	m.setState(now, StateRefused, "duplicate host ID")
 }

@@ -72,48 +72,55 @@ func TestAdmissionConfigMismatch(t *testing.T) {
 // TestDuplicateHostID: a host that starts with a live host's ID hears it
 // while listening, refuses to join and never speaks; the cluster is not
 // disturbed.
+// TestDuplicateHostID: a second host 2 (another machine, a later start)
+// hears the peers report host 2: it stays silent, is refused, and the
+// cluster is undisturbed. When the first host 2 goes away, the refusal
+// lifts by itself and the second one joins.
 func TestDuplicateHostID(t *testing.T) {
 	s := formed(t, 4, 3)
 	epoch := s.hosts[1].m.Epoch().Num
-	// A second host 2, as another machine: its own machine and endpoint.
 	cfg := s.cfg
 	cfg.HostID, cfg.Incarnation = 2, 999
 	cfg.Settings = []filter.RuleSetting{{Weight: 50, Priority: 2}, {Weight: 50, Priority: 2}}
 	dup := NewMachine(cfg)
 	conn := s.net.Join("dup2")
 	guard := heartbeat.NewGuard(heartbeat.Keyring{simKey}, simVIP, 2)
+	guard.SetOwnIncarnation(999)
 	var sent int
 	var refused bool
 	next := s.now
-	for i := 0; i < 300; i++ {
-		s.step(10 * time.Millisecond)
-		for {
-			b, ok := conn.TryReceive()
-			if !ok {
-				break
-			}
-			msg, drop := guard.Check(b)
-			if drop != heartbeat.DropNone && drop != heartbeat.DropSelf {
-				continue
-			}
-			for _, a := range dup.Step(s.now, Received{Msg: msg, SelfID: drop == heartbeat.DropSelf}) {
-				if e, ok := a.(Notice); ok && e.Kind == NoticeDuplicateID {
-					refused = true
+	run := func(d time.Duration) {
+		for end := s.now.Add(d); s.now.Before(end); {
+			s.step(10 * time.Millisecond)
+			var acts []Action
+			for {
+				b, ok := conn.TryReceive()
+				if !ok {
+					break
 				}
-				if _, ok := a.(Send); ok {
-					sent++
+				msg, drop := guard.Check(b)
+				if drop != heartbeat.DropNone && drop != heartbeat.DropSelf {
+					continue
 				}
+				acts = append(acts, dup.Step(s.now, Received{Msg: msg, SelfID: drop == heartbeat.DropSelf})...)
 			}
-		}
-		if !s.now.Before(next) {
-			next = next.Add(s.cfg.Period)
-			for _, a := range dup.Step(s.now, Tick{}) {
-				if _, ok := a.(Send); ok {
+			if !s.now.Before(next) {
+				next = next.Add(s.cfg.Period)
+				acts = append(acts, dup.Step(s.now, Tick{})...)
+			}
+			for _, a := range acts {
+				switch a := a.(type) {
+				case Notice:
+					refused = refused || a.Kind == NoticeDuplicateID
+				case Send:
 					sent++
+					b, _ := heartbeat.Marshal(a.Msg, &simKey)
+					conn.Send(b)
 				}
 			}
 		}
 	}
+	run(3 * time.Second)
 	if !refused || dup.State() != StateRefused || sent != 0 {
 		t.Fatalf("duplicate: refused event %v, state %v, sent %d frames", refused, dup.State(), sent)
 	}
@@ -121,6 +128,16 @@ func TestDuplicateHostID(t *testing.T) {
 		if e := s.hosts[id].m.Epoch(); e.Num != epoch {
 			t.Fatalf("host %d: epoch changed %d -> %d", id, epoch, e.Num)
 		}
+	}
+	// The first host 2 goes away: the second is no longer refused, speaks,
+	// and becomes a member.
+	s.crashHost(2)
+	run(8 * time.Second)
+	if st := dup.State(); st != StateConverged && st != StateDefault || sent == 0 {
+		t.Fatalf("after the first host 2 left: state %v, sent %d", st, sent)
+	}
+	if e := s.hosts[1].m.Epoch(); e.Members&0b10 == 0 {
+		t.Fatalf("the second host 2 is not a member: %b", e.Members)
 	}
 }
 

@@ -96,20 +96,14 @@ func (m *Machine) receive(now time.Time, r Received) []Action {
 	switch msg := r.Msg.(type) {
 	case *heartbeat.Heartbeat:
 		if r.SelfID || msg.HostID == m.cfg.HostID {
-			if msg.Incarnation == m.cfg.Incarnation {
-				return nil
-			}
-			// Another host uses our ID. A joiner yields at once (it has
-			// sent nothing); otherwise the older incarnation yields,
-			// because peers already follow the newer one.
-			if m.state == StateJoining || msg.Incarnation > m.cfg.Incarnation {
-				m.refusedMismatch = false
-				if m.state != StateRefused {
-					m.events = append(m.events, Notice{Kind: NoticeDuplicateID, Host: m.cfg.HostID, Msg: "another host uses this host ID; refusing to join"})
-				}
-				m.closeAll(true)
-				m.phase = phaseNone
-				m.setState(now, StateRefused, "duplicate host ID")
+			// A frame with our ID. Our own or an earlier incarnation's
+			// (a replay: anyone on the segment can send one) proves
+			// nothing and is ignored. A later incarnation spoke after us:
+			// peers follow the newer one, so the older yields. A joiner
+			// learns of an earlier one through the peers' views instead
+			// (idHeldElsewhere), which a replay cannot fake.
+			if msg.Incarnation > m.cfg.Incarnation {
+				m.refuseDuplicate(now)
 			}
 			return nil
 		}

@@ -156,3 +156,65 @@ func (s *sim) command(id uint8, op Op, rule ...int) {
 	}
 	s.changed = true
 }
+
+// TestReplayedOwnFramesDuringStart: an attacker without the key captures
+// host 2's heartbeats and replays them while host 2 restarts (as every
+// reboot and drainstop exit does). Host 2 must not take them for another
+// host with its ID: it joins, and the replays are dropped as stale.
+func TestReplayedOwnFramesDuringStart(t *testing.T) {
+	s := formed(t, 13, 3)
+	atk := s.net.Join("attacker")
+	var captured [][]byte
+	for end := s.now.Add(2 * time.Second); s.now.Before(end); {
+		s.step(10 * time.Millisecond)
+		for {
+			b, ok := atk.TryReceive()
+			if !ok {
+				break
+			}
+			if m, err := heartbeat.Unmarshal(b, &simKey); err == nil && m.From() == 2 {
+				captured = append(captured, b)
+			}
+		}
+	}
+	if len(captured) < 10 {
+		t.Fatalf("captured %d frames of host 2", len(captured))
+	}
+	s.crashHost(2)
+	s.run(2 * time.Second)
+	s.boot(2, false)
+	h := s.hosts[2]
+	for i := 0; s.now.Sub(h.m.listenStart) < 5*time.Second || i < 50; i++ {
+		atk.Send(captured[i%len(captured)])
+		s.run(s.cfg.Period)
+		if h.m.State() == StateRefused {
+			s.fail(t, "host 2 refused itself on a replay of its earlier frames")
+		}
+	}
+	if s.settle(10*time.Second) < 0 || s.hosts[1].m.Epoch().Members&0b10 == 0 {
+		s.fail(t, "host 2 did not rejoin")
+	}
+	if c := h.guard.Counts(); c[heartbeat.DropStale] == 0 {
+		t.Errorf("host 2 did not count the replays as stale: %v", c)
+	}
+}
+
+// TestOwnEarlierIncarnationIgnored: the machine itself (behind any guard)
+// ignores a frame with its ID from an earlier incarnation, whatever its
+// state; a later incarnation makes it yield.
+func TestOwnEarlierIncarnationIgnored(t *testing.T) {
+	for _, st := range []State{StateJoining, StateConverging} {
+		m := NewMachine(Config{HostID: 2, Incarnation: 50, ClusterVIP: simVIP, Rules: simRules,
+			Timing: s0Timing(100*time.Millisecond, 10), StartState: st})
+		now := time.Unix(100, 0)
+		m.Step(now, Tick{})
+		m.Step(now, Received{Msg: &heartbeat.Heartbeat{ClusterVIP: simVIP, HostID: 2, Incarnation: 49, State: uint8(StateConverged)}, SelfID: true})
+		if m.State() == StateRefused {
+			t.Fatalf("start %v: refused on an earlier incarnation's frame", st)
+		}
+		m.Step(now, Received{Msg: &heartbeat.Heartbeat{ClusterVIP: simVIP, HostID: 2, Incarnation: 51, State: uint8(StateConverged)}, SelfID: true})
+		if m.State() != StateRefused {
+			t.Fatalf("start %v: a later incarnation with our ID left us %v", st, m.State())
+		}
+	}
+}

@@ -193,6 +193,7 @@ func (s *sim) boot(id uint8, restart bool) {
 	}
 	h.conn = s.net.Join(s.name(id))
 	h.guard = heartbeat.NewGuard(heartbeat.Keyring{simKey}, simVIP, id)
+	h.guard.SetOwnIncarnation(h.inc)
 	h.agentUp, h.kernelUp = true, true
 	h.nextTick = s.now.Add(time.Duration(s.r.Int64N(int64(s.cfg.Period))))
 	h.pending = nil

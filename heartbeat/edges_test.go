@@ -221,3 +221,39 @@ func FuzzSigned(f *testing.F) {
 		g.Check(b)
 	})
 }
+
+// TestGuardOwnIDAndIncarnations: frames with our ID are checked like any
+// other (an earlier incarnation's are stale, repeats are replays); an
+// incarnation more than a day ahead is refused as implausible.
+func TestGuardOwnIDAndIncarnations(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	g := NewGuard(Keyring{testKey}, testVIP, 1)
+	g.Now = func() time.Time { return now }
+	own := uint64(now.UnixNano())
+	g.SetOwnIncarnation(own)
+	frame := func(id uint8, inc, seq uint64) []byte {
+		h := sampleHeartbeat()
+		h.HostID, h.Incarnation, h.Seq = id, inc, seq
+		b, err := h.Marshal(&testKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for i, s := range []struct {
+		b    []byte
+		want Drop
+	}{
+		{frame(1, own-1, 9), DropStale},            // our earlier life, replayed
+		{frame(1, own, 1), DropSelf},               // our own, looped back
+		{frame(1, own+5, 1), DropSelf},             // another host 1, later
+		{frame(1, own+5, 1), DropReplay},           // ... replayed
+		{frame(2, ^uint64(0), 1), DropImplausible}, // 2^64-1
+		{frame(2, uint64(now.Add(MaxIncarnationAhead+time.Second).UnixNano()), 1), DropImplausible},
+		{frame(2, uint64(now.Add(MaxIncarnationAhead).UnixNano()), 1), DropNone}, // a day ahead: a clock off by a day
+	} {
+		if _, d := g.Check(s.b); d != s.want {
+			t.Errorf("step %d: %v, want %v", i, d, s.want)
+		}
+	}
+}

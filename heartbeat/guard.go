@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/nlbproject/nlb/filter"
 )
@@ -25,6 +26,10 @@ const (
 	DropStale   // older incarnation of a host
 	DropReplay  // sequence not newer than the last one seen
 	DropSelf    // our own frame, looped back
+	// DropImplausible: an incarnation more than a day ahead of this
+	// host's clock (incarnations are start times); refusing it keeps a
+	// key holder from claiming an ID for good with 2^64-1.
+	DropImplausible
 	numDrops
 )
 
@@ -32,7 +37,7 @@ const (
 const NumDrops = int(numDrops)
 
 var dropNames = [numDrops]string{"none", "short", "oversized", "bad-magic", "bad-version",
-	"unknown-type", "bad-length", "bad-auth", "invalid", "foreign-cluster", "stale", "replay", "self"}
+	"unknown-type", "bad-length", "bad-auth", "invalid", "foreign-cluster", "stale", "replay", "self", "implausible"}
 
 func (d Drop) String() string {
 	if int(d) < len(dropNames) {
@@ -69,6 +74,8 @@ func dropOf(err error) Drop {
 type Guard struct {
 	cluster netip.Addr
 	self    uint8
+	// Now is the clock the plausibility check uses (time.Now if nil).
+	Now func() time.Time
 
 	mu     sync.Mutex
 	keys   Keyring
@@ -121,6 +128,19 @@ func NewGuard(keys Keyring, cluster netip.Addr, self uint8) *Guard {
 	return &Guard{keys: keys, cluster: cluster, self: self}
 }
 
+// SetOwnIncarnation tells the guard this host's incarnation: frames with
+// our ID from an earlier incarnation (replays of an earlier life) are
+// stale; a later one is another host with our ID (DropSelf).
+func (g *Guard) SetOwnIncarnation(inc uint64) {
+	g.mu.Lock()
+	g.last[g.self] = replayState{inc: inc}
+	g.mu.Unlock()
+}
+
+// MaxIncarnationAhead bounds how far an incarnation (a start time in
+// Unix ns) may be ahead of this host's clock.
+const MaxIncarnationAhead = 24 * time.Hour
+
 // SetKeys replaces the keyring (a reload during a key rotation).
 func (g *Guard) SetKeys(keys Keyring) {
 	g.mu.Lock()
@@ -155,13 +175,19 @@ func (g *Guard) Check(b []byte) (Message, Drop) {
 	if vip != g.cluster {
 		return nil, g.count(DropForeign)
 	}
-	if id == g.self {
-		// Our own ID from someone else: a duplicate host ID. The message
-		// is returned so that the caller can report the conflict.
-		return m, g.count(DropSelf)
+	now := time.Now
+	if g.Now != nil {
+		now = g.Now
+	}
+	if ahead := uint64(now().Add(MaxIncarnationAhead).UnixNano()); inc > ahead {
+		return nil, g.count(DropImplausible)
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	// Our own ID is checked like any other: an earlier incarnation's
+	// frame is stale (a replay of our earlier life), a repeated one a
+	// replay. What passes is ours looped back, or another host's with
+	// our ID (DropSelf: the caller decides).
 	l := &g.last[id]
 	if inc < l.inc {
 		g.counts[DropStale]++
@@ -173,6 +199,10 @@ func (g *Guard) Check(b []byte) (Message, Drop) {
 	if !l.accept(seq) {
 		g.counts[DropReplay]++
 		return nil, DropReplay
+	}
+	if id == g.self {
+		g.counts[DropSelf]++
+		return m, DropSelf
 	}
 	g.counts[DropNone]++
 	return m, DropNone
