@@ -99,7 +99,7 @@ type Machine struct {
 	spoke      bool
 	dupSince   time.Time
 	refusedDup bool
-	events      []Action
+	events     []Action
 }
 
 // NewMachine returns a machine in its start state; it does nothing until
