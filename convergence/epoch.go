@@ -3,6 +3,7 @@ package convergence
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"fmt"
 	"time"
 
 	"github.com/nlbproject/nlb/filter"
@@ -212,6 +213,16 @@ func (m *Machine) follow(now time.Time, lhb *heartbeat.Heartbeat) {
 		return
 	}
 	e.Digest = lhb.EpochDigest
+	if why := m.verifyTables(e); why != "" {
+		// Keep the chunks: what this host knows of the members' settings
+		// may be behind, and the next evaluation checks again.
+		if m.refusedEpoch != e.Num {
+			m.refusedEpoch = e.Num
+			m.events = append(m.events, Notice{Kind: NoticeTablesRefused, Host: lhb.HostID,
+				Msg: fmt.Sprintf("epoch %d refused: %s", e.Num, why)})
+		}
+		return
+	}
 	m.adopt(now, e)
 }
 

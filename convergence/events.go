@@ -90,6 +90,9 @@ const (
 	NoticeQuorum      NoticeKind = "quorum"       // quorum lost or regained
 	NoticeEpoch       NoticeKind = "epoch"        // an epoch proposed or adopted
 	NoticeDrained     NoticeKind = "drained"      // a drainstop completed
+	// NoticeTablesRefused: a leader's tables failed this host's checks
+	// (verifyTables): a lying or broken leader.
+	NoticeTablesRefused NoticeKind = "tables-refused"
 )
 const (
 	OpStart Op = iota + 1

@@ -99,7 +99,10 @@ type Machine struct {
 	spoke      bool
 	dupSince   time.Time
 	refusedDup bool
-	events     []Action
+	// refusedEpoch is the last epoch whose tables failed verifyTables
+	// (reported once).
+	refusedEpoch uint64
+	events       []Action
 }
 
 // NewMachine returns a machine in its start state; it does nothing until

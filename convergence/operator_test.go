@@ -218,3 +218,72 @@ func TestOwnEarlierIncarnationIgnored(t *testing.T) {
 		}
 	}
 }
+
+// TestLyingLeader: the leader (it holds the cluster key) announces an
+// epoch whose tables give every bucket to a host that does not exist, or
+// all of them to one member: the followers check the tables against the
+// members and their advertised weights, refuse the epoch, report it, and
+// keep serving the one they have.
+func TestLyingLeader(t *testing.T) {
+	for _, lie := range []struct {
+		name  string
+		owner func(b int) uint8
+	}{
+		{"a host that does not exist", func(int) uint8 { return 9 }},
+		{"one member takes all", func(int) uint8 { return 2 }},
+		{"a bucket left unowned", func(b int) uint8 {
+			if b == 7 {
+				return 0
+			}
+			return uint8(b%3) + 1
+		}},
+	} {
+		t.Run(lie.name, func(t *testing.T) {
+			s := formed(t, 14, 3)
+			leader := s.hosts[1].m
+			good := leader.Epoch()
+			var tab filter.Table
+			for b := range tab {
+				tab[b] = lie.owner(b)
+			}
+			bad := &Epoch{Num: good.Num + 1, Members: good.Members, Tables: good.Tables}
+			bad.Tables[0] = &tab
+			bad.Digest = digestTables(bad.Num, bad.Members, &bad.Tables, leader.ntables())
+			hb := leader.heartbeat(s.now)
+			hb.Epoch, hb.EpochDigest, hb.Seq = bad.Num, bad.Digest, hb.Seq+1000
+			for _, id := range []uint8{2, 3} {
+				h := s.hosts[id]
+				var notices []Notice
+				feed := func(ev Event) {
+					for _, a := range h.m.Step(s.now, ev) {
+						if n, ok := a.(Notice); ok && n.Kind == NoticeTablesRefused {
+							notices = append(notices, n)
+						}
+					}
+				}
+				n := leader.ntables()
+				for i := 0; i < n; i++ {
+					src := bad.Tables[tableIndex(i, n)]
+					for c := 0; c < filter.Buckets/heartbeat.ChunkLen; c++ {
+						ch := &heartbeat.TableChunk{ClusterVIP: simVIP, HostID: 1, Table: uint8(i), Chunk: uint8(c), Epoch: bad.Num}
+						if src != nil {
+							copy(ch.Owners[:], src[c*heartbeat.ChunkLen:])
+						}
+						feed(Received{Msg: ch})
+					}
+				}
+				feed(Received{Msg: hb})
+				if e := h.m.Epoch(); e.Num != good.Num {
+					t.Fatalf("host %d adopted the lying epoch %d", id, e.Num)
+				}
+				if len(notices) != 1 {
+					t.Fatalf("host %d reported %d refusals: %v", id, len(notices), notices)
+				}
+				t.Logf("host %d: %s", id, notices[0].Msg)
+			}
+			if len(s.violations) > 0 {
+				s.fail(t, "")
+			}
+		})
+	}
+}

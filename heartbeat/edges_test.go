@@ -256,4 +256,49 @@ func TestGuardOwnIDAndIncarnations(t *testing.T) {
 			t.Errorf("step %d: %v, want %v", i, d, s.want)
 		}
 	}
+	if c := g.Counts(); c[DropSelf] != 2 || c[DropStale] != 1 || c[DropImplausible] != 2 || c[DropReplay] != 1 || c[DropNone] != 1 {
+		t.Errorf("counts %v", c)
+	}
+}
+
+// TestUnmarshalEdges: frames at the exact header size, and declared
+// lengths too short to hold a heartbeat, decode to errors (never a
+// panic); a chunk from the largest host ID decodes.
+func TestUnmarshalEdges(t *testing.T) {
+	hb, _ := sampleHeartbeat().Marshal(&testKey)
+	head := append([]byte(nil), hb[:headerLen]...)
+	binary.BigEndian.PutUint16(head[6:8], headerLen)
+	if _, err := Unmarshal(head, &testKey); !errors.Is(err, ErrLength) {
+		t.Errorf("a header that declares itself whole: %v, want %v", err, ErrLength)
+	}
+	for _, n := range []int{headerLen + 1, 90, 93, heartbeatFixLen} {
+		b := append([]byte(nil), hb[:n]...)
+		binary.BigEndian.PutUint16(b[6:8], uint16(n))
+		if _, err := Unmarshal(b, &testKey); !errors.Is(err, ErrLength) {
+			t.Errorf("a heartbeat declaring %d bytes: %v", n, err)
+		}
+	}
+	tc, _ := (&TableChunk{ClusterVIP: testVIP, HostID: 2}).Marshal(&testKey)
+	b := append([]byte(nil), tc...)
+	b[12] = filter.MaxHostID
+	resign(b[:len(b)-MACLen], b[len(b)-MACLen:])
+	if m, err := Unmarshal(b, &testKey); err != nil || m.From() != filter.MaxHostID {
+		t.Errorf("chunk from host %d: %v", filter.MaxHostID, err)
+	}
+}
+
+// TestNetworkGroups: two named partition groups and the unnamed one are
+// three islands.
+func TestNetworkGroups(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	n := NewNetwork(6, t0)
+	a, b, c := n.Join("a"), n.Join("b"), n.Join("c")
+	n.Partition([]string{"a"}, []string{"b"})
+	a.Send([]byte("1"))
+	b.Send([]byte("2"))
+	c.Send([]byte("3"))
+	n.Advance(t0)
+	if len(drain(a))+len(drain(b))+len(drain(c)) != 0 {
+		t.Fatal("islands {a}, {b}, {c} hear each other")
+	}
 }
