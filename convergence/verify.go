@@ -16,7 +16,7 @@ import (
 //   - a multiple-host rule gives each member its weighted share of the
 //     buckets, within one bucket, and leaves none unowned;
 //   - a single-host rule gives every bucket to the best-priority member;
-//   - a disabled rule has no table, and the default table is the lowest
+//   - a disabled rule has no table, and the default table is one
 //     member's.
 //
 // A lying leader (it holds the cluster key, so it can sign anything) is
@@ -54,7 +54,7 @@ func (m *Machine) verifyTables(e *Epoch) string {
 			continue
 		case filter.ModeMultiple:
 			if tab == nil {
-				return fmt.Sprintf("rule %d has no table", i)
+				tab = &filter.Table{} // no member takes it: every bucket unowned
 			}
 			counts := tab.Counts()
 			for id, c := range counts {
@@ -99,10 +99,11 @@ func (m *Machine) verifyTables(e *Epoch) string {
 			}
 		}
 	}
-	def := e.Tables[filter.DefaultRule]
-	lowest := uint8(bits.TrailingZeros64(e.Members) + 1)
-	if e.Members != 0 && (def == nil || *def != *filter.Uniform(lowest)) {
-		return fmt.Sprintf("the default rule is not with the lowest member, host %d", lowest)
+	// The default rule goes to the lowest member that is not draining
+	// (the leader's view of who drains may be ahead of ours): it must be
+	// with one member, whole.
+	if def := e.Tables[filter.DefaultRule]; e.Members != 0 && (def == nil || !member(def[0]) || *def != *filter.Uniform(def[0])) {
+		return "the default rule is not with one member"
 	}
 	return ""
 }

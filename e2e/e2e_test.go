@@ -202,6 +202,9 @@ func checkEcho(t *testing.T, c *cluster.Cluster) {
 // (the timeout is 4 s).
 type load struct {
 	ok, failed atomic.Int64
+	// dialFailed counts connections never established (no host answered
+	// the SYN and its retransmissions within the timeout).
+	dialFailed atomic.Int64
 	stop       chan struct{}
 	wg         sync.WaitGroup
 	mu         sync.Mutex
@@ -224,6 +227,9 @@ func startLoad(c *cluster.Cluster, workers int, port uint16) *load {
 				_, local, err := cl.Get(cl.IPs[(w+i)%len(cl.IPs)], port, 4*time.Second)
 				if err != nil {
 					l.failed.Add(1)
+					if strings.Contains(err.Error(), "dial ") {
+						l.dialFailed.Add(1) // never established: no host answered the SYNs
+					}
 					l.mu.Lock()
 					if len(l.errs) < 5 {
 						l.errs = append(l.errs, fmt.Sprintf("%v: %v", local, err))
@@ -241,12 +247,17 @@ func startLoad(c *cluster.Cluster, workers int, port uint16) *load {
 
 func (l *load) finish(t *testing.T, what string) {
 	t.Helper()
-	close(l.stop)
-	l.wg.Wait()
+	l.end()
 	t.Logf("%s: %d new connections, %d failed", what, l.ok.Load(), l.failed.Load())
 	if l.failed.Load() != 0 {
 		t.Errorf("%s: %d new connections failed: %v", what, l.failed.Load(), l.errs)
 	}
+}
+
+// end stops the load and waits for its workers.
+func (l *load) end() {
+	close(l.stop)
+	l.wg.Wait()
 }
 
 // longLived keeps n echo connections open, each sending a line every
