@@ -330,4 +330,11 @@ func TestFragmentsFollowRules(t *testing.T) {
 			t.Errorf("%s: later fragment taken by %d hosts (%v)", c.name, n, reasons)
 		}
 	}
+	// A first fragment that carries just the four bytes of ports is still
+	// decided by its port.
+	first, _ := frags(ipProtoUDP, 53)
+	first = withTotLen(first[:14+20+4], 24)
+	if _, reasons := takers(first); reasons[0] != ReasonDropRuleDisabled {
+		t.Errorf("first fragment with 4 bytes of UDP header to a disabled port: %v", reasons)
+	}
 }
