@@ -38,6 +38,7 @@ type Node struct {
 	inbox    chan []byte
 	cmds     chan nodeCmd
 	overflow atomic.Uint64
+	lostSeen uint64 // frames lost at the last tick (loop only)
 	sent     atomic.Uint64
 	// sendFailing is true while heartbeats fail to go out (loop only).
 	sendFailing bool
@@ -105,6 +106,16 @@ func (n *Node) FramesReceived(id uint8) uint64 {
 		return 0
 	}
 	return n.received[id-1].Load()
+}
+
+// lostSinceLastTick reports whether this host's receive path lost frames
+// (socket buffer or inbox full) since the last call: the machine then
+// trusts its silence measurements less (Lifeguard).
+func (n *Node) lostSinceLastTick() bool {
+	total := n.FramesLost() + n.overflow.Load()
+	lost := total > n.lostSeen
+	n.lostSeen = total
+	return lost
 }
 
 // FramesLost counts frames the connection lost before the node read them
@@ -228,7 +239,7 @@ func (n *Node) loop(ctx context.Context) error {
 					return err
 				}
 			}
-			if err := n.step(now, convergence.Tick{}); err != nil {
+			if err := n.step(now, convergence.Tick{LocalLoss: n.lostSinceLastTick()}); err != nil {
 				return err
 			}
 		}

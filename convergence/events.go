@@ -27,8 +27,11 @@ func (Notice) action()       {}
 
 // Events, passed to Step.
 type (
-	// Tick is the periodic timer, every Config.Period.
-	Tick struct{}
+	// Tick is the periodic timer, every Config.Period. LocalLoss says
+	// this host's own receive path lost frames since the last tick
+	// (socket buffer or inbox full): its silence measurements are not to
+	// be trusted for a while (see Machine.deadAfter).
+	Tick struct{ LocalLoss bool }
 	// Received is an authenticated message from a peer (or, with
 	// SelfID set, a frame carrying our own host ID).
 	Received struct {

@@ -102,7 +102,10 @@ type Machine struct {
 	// refusedEpoch is the last epoch whose tables failed verifyTables
 	// (reported once).
 	refusedEpoch uint64
-	events       []Action
+	// lossUntil: this host's receive path lost frames recently; until
+	// then deadAfter is doubled.
+	lossUntil time.Time
+	events    []Action
 }
 
 // NewMachine returns a machine in its start state; it does nothing until
@@ -203,6 +206,9 @@ func (m *Machine) Step(now time.Time, ev Event) []Action {
 	var out []Action
 	switch ev := ev.(type) {
 	case Tick:
+		if ev.LocalLoss {
+			m.lossUntil = now.Add(m.cfg.DeadAfter())
+		}
 		out = m.tick(now)
 	case Received:
 		out = m.receive(now, ev)
@@ -258,8 +264,10 @@ func (m *Machine) tick(now time.Time) []Action {
 		// suspended, drained or never joined left on purpose (or never
 		// came), and its silence is neither evicted nor counted by flap
 		// damping.
-		if p.hb != nil && p.refused == "" && State(p.hb.State).active() &&
-			now.Sub(p.lastHeard) >= m.cfg.DeadAfter() && now.Sub(p.lastHeard) < m.cfg.DeadAfter()+m.cfg.Period {
+		live := m.alive(now, p)
+		wasLive := p.live
+		p.live = live
+		if wasLive && !live && p.hb != nil && p.refused == "" && State(p.hb.State).active() {
 			m.events = append(m.events, Notice{Kind: NoticeEvict, Host: id, Msg: "no heartbeat"})
 			if m.cfg.FlapWindow > 0 && p.evictions > 0 && now.Sub(p.lastEvict) > m.cfg.FlapWindow {
 				p.evictions = 0 // stable for a window: forgiven

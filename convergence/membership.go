@@ -31,6 +31,8 @@ type peer struct {
 	heardSince time.Time
 	evictions  int
 	lastEvict  time.Time
+	// live: alive at the last tick (an eviction is the tick it is not).
+	live bool
 }
 
 // Heard returns, as a bitmap (bit i-1 = host i), this host and the peers
@@ -67,7 +69,20 @@ func (m *Machine) Silent(now time.Time) map[uint8]time.Duration {
 }
 
 func (m *Machine) alive(now time.Time, p *peer) bool {
-	return p.refused == "" && p.hb != nil && now.Sub(p.lastHeard) < m.cfg.DeadAfter()
+	return p.refused == "" && p.hb != nil && now.Sub(p.lastHeard) < m.deadAfter(now)
+}
+
+// deadAfter is how long a silent peer stays alive in the view: DeadAfter,
+// doubled while this host's own receive path has lost frames within the
+// last DeadAfter. As memberlist's Lifeguard reasons, a host that cannot
+// trust its own hearing (a flood filling its socket, a saturated core)
+// should not declare others dead on that evidence alone; the delay only
+// postpones taking a dead peer's buckets (its lease has run out anyway).
+func (m *Machine) deadAfter(now time.Time) time.Duration {
+	if now.Before(m.lossUntil) {
+		return 2 * m.cfg.DeadAfter()
+	}
+	return m.cfg.DeadAfter()
 }
 
 // view returns the hosts heard and admitted that take part (plus us when

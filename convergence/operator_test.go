@@ -287,3 +287,28 @@ func TestLyingLeader(t *testing.T) {
 		})
 	}
 }
+
+// TestLocalLossDelaysEviction: a leader whose own receive path is losing
+// frames does not evict a peer it has not heard for DeadAfter (its
+// hearing is suspect); it does once the silence lasts twice as long. A
+// healthy leader evicts at DeadAfter.
+func TestLocalLossDelaysEviction(t *testing.T) {
+	for _, loss := range []bool{false, true} {
+		s := formed(t, 15, 3)
+		s.hosts[1].localLoss = loss
+		epoch := s.hosts[1].m.Epoch().Num
+		s.partition([]uint8{1, 2}, []uint8{3})
+		s.run(s.cfg.DeadAfter() + 5*s.cfg.Period)
+		if changed := s.hosts[1].m.Epoch().Num != epoch; changed == loss {
+			t.Fatalf("local loss %v: epoch changed %v after %v of silence", loss, changed, s.cfg.DeadAfter()+5*s.cfg.Period)
+		}
+		s.run(s.cfg.DeadAfter())
+		if s.hosts[1].m.Epoch().Members&0b100 != 0 {
+			t.Fatalf("local loss %v: host 3 still a member after %v of silence", loss, 2*s.cfg.DeadAfter()+5*s.cfg.Period)
+		}
+		s.partition()
+		if s.settle(20*time.Second) < 0 {
+			s.fail(t, "no settle after the partition healed")
+		}
+	}
+}

@@ -63,6 +63,9 @@ type simHost struct {
 	// pending is the held-flow scan taken at the last tick; a skewed run
 	// sometimes delivers it a tick late (a slow socket dump).
 	pending *HeldScan
+	// localLoss: the host's own receive path is losing frames (its ticks
+	// say so).
+	localLoss bool
 }
 
 // simEpoch is the simulation's start.
@@ -387,7 +390,7 @@ func (s *sim) step(dt time.Duration) {
 				h.pending = &scan
 			}
 			s.apply(h, h.m.Step(s.clock(h), scan))
-			s.apply(h, h.m.Step(s.clock(h), Tick{}))
+			s.apply(h, h.m.Step(s.clock(h), Tick{LocalLoss: h.localLoss}))
 		}
 	}
 	s.traffic()
