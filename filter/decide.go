@@ -75,6 +75,20 @@ func noFlow(r Reason) Decision {
 	return Decision{Verdict: r.Verdict(), Reason: r, Rule: -1, Bucket: -1}
 }
 
+// decideHeartbeat passes a frame with the heartbeat ethertype only if it
+// opens like a heartbeat of this cluster: magic, version, and the primary
+// VIP at bytes 8-11 of the message. Anything else (junk, another
+// cluster's heartbeats) is dropped in the kernel as malformed, so a flood
+// of it never reaches the agent's socket, where real heartbeats would be
+// lost with it. What passes still has to prove itself with its tag.
+func (s *State) decideHeartbeat(m []byte) Decision {
+	if len(m) < 12 || binary.BigEndian.Uint32(m[0:4]) != HeartbeatMagic || m[4] != HeartbeatVersion ||
+		len(s.VIPs) > 0 && netip.AddrFrom4([4]byte(m[8:12])) != s.VIPs[0] {
+		return noFlow(ReasonDropMalformed)
+	}
+	return noFlow(ReasonPassHeartbeat)
+}
+
 // flowClass selects how marks are applied to a packet.
 type flowClass uint8
 
@@ -98,7 +112,7 @@ func Decide(frame []byte, s *State, holds HoldsFunc) Decision {
 	case etherTypeARP:
 		return noFlow(ReasonPassARP)
 	case EtherTypeHeartbeat:
-		return noFlow(ReasonPassHeartbeat)
+		return s.decideHeartbeat(frame[ethHdrLen:])
 	default:
 		return noFlow(ReasonPassNotIP)
 	}

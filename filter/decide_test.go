@@ -85,8 +85,7 @@ func TestDecideClasses(t *testing.T) {
 	holdsNone := func(netip.AddrPort, netip.AddrPort) bool { return false }
 	arp := make([]byte, 42)
 	arp[12], arp[13] = 0x08, 0x06
-	hb := make([]byte, 60)
-	hb[12], hb[13] = 0x88, 0x6f
+	hb := heartbeatFrame(vip1)
 	v6 := make([]byte, 60)
 	v6[12], v6[13] = 0x86, 0xdd
 	short := tcp(client, 1000, vip1, 80, tcpFlagSYN).Frame()[:30]

@@ -72,7 +72,12 @@ func TestDecideBoundaries(t *testing.T) {
 		{"13 bytes", syn[:13], ReasonPassNotIP},
 		{"ethernet header only, IPv4", eth(etherTypeIP4, 14), ReasonPassShort},
 		{"ARP", eth(etherTypeARP, 42), ReasonPassARP},
-		{"heartbeat", eth(EtherTypeHeartbeat, 60), ReasonPassHeartbeat},
+		{"heartbeat", heartbeatFrame(vip1), ReasonPassHeartbeat},
+		{"heartbeat junk", eth(EtherTypeHeartbeat, 60), ReasonDropMalformed},
+		{"heartbeat of another cluster", heartbeatFrame(vip2), ReasonDropMalformed},
+		{"heartbeat of another version", withByte(heartbeatFrame(vip1), 14+4, 2), ReasonDropMalformed},
+		{"heartbeat cut before its VIP", heartbeatFrame(vip1)[:14+11], ReasonDropMalformed},
+		{"heartbeat header and VIP only", heartbeatFrame(vip1)[:14+12], ReasonPassHeartbeat},
 		{"IPv4 header of 19 bytes", syn[:14+19], ReasonPassShort},
 		{"IPv4 header only", withTotLen(syn[:14+20], 20), ReasonDropMalformed},
 		{"TCP header of 19 bytes", withTotLen(syn[:14+20+19], 39), ReasonDropMalformed},
@@ -164,6 +169,23 @@ func TestFrameBuilder(t *testing.T) {
 	if got, want := checksum([]byte{0xff, 0xff, 0x00, 0x02}), ^uint16(0x0002); got != want {
 		t.Errorf("carry checksum %#x, want %#x", got, want)
 	}
+}
+
+// heartbeatFrame is a frame with the heartbeat ethertype that opens like
+// a heartbeat of the cluster whose primary VIP is vip.
+func heartbeatFrame(vip netip.Addr) []byte {
+	f := make([]byte, 60)
+	binary.BigEndian.PutUint16(f[12:14], EtherTypeHeartbeat)
+	binary.BigEndian.PutUint32(f[14:18], HeartbeatMagic)
+	f[18] = HeartbeatVersion
+	copy(f[22:26], vip.AsSlice())
+	return f
+}
+
+func withByte(f []byte, i int, v byte) []byte {
+	f = append([]byte(nil), f...)
+	f[i] = v
+	return f
 }
 
 func withTotLen(f []byte, n int) []byte {

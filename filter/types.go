@@ -28,6 +28,12 @@ const (
 	DefaultRule = MaxRules
 	// MaxHostID is the largest host ID.
 	MaxHostID = 64
+	// HeartbeatMagic and HeartbeatVersion open every heartbeat frame
+	// ("NLBH", version 1; package heartbeat's wire format): the data plane
+	// checks them, and the cluster VIP after them, before a frame with
+	// the heartbeat ethertype reaches the agent.
+	HeartbeatMagic   = 0x4e4c4248
+	HeartbeatVersion = 1
 )
 
 // Protocol is the transport protocol a port rule matches. The zero value is

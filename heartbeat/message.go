@@ -21,8 +21,8 @@ const EtherType = 0x886F
 
 // Wire constants. Message types and version are append-only.
 const (
-	Magic   uint32 = 0x4e4c4248 // "NLBH"
-	Version uint8  = 1
+	Magic   uint32 = filter.HeartbeatMagic // "NLBH"
+	Version uint8  = filter.HeartbeatVersion
 
 	TypeHeartbeat  uint8 = 1
 	TypeTableChunk uint8 = 2

@@ -299,6 +299,20 @@ func (g *gen) packet() *filter.Packet {
 func (g *gen) frame() []byte {
 	r := g.r
 	switch r.IntN(20) {
+	case 2: // a heartbeat: this cluster's, another's, or a damaged one
+		f := make([]byte, 14+8+r.IntN(120))
+		for i := range f {
+			f[i] = byte(r.Uint32())
+		}
+		f[12], f[13] = 0x88, 0x6f
+		if len(f) >= 26 {
+			copy(f[14:], []byte{0x4e, 0x4c, 0x42, 0x48, 1})
+			copy(f[22:26], [][]byte{dVIP.AsSlice(), dVIP2.AsSlice(), dVIP.AsSlice()}[r.IntN(3)])
+		}
+		if r.IntN(4) == 0 {
+			f[14+r.IntN(5)] ^= byte(1 + r.IntN(255))
+		}
+		return f
 	case 0: // ARP, heartbeat, IPv6, VLAN, unknown
 		f := make([]byte, 14+r.IntN(80))
 		for i := range f {

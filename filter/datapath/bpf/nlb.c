@@ -226,8 +226,17 @@ int nlb_ingress(struct __sk_buff *skb)
 		return finish(skb, NLB_NO_TABLE, R_PASS_NOT_IP, NO_BUCKET);
 	if (eth->h_proto == bpf_htons(ETH_P_ARP))
 		return finish(skb, NLB_NO_TABLE, R_PASS_ARP, NO_BUCKET);
-	if (eth->h_proto == bpf_htons(ETH_P_NLB_HB))
+	if (eth->h_proto == bpf_htons(ETH_P_NLB_HB)) {
+		/* Only what opens like a heartbeat of this cluster reaches the
+		 * agent: magic, version, primary VIP (filter.decideHeartbeat). */
+		__u8 *m = (void *)(eth + 1);
+		if ((void *)(m + 12) > end || *(__u32 *)m != bpf_htonl(NLB_HB_MAGIC) || m[4] != NLB_HB_VERSION)
+			return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
+		struct nlb_state *hst = active_state();
+		if (hst && hst->n_vips > 0 && *(__u32 *)(m + 8) != hst->vips[0])
+			return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
 		return finish(skb, NLB_NO_TABLE, R_PASS_HEARTBEAT, NO_BUCKET);
+	}
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return finish(skb, NLB_NO_TABLE, R_PASS_NOT_IP, NO_BUCKET);
 

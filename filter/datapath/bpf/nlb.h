@@ -10,6 +10,8 @@
 #define NLB_TABLES (NLB_MAX_RULES + 1)
 #define NLB_NO_TABLE NLB_TABLES           /* counter row for unfiltered classes */
 #define NLB_NUM_REASONS 14
+#define NLB_HB_MAGIC 0x4e4c4248 /* filter.HeartbeatMagic, "NLBH" */
+#define NLB_HB_VERSION 1        /* filter.HeartbeatVersion */
 
 /* enum nlb_reason mirrors filter.Reason (append-only). */
 enum nlb_reason {
