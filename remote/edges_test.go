@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"net"
 	"net/netip"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -266,4 +269,104 @@ type bigHandler struct{}
 func (bigHandler) Identity() (uint8, string, []uint8) { return 2, "converged", []uint8{2} }
 func (bigHandler) Handle(context.Context, Command, Args) (any, error) {
 	return strings.Repeat("x", MaxReplyBody), nil
+}
+
+// TestLargestReply: a reply of exactly MaxReplyBody bytes of body (the
+// largest datagram) is sent whole and read whole.
+func TestLargestReply(t *testing.T) {
+	base, _ := json.Marshal(Reply{Host: 1, State: "converged", Peers: []uint8{1}, Result: json.RawMessage(`""`)})
+	n := MaxReplyBody - len(base)
+	h := sizedHandler(strings.Repeat("x", n))
+	lo := netip.MustParseAddr("127.0.0.1")
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(testKeys, Local{Addrs: []netip.Addr{lo}, HostID: 1}, time.Now().Add(-time.Second), h, hclog.NewNullLogger())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.ServeUDP(ctx, conn)
+	c := &Client{Key: &testKey, Timeout: time.Second, Settle: 10 * time.Millisecond}
+	res, err := c.Do(context.Background(), conn.LocalAddr().(*net.UDPAddr).AddrPort(), 0, CmdQuery, Args{})
+	if err != nil || len(res.Replies) != 1 || res.Replies[0].Status != StatusOK || len(res.Replies[0].Result) != n+2 {
+		t.Fatalf("largest reply: %v %+v", err, res)
+	}
+}
+
+type sizedHandler string
+
+func (sizedHandler) Identity() (uint8, string, []uint8) { return 1, "converged", []uint8{1} }
+func (h sizedHandler) Handle(context.Context, Command, Args) (any, error) {
+	return string(h), nil
+}
+
+// TestWildcardSocket: a server on a wildcard socket takes the destination
+// from each datagram's packet info, not from the socket's address.
+func TestWildcardSocket(t *testing.T) {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lo := netip.MustParseAddr("127.0.0.1")
+	s := NewServer(testKeys, Local{Addrs: []netip.Addr{lo}, HostID: 1}, time.Now().Add(-time.Second), &soloHandler{}, hclog.NewNullLogger())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.ServeUDP(ctx, conn)
+	port := conn.LocalAddr().(*net.UDPAddr).Port
+	c := &Client{Key: &testKey, Timeout: time.Second, Settle: 10 * time.Millisecond}
+	res, err := c.Do(context.Background(), netip.AddrPortFrom(lo, uint16(port)), 0, CmdQuery, Args{})
+	if err != nil || len(res.Replies) != 1 {
+		t.Fatalf("via a wildcard socket: %v %+v", err, res)
+	}
+}
+
+// TestGatherOrderAndCompletion: results list hosts in order; one reply
+// and one refusal complete a request to two hosts.
+func TestGatherOrderAndCompletion(t *testing.T) {
+	req, _ := newRequest(0, CmdQuery, Args{}, RoleAdmin, vip)
+	g := newGather(req, 0)
+	for _, host := range []uint8{3, 1} {
+		body, _ := json.Marshal(Reply{Host: host, Peers: []uint8{1, 2, 3, 4, 5, 6}})
+		b, _ := Marshal(&Message{Kind: KindReply, Command: CmdQuery, RequestID: req.RequestID, Host: host, Role: RoleAdmin, Dest: vip, Nonce: req.Nonce, Body: body}, &testKey)
+		g.add(b, &testKey)
+	}
+	for _, host := range []uint8{5, 4} {
+		b, _ := Marshal(&Message{Kind: KindReply, Command: CmdQuery, Status: StatusStale, RequestID: req.RequestID, Host: host, Role: RoleAdmin, Dest: vip, Nonce: req.Nonce}, &testKey)
+		g.add(b, &testKey)
+	}
+	res := g.result()
+	if len(res.Replies) != 2 || res.Replies[0].Host != 1 || res.Replies[1].Host != 3 ||
+		!slices.Equal(res.Refused, []uint8{4, 5}) || !slices.Equal(res.Missing, []uint8{2, 6}) {
+		t.Fatalf("result: %+v", res)
+	}
+	g = newGather(req, 0)
+	body, _ := json.Marshal(Reply{Host: 1, Peers: []uint8{1, 2}})
+	b, _ := Marshal(&Message{Kind: KindReply, Command: CmdQuery, RequestID: req.RequestID, Host: 1, Role: RoleAdmin, Dest: vip, Nonce: req.Nonce, Body: body}, &testKey)
+	g.add(b, &testKey)
+	b, _ = Marshal(&Message{Kind: KindReply, Command: CmdQuery, Status: StatusReplay, RequestID: req.RequestID, Host: 2, Role: RoleAdmin, Dest: vip, Nonce: req.Nonce}, &testKey)
+	g.add(b, &testKey)
+	if !g.complete() {
+		t.Fatal("a reply and a refusal from the two hosts do not complete the request")
+	}
+}
+
+// TestLocalLargestRequest: the local socket takes a request with the
+// largest body.
+func TestLocalLargestRequest(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "nlbd.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(testKeys, local2, start, &fakeHandler{}, hclog.NewNullLogger())
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.ServeLocal(ctx, l)
+	rule := strings.Repeat("r", MaxRequestBody-len(`{"rule":""}`))
+	rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+	defer rcancel()
+	res, err := DoLocal(rctx, path, CmdDisable, Args{Rule: rule})
+	if err != nil || len(res.Replies) != 1 || res.Replies[0].Status != StatusOK {
+		t.Fatalf("largest local request: %v %+v", err, res)
+	}
 }
