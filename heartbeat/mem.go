@@ -213,6 +213,14 @@ func (c *MemConn) TryReceive() ([]byte, bool) {
 }
 
 // Close detaches the endpoint.
+// Dropped is the number of frames lost because the inbox was full (as
+// PacketConn.Dropped counts a full socket buffer).
+func (c *MemConn) Dropped() uint64 {
+	c.net.mu.Lock()
+	defer c.net.mu.Unlock()
+	return c.overflow
+}
+
 func (c *MemConn) Close() error {
 	c.once.Do(func() {
 		close(c.done)

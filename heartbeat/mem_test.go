@@ -162,3 +162,20 @@ func TestNetworkExact(t *testing.T) {
 		t.Fatal("partition {a} | {b, c} not applied")
 	}
 }
+
+// TestMemConnDropped: frames beyond a full inbox are dropped and counted.
+func TestMemConnDropped(t *testing.T) {
+	t0 := time.Unix(0, 0)
+	n := NewNetwork(7, t0)
+	a, b := n.Join("a"), n.Join("b")
+	for i := 0; i < 1100; i++ {
+		a.Send([]byte{1})
+	}
+	n.Advance(t0)
+	if got := b.Dropped(); got != 1100-1024 {
+		t.Fatalf("dropped %d, want %d", got, 1100-1024)
+	}
+	if got := len(drain(b)); got != 1024 {
+		t.Fatalf("received %d", got)
+	}
+}
