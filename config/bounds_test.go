@@ -30,9 +30,7 @@ func TestConfigBoundaries(t *testing.T) {
 	withHealth := func(h string) string {
 		return strings.Replace(health, "expect: 200, interval: 2s, timeout: 1s, rise: 2, fall: 3", h, 1)
 	}
-	cases := []struct {
-		name, old, new, wantKey string // wantKey "": accepted
-	}{
+	cases := []edit{
 		{"name 64", "  name: web", "  name: " + strings.Repeat("n", 64), ""},
 		{"name 65", "  name: web", "  name: " + strings.Repeat("n", 65), "cluster.name"},
 		{"16 vips", "vips: [198.18.0.100]", vips(16), ""},
@@ -93,25 +91,7 @@ func TestConfigBoundaries(t *testing.T) {
 		{"exec check with expect", health, `health: {type: exec, command: [x], expect: 200}`, "host.rules.http.health.expect"},
 		{"exec check with an empty command", health, `health: {type: exec, command: [""]}`, "host.rules.http.health.command"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			src := exampleConfig(t)
-			if !strings.Contains(src, tc.old) {
-				t.Fatalf("test bug: %q not in the example", tc.old)
-			}
-			src = strings.Replace(src, tc.old, tc.new, 1)
-			c, err := Parse([]byte(src))
-			if err == nil {
-				_, err = c.Resolve()
-			}
-			switch {
-			case tc.wantKey == "" && err != nil:
-				t.Fatalf("refused: %v", err)
-			case tc.wantKey != "" && (err == nil || !strings.Contains(err.Error(), tc.wantKey)):
-				t.Fatalf("got %v, want an error naming %s", err, tc.wantKey)
-			}
-		})
-	}
+	runEdits(t, cases)
 }
 
 // TestRuleIndex: rules are found by name, by port, and by VIP:port.
@@ -209,5 +189,33 @@ func TestKeysEqual(t *testing.T) {
 		if k.Equal(&o) || o.Equal(&k) {
 			t.Errorf("%+v equals %+v", o, k)
 		}
+	}
+}
+
+// edit changes the example configuration (old → new, once) and says what
+// must follow: wantKey "" accepts it, otherwise the error names wantKey.
+type edit struct{ name, old, new, wantKey string }
+
+// runEdits parses and resolves each edit of the example configuration.
+func runEdits(t *testing.T, edits []edit) {
+	t.Helper()
+	for _, tc := range edits {
+		t.Run(tc.name, func(t *testing.T) {
+			src := exampleConfig(t)
+			if !strings.Contains(src, tc.old) {
+				t.Fatalf("test bug: %q not in the example", tc.old)
+			}
+			src = strings.Replace(src, tc.old, tc.new, 1)
+			c, err := Parse([]byte(src))
+			if err == nil {
+				_, err = c.Resolve()
+			}
+			switch {
+			case tc.wantKey == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.wantKey != "" && (err == nil || !strings.Contains(err.Error(), tc.wantKey)):
+				t.Fatalf("got %v, want an error naming %s", err, tc.wantKey)
+			}
+		})
 	}
 }
