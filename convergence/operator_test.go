@@ -62,8 +62,17 @@ func TestOperatorCyclesAreNotFailures(t *testing.T) {
 			s.fail(t, "no settle after start")
 		}
 	}
+	// A planned exit: drainstop, then the agent exits (on_exit). Its
+	// silence after it stopped is not a failure either.
+	s.command(3, OpDrainStop)
+	for begin := s.now; h.m.State() != StateStopped && s.now.Sub(begin) < 30*time.Second; {
+		s.run(s.cfg.Period)
+	}
+	s.run(2 * s.cfg.Period)
+	s.crashAgent(3)
+	s.run(3 * s.cfg.DeadAfter())
 	if s.leaves != 0 {
-		t.Errorf("%d evictions from operator stop/start cycles, want 0", s.leaves)
+		t.Errorf("%d evictions from operator stop/start cycles and a planned exit, want 0", s.leaves)
 	}
 	for _, id := range []uint8{1, 2} {
 		if p := s.hosts[id].m.peers[3]; p.evictions != 0 {

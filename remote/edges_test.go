@@ -108,6 +108,8 @@ func TestGuardLimits(t *testing.T) {
 		{now.Add(-MaxSkew), RefusedNone},
 		{now.Add(MaxSkew), RefusedNone},
 		{now.Add(-MaxSkew - 1), RefusedStale},
+		{now.Add(-31 * time.Second), RefusedStale}, // the documented window is 30 s
+		{now.Add(29 * time.Second), RefusedNone},
 		{now.Add(MaxSkew + 1), RefusedStale},
 		{start, RefusedStale}, // more than MaxSkew old anyway
 	} {
