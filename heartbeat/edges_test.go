@@ -102,23 +102,18 @@ func TestUnmarshalLimits(t *testing.T) {
 	if _, err := Unmarshal(short, &testKey); !errors.Is(err, ErrLength) {
 		t.Errorf("length one short of a heartbeat: %v", err)
 	}
-	// Signed frames with an out-of-range host ID are refused after the
-	// MAC verifies: a key holder cannot claim host 0 or 65.
-	for _, id := range []uint8{0, filter.MaxHostID + 1} {
-		b := append([]byte(nil), hb...)
-		b[12] = id
-		resign(b[:len(b)-MACLen], b[len(b)-MACLen:])
-		if _, err := Unmarshal(b, &testKey); !errors.Is(err, ErrInvalid) {
-			t.Errorf("signed heartbeat from host %d: %v", id, err)
-		}
-	}
+	// Signed frames (heartbeat, chunk) with an out-of-range host ID are
+	// refused after the MAC verifies: a key holder cannot claim host 0 or
+	// 65.
 	tc, _ := (&TableChunk{ClusterVIP: testVIP, HostID: 2}).Marshal(&testKey)
-	for _, id := range []uint8{0, filter.MaxHostID + 1} {
-		b := append([]byte(nil), tc...)
-		b[12] = id
-		resign(b[:len(b)-MACLen], b[len(b)-MACLen:])
-		if _, err := Unmarshal(b, &testKey); !errors.Is(err, ErrInvalid) {
-			t.Errorf("signed chunk from host %d: %v", id, err)
+	for _, frame := range [][]byte{hb, tc} {
+		for _, id := range []uint8{0, filter.MaxHostID + 1} {
+			b := append([]byte(nil), frame...)
+			b[12] = id
+			resign(b[:len(b)-MACLen], b[len(b)-MACLen:])
+			if _, err := Unmarshal(b, &testKey); !errors.Is(err, ErrInvalid) {
+				t.Errorf("signed frame of type %d from host %d: %v", b[5], id, err)
+			}
 		}
 	}
 	// The largest host ID is accepted.

@@ -21,23 +21,8 @@ import (
 // every host's answer gathered, the destination checked, a monitor's
 // query answered and its stop refused (forbidden), a wrong key unanswered.
 func TestClientServerUDP(t *testing.T) {
-	lo := netip.MustParseAddr("127.0.0.1")
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
 	h := &soloHandler{}
-	s := NewServer(testKeys, Local{Addrs: []netip.Addr{lo}, HostID: 1}, time.Now().Add(-time.Second), h, hclog.NewNullLogger())
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.ServeUDP(ctx, conn) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Error(err)
-		}
-	}()
-	addr := conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	addr := serveLoopback(t, "127.0.0.1", h)
 	do := func(key *Key, role Role, cmd Command) *Result {
 		t.Helper()
 		c := &Client{Key: key, Role: role, Timeout: 500 * time.Millisecond, Settle: 20 * time.Millisecond}
@@ -278,18 +263,9 @@ func (bigHandler) Handle(context.Context, Command, Args) (any, error) {
 func TestLargestReply(t *testing.T) {
 	base, _ := json.Marshal(Reply{Host: 1, State: "converged", Peers: []uint8{1}, Result: json.RawMessage(`""`)})
 	n := MaxReplyBody - len(base)
-	h := sizedHandler(strings.Repeat("x", n))
-	lo := netip.MustParseAddr("127.0.0.1")
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := NewServer(testKeys, Local{Addrs: []netip.Addr{lo}, HostID: 1}, time.Now().Add(-time.Second), h, hclog.NewNullLogger())
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.ServeUDP(ctx, conn)
+	addr := serveLoopback(t, "127.0.0.1", sizedHandler(strings.Repeat("x", n)))
 	c := &Client{Key: &testKey, Timeout: time.Second, Settle: 10 * time.Millisecond}
-	res, err := c.Do(context.Background(), conn.LocalAddr().(*net.UDPAddr).AddrPort(), 0, CmdQuery, Args{})
+	res, err := c.Do(context.Background(), addr, 0, CmdQuery, Args{})
 	if err != nil || len(res.Replies) != 1 || res.Replies[0].Status != StatusOK || len(res.Replies[0].Result) != n+2 {
 		t.Fatalf("largest reply: %v %+v", err, res)
 	}
@@ -305,18 +281,9 @@ func (h sizedHandler) Handle(context.Context, Command, Args) (any, error) {
 // TestWildcardSocket: a server on a wildcard socket takes the destination
 // from each datagram's packet info, not from the socket's address.
 func TestWildcardSocket(t *testing.T) {
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lo := netip.MustParseAddr("127.0.0.1")
-	s := NewServer(testKeys, Local{Addrs: []netip.Addr{lo}, HostID: 1}, time.Now().Add(-time.Second), &soloHandler{}, hclog.NewNullLogger())
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.ServeUDP(ctx, conn)
-	port := conn.LocalAddr().(*net.UDPAddr).Port
+	wild := serveLoopback(t, "0.0.0.0", &soloHandler{})
 	c := &Client{Key: &testKey, Timeout: time.Second, Settle: 10 * time.Millisecond}
-	res, err := c.Do(context.Background(), netip.AddrPortFrom(lo, uint16(port)), 0, CmdQuery, Args{})
+	res, err := c.Do(context.Background(), netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), wild.Port()), 0, CmdQuery, Args{})
 	if err != nil || len(res.Replies) != 1 {
 		t.Fatalf("via a wildcard socket: %v %+v", err, res)
 	}
@@ -371,4 +338,26 @@ func TestLocalLargestRequest(t *testing.T) {
 	if err != nil || len(res.Replies) != 1 || res.Replies[0].Status != StatusOK {
 		t.Fatalf("largest local request: %v %+v", err, res)
 	}
+}
+
+// serveLoopback serves remote control for host 1 at 127.0.0.1 on a socket
+// bound to bind (127.0.0.1, or 0.0.0.0 for the wildcard) until the test
+// ends, and returns the socket's address.
+func serveLoopback(t *testing.T, bind string, h Handler) netip.AddrPort {
+	t.Helper()
+	conn, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(bind), 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewServer(testKeys, Local{Addrs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, HostID: 1}, time.Now().Add(-time.Second), h, hclog.NewNullLogger())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.ServeUDP(ctx, conn) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	})
+	return conn.LocalAddr().(*net.UDPAddr).AddrPort()
 }
