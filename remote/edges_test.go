@@ -361,3 +361,30 @@ func serveLoopback(t *testing.T, bind string, h Handler) netip.AddrPort {
 	})
 	return conn.LocalAddr().(*net.UDPAddr).AddrPort()
 }
+
+// TestHostIDsJSON: host lists are JSON arrays of numbers, never base64
+// strings or null.
+func TestHostIDsJSON(t *testing.T) {
+	for _, tc := range []struct {
+		in   HostIDs
+		want string
+	}{{HostIDs{1, 2, 3}, `[1,2,3]`}, {HostIDs{}, `[]`}, {nil, `[]`}, {HostIDs{64}, `[64]`}} {
+		b, err := json.Marshal(tc.in)
+		if err != nil || string(b) != tc.want {
+			t.Errorf("%v: %s %v, want %s", tc.in, b, err, tc.want)
+		}
+	}
+	q := QueryResult{Members: HostIDs{1, 2, 3}, Heard: HostIDs{1}}
+	b, _ := json.Marshal(q)
+	if !strings.Contains(string(b), `"members":[1,2,3]`) || !strings.Contains(string(b), `"heard":[1]`) {
+		t.Errorf("query result: %s", b)
+	}
+	var back QueryResult
+	if err := json.Unmarshal(b, &back); err != nil || !slices.Equal(back.Members, q.Members) {
+		t.Errorf("round trip: %v %v", err, back.Members)
+	}
+	var bad HostIDs
+	if err := json.Unmarshal([]byte(`[256]`), &bad); err == nil {
+		t.Error("host ID 256 accepted")
+	}
+}

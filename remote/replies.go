@@ -1,6 +1,10 @@
 package remote
 
-import "path/filepath"
+import (
+	"encoding/json"
+	"fmt"
+	"path/filepath"
+)
 
 // The reply schema of the control protocol: what each command's Reply.Data
 // holds, as nlbd writes it and nlbctl reads it. Fields are append-only;
@@ -13,9 +17,9 @@ type QueryResult struct {
 	// Why is the reason of the last state change.
 	Why         string  `json:"why,omitempty"`
 	Epoch       uint64  `json:"epoch"`
-	Members     []uint8 `json:"members"`
+	Members     HostIDs `json:"members"`
 	DefaultHost uint8   `json:"default_host"`
-	Heard       []uint8 `json:"heard"`
+	Heard       HostIDs `json:"heard"`
 	// Convergences completed since the agent started, and the last one's
 	// duration.
 	Convergences      uint64  `json:"convergences"`
@@ -116,3 +120,33 @@ func SocketPath(runDir string) string { return filepath.Join(runDir, "nlbd.sock"
 
 // DefaultRunDir is where nlbd keeps its control socket and NIC state file.
 const DefaultRunDir = "/run/nlb"
+
+// HostIDs is a list of host IDs. It is written in JSON as an array of
+// numbers, [1,2,3] (a plain []uint8 would be written as a base64 string),
+// and never as null.
+type HostIDs []uint8
+
+// MarshalJSON writes the IDs as an array of numbers.
+func (h HostIDs) MarshalJSON() ([]byte, error) {
+	out := make([]int, len(h))
+	for i, id := range h {
+		out[i] = int(id)
+	}
+	return json.Marshal(out)
+}
+
+// UnmarshalJSON reads an array of numbers 0..255.
+func (h *HostIDs) UnmarshalJSON(b []byte) error {
+	var in []int
+	if err := json.Unmarshal(b, &in); err != nil {
+		return err
+	}
+	*h = make(HostIDs, len(in))
+	for i, v := range in {
+		if v < 0 || v > 255 {
+			return fmt.Errorf("host ID %d out of range", v)
+		}
+		(*h)[i] = uint8(v)
+	}
+	return nil
+}

@@ -36,7 +36,7 @@ type Reply struct {
 	State string `json:"state"`
 	// Peers are the hosts this host hears, itself included: a client
 	// that asked every host expects a reply from each of them.
-	Peers  []uint8         `json:"peers"`
+	Peers  HostIDs         `json:"peers"`
 	Error  string          `json:"error,omitempty"`
 	Result json.RawMessage `json:"result,omitempty"`
 }

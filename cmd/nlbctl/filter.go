@@ -24,12 +24,12 @@ type filterHost struct {
 }
 
 type filterResult struct {
-	Flow     string       `json:"flow"`
-	Rule     string       `json:"rule"`
-	RuleSpec string       `json:"rule_spec"`
-	Bucket   int          `json:"bucket"`
-	Accepted []uint8      `json:"accepted_by"`
-	Hosts    []filterHost `json:"hosts"`
+	Flow     string         `json:"flow"`
+	Rule     string         `json:"rule"`
+	RuleSpec string         `json:"rule_spec"`
+	Bucket   int            `json:"bucket"`
+	Accepted remote.HostIDs `json:"accepted_by"`
+	Hosts    []filterHost   `json:"hosts"`
 }
 
 func filterCommand(t *target) *cobra.Command {

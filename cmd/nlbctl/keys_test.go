@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"net"
 	"os"
 	"path/filepath"
@@ -88,5 +89,22 @@ func TestForgedRefusalIgnored(t *testing.T) {
 	code, out, errs := runCtl("--host", "127.0.0.1", "--port", itoa(port), "--key-file", key, "--timeout", "500ms", "stop")
 	if code != exitTimeout {
 		t.Fatalf("exit %d (%s%s), want %d: forged answers were believed", code, out, errs, exitTimeout)
+	}
+}
+
+// TestFilterJSONArrays: the --json output of filter writes host lists as
+// arrays of numbers (a script reads "accepted_by":[2], not base64).
+func TestFilterJSONArrays(t *testing.T) {
+	cfg := testConfig(t)
+	code, out, errs := runCtl("filter", "--config", cfg, "--members", "1,2,3", "--client", "198.19.0.5:40000", "--vip", "198.18.0.100:80", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(out), &raw); err != nil {
+		t.Fatal(err)
+	}
+	if a := string(raw["accepted_by"]); !strings.HasPrefix(a, "[") || strings.Contains(a, `"`) {
+		t.Fatalf("accepted_by is %s, want an array of numbers\n%s", a, out)
 	}
 }

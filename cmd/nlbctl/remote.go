@@ -211,10 +211,10 @@ type jsonReply struct {
 
 func jsonResult(res *remote.Result) any {
 	out := struct {
-		Replies []jsonReply `json:"replies"`
-		Refused []uint8     `json:"refused"`
-		Missing []uint8     `json:"missing"`
-	}{Replies: []jsonReply{}, Refused: append([]uint8{}, res.Refused...), Missing: append([]uint8{}, res.Missing...)}
+		Replies []jsonReply    `json:"replies"`
+		Refused remote.HostIDs `json:"refused"`
+		Missing remote.HostIDs `json:"missing"`
+	}{Replies: []jsonReply{}, Refused: append(remote.HostIDs{}, res.Refused...), Missing: append(remote.HostIDs{}, res.Missing...)}
 	for _, r := range res.Replies {
 		out.Replies = append(out.Replies, jsonReply{r.Host, r.Status.String(), r.State, r.Error, r.Result})
 	}
