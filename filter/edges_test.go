@@ -103,6 +103,15 @@ func TestDecideBoundaries(t *testing.T) {
 	}
 }
 
+// TestHeartbeatWithoutVIPs: with no VIPs configured yet, a frame that
+// opens like a heartbeat passes (there is no cluster VIP to compare).
+func TestHeartbeatWithoutVIPs(t *testing.T) {
+	s := &State{}
+	if d := Decide(heartbeatFrame(vip1), s, nil); d.Reason != ReasonPassHeartbeat {
+		t.Fatalf("%v", d.Reason)
+	}
+}
+
 // TestManyVIPs: only the first MaxVIPs addresses are VIPs, as in the data
 // plane's fixed array.
 func TestManyVIPs(t *testing.T) {

@@ -246,12 +246,13 @@ func TestGuardOwnIDAndIncarnations(t *testing.T) {
 		{frame(2, ^uint64(0), 1), DropImplausible}, // 2^64-1
 		{frame(2, uint64(now.Add(MaxIncarnationAhead+time.Second).UnixNano()), 1), DropImplausible},
 		{frame(2, uint64(now.Add(23*time.Hour).UnixNano()), 1), DropNone}, // 23 h ahead: a clock off by most of a day
+		{frame(3, uint64(now.Add(24*time.Hour).UnixNano()), 1), DropNone}, // exactly a day ahead: the limit
 	} {
 		if _, d := g.Check(s.b); d != s.want {
 			t.Errorf("step %d: %v, want %v", i, d, s.want)
 		}
 	}
-	if c := g.Counts(); c[DropSelf] != 2 || c[DropStale] != 1 || c[DropImplausible] != 2 || c[DropReplay] != 1 || c[DropNone] != 1 {
+	if c := g.Counts(); c[DropSelf] != 2 || c[DropStale] != 1 || c[DropImplausible] != 2 || c[DropReplay] != 1 || c[DropNone] != 2 {
 		t.Errorf("counts %v", c)
 	}
 }
