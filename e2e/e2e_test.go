@@ -232,7 +232,7 @@ func startLoad(c *cluster.Cluster, workers int, port uint16) *load {
 					}
 					l.mu.Lock()
 					if len(l.errs) < 5 {
-						l.errs = append(l.errs, fmt.Sprintf("%v: %v", local, err))
+						l.errs = append(l.errs, fmt.Sprintf("%s %v: %v", time.Now().Format("15:04:05.000"), local, err))
 					}
 					l.mu.Unlock()
 				} else {

@@ -103,8 +103,18 @@ func (c *Client) Do(ctx context.Context, addr netip.AddrPort, target uint8, cmd 
 	g := newGather(req, target)
 	g.oneHost = c.OneHost
 	buf := make([]byte, MaxDatagram+1)
+	// Until every expected host has answered, the same datagram goes out
+	// again every quarter of the timeout (at most Resends times): a
+	// request lost on the way (a host's socket overflowing under a flood)
+	// gets a second chance. A host that already ran it refuses the copy as
+	// a replay, which the gather ignores: a command still runs once.
+	resend := max(timeout/(Resends+1), 50*time.Millisecond)
+	nextSend, sends := time.Now().Add(resend), 0
 	for {
 		end := deadline
+		if !g.complete() && sends < Resends && nextSend.Before(end) {
+			end = nextSend
+		}
 		if g.complete() {
 			settle := c.Settle
 			if settle == 0 {
@@ -118,14 +128,27 @@ func (c *Client) Do(ctx context.Context, addr netip.AddrPort, target uint8, cmd 
 		n, _, err := conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				return g.result(), nil
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				return nil, fmt.Errorf("remote: receive: %w", err)
 			}
-			return nil, fmt.Errorf("remote: receive: %w", err)
+			if now := time.Now(); !g.complete() && sends < Resends && now.Before(deadline) && !now.Before(nextSend) {
+				if _, err := conn.WriteToUDPAddrPort(b, addr); err != nil {
+					return nil, fmt.Errorf("remote: send to %s: %w", addr, err)
+				}
+				sends++
+				g.resent = true
+				nextSend = now.Add(resend)
+				continue
+			}
+			return g.result(), nil
 		}
 		g.add(buf[:n], c.Key)
 	}
 }
+
+// Resends is how many times Client.Do sends a request again while hosts
+// it expects have not answered.
+const Resends = 3
 
 // DoLocal sends one request to the local agent's control socket.
 func DoLocal(ctx context.Context, path string, cmd Command, args Args) (*Result, error) {
@@ -171,6 +194,7 @@ type gather struct {
 	refused    map[uint8]Status
 	expected   map[uint8]bool
 	oneHost    bool // expect the first replying host only
+	resent     bool // the request went out more than once
 	completeAt time.Time
 }
 
@@ -193,6 +217,11 @@ func (g *gather) add(b []byte, key *Key) {
 	}
 	if m.Status.Refusal() {
 		if len(m.Body) != 0 || m.Host == 0 {
+			return
+		}
+		if m.Status == StatusReplay && g.resent {
+			// A copy of our own request: that host got an earlier one
+			// (its answer is on its way, or was lost).
 			return
 		}
 		g.refused[m.Host] = m.Status

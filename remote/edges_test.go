@@ -388,3 +388,76 @@ func TestHostIDsJSON(t *testing.T) {
 		t.Error("host ID 256 accepted")
 	}
 }
+
+// TestResendAfterLoss: the first copy of a request is lost; the client
+// sends it again and the host answers (twice: a duplicated answer counts
+// once). The command runs once.
+func TestResendAfterLoss(t *testing.T) {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	lo := netip.MustParseAddr("127.0.0.1")
+	h := &soloHandler{}
+	s := NewServer(testKeys, Local{Addrs: []netip.Addr{lo}, HostID: 1}, time.Now().Add(-time.Second), h, hclog.NewNullLogger())
+	go func() {
+		buf := make([]byte, MaxDatagram)
+		for i := 0; ; i++ {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if i == 0 {
+				continue // lost on the way
+			}
+			if out := s.handleDatagram(context.Background(), buf[:n], lo, from.Addr(), time.Now()); out != nil {
+				conn.WriteToUDPAddrPort(out, from)
+				conn.WriteToUDPAddrPort(out, from) // and a duplicate of the answer
+			}
+		}
+	}()
+	c := &Client{Key: &testKey, Timeout: 800 * time.Millisecond, Settle: 300 * time.Millisecond}
+	res, err := c.Do(context.Background(), conn.LocalAddr().(*net.UDPAddr).AddrPort(), 0, CmdStop, Args{})
+	if err != nil || len(res.Replies) != 1 || res.Replies[0].Status != StatusOK || len(res.Refused) != 0 {
+		t.Fatalf("after a lost request: %v %+v", err, res)
+	}
+	if got := h.commands(); len(got) != 1 {
+		t.Fatalf("the command ran %d times", len(got))
+	}
+}
+
+// TestResendAfterLostReply: the host ran the request but its answer was
+// lost; the copy the client sends again is refused as a replay, which the
+// client ignores (the command is not reported refused, and ran once).
+func TestResendAfterLostReply(t *testing.T) {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	lo := netip.MustParseAddr("127.0.0.1")
+	h := &soloHandler{}
+	s := NewServer(testKeys, Local{Addrs: []netip.Addr{lo}, HostID: 1}, time.Now().Add(-time.Second), h, hclog.NewNullLogger())
+	go func() {
+		buf := make([]byte, MaxDatagram)
+		for i := 0; ; i++ {
+			n, from, err := conn.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			out := s.handleDatagram(context.Background(), buf[:n], lo, from.Addr(), time.Now())
+			if i > 0 && out != nil {
+				conn.WriteToUDPAddrPort(out, from) // the first answer is lost
+			}
+		}
+	}()
+	c := &Client{Key: &testKey, Timeout: 800 * time.Millisecond}
+	res, err := c.Do(context.Background(), conn.LocalAddr().(*net.UDPAddr).AddrPort(), 1, CmdStop, Args{})
+	if err != nil || len(res.Replies) != 0 || len(res.Refused) != 0 || !slices.Equal(res.Missing, []uint8{1}) {
+		t.Fatalf("after a lost answer: %v %+v", err, res)
+	}
+	if got := h.commands(); len(got) != 1 {
+		t.Fatalf("the command ran %d times", len(got))
+	}
+}
