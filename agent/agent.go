@@ -49,7 +49,8 @@ type Agent struct {
 	health     *health.Runner // nil without checks
 	repins     atomic.Uint64  // data-plane pins restored by watchPins
 	started    time.Time
-	inc        uint64
+	inc        uint64 // at start (the node's status has the current one)
+	prevInc    uint64 // the incarnation recorded before this start
 }
 
 // New returns an agent for a validated configuration; it touches nothing.

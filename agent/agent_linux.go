@@ -71,7 +71,7 @@ func (a *Agent) machineConfig(cfg *config.Resolved, ownMAC net.HardwareAddr) con
 		st = convergence.StateSuspended
 	}
 	return convergence.Config{
-		HostID: cfg.HostID, Incarnation: a.inc, ClusterVIP: cfg.VIPs[0], MAC: mac,
+		HostID: cfg.HostID, Incarnation: a.inc, PrevIncarnation: a.prevInc, ClusterVIP: cfg.VIPs[0], MAC: mac,
 		DedicatedIP: cfg.DedicatedIP.Addr(), Rules: cfg.Rules, ConfigDigest: cfg.Digest(),
 		Settings: cfg.Settings(), Timing: cfg.Timing,
 		Grace: cfg.Grace, DrainTimeout: cfg.DrainTimeout, QuorumVoters: cfg.QuorumVoters, StartState: st,
@@ -129,6 +129,8 @@ func (a *Agent) apply(action convergence.Action) error {
 		}
 		a.fstate.LeaseValid = true
 		return a.dp.RenewLease(ac.For)
+	case convergence.Reincarnate:
+		return recordIncarnation(a.opts.Layout.IncarnationFile(a.cfg.Interface), ac.Incarnation)
 	}
 	return nil
 }

@@ -65,7 +65,7 @@ func (a *Agent) Handle(ctx context.Context, cmd remote.Command, args remote.Args
 		q := remote.QueryResult{Host: cfg.HostID, State: st.State.String(), Why: st.Why, Members: []uint8{},
 			Heard: members(st.Heard), Convergences: st.Convergences,
 			LastConvergenceMS: float64(st.LastConvergence.Microseconds()) / 1000,
-			Owned:             map[string]int{}, LeaseValid: fst.LeaseValid, Incarnation: a.inc,
+			Owned:             map[string]int{}, LeaseValid: fst.LeaseValid, Incarnation: st.Incarnation,
 			Uptime: time.Since(a.started).Round(time.Second).String()}
 		if st.Epoch != nil {
 			q.Epoch, q.Members = st.Epoch.Num, members(st.Epoch.Members)

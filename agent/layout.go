@@ -69,25 +69,35 @@ func (l Layout) IncarnationFile(ifname string) string {
 	return filepath.Join(l.RunDir, ifname+".incarnation")
 }
 
-// nextIncarnation returns this start's incarnation: the wall clock in
-// Unix ns, or one more than the last recorded one if the clock stepped
-// back since (peers drop frames of an incarnation older than one they
-// saw), and records it. The record lives in the run directory, so it
-// survives agent restarts; after a reboot the clock alone decides. An
+// nextIncarnation returns this start's incarnation and the one recorded
+// before it (0: none). The incarnation is the wall clock in Unix ns, or
+// one more than the last recorded one if the clock stepped back since
+// (peers drop frames of an incarnation older than one they saw), and it
+// is recorded. The record lives in the run directory, so it survives
+// agent restarts; after a reboot the peers' echoes tell a host its
+// earlier incarnation before it speaks (convergence.Reincarnate). An
 // unreadable record is ignored (and replaced).
-func nextIncarnation(path string, now time.Time) (uint64, error) {
-	inc := uint64(now.UnixNano())
+func nextIncarnation(path string, now time.Time) (inc, prev uint64, err error) {
+	inc = uint64(now.UnixNano())
 	if b, err := os.ReadFile(path); err == nil {
-		if last, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil && last >= inc {
-			inc = last + 1
+		if last, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			prev = last
+			if last >= inc {
+				inc = last + 1
+			}
 		}
 	}
+	return inc, prev, recordIncarnation(path, inc)
+}
+
+// recordIncarnation writes inc to path, atomically.
+func recordIncarnation(path string, inc uint64) error {
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(inc, 10)+"\n"), 0o600); err != nil {
-		return 0, fmt.Errorf("record incarnation: %w", err)
+		return fmt.Errorf("record incarnation: %w", err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return 0, fmt.Errorf("record incarnation: %w", err)
+		return fmt.Errorf("record incarnation: %w", err)
 	}
-	return inc, nil
+	return nil
 }

@@ -12,22 +12,22 @@ import (
 func TestNextIncarnation(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "eth0.incarnation")
 	t0 := time.Unix(1_800_000_000, 0)
-	a, err := nextIncarnation(p, t0)
-	if err != nil || a != uint64(t0.UnixNano()) {
-		t.Fatalf("first: %d %v", a, err)
+	a, prev, err := nextIncarnation(p, t0)
+	if err != nil || a != uint64(t0.UnixNano()) || prev != 0 {
+		t.Fatalf("first: %d (prev %d) %v", a, prev, err)
 	}
-	b, _ := nextIncarnation(p, t0.Add(-2*time.Minute)) // the clock stepped back 2 minutes
-	if b != a+1 {
-		t.Fatalf("after a clock step back: %d, want %d", b, a+1)
+	b, prev, _ := nextIncarnation(p, t0.Add(-2*time.Minute)) // the clock stepped back 2 minutes
+	if b != a+1 || prev != a {
+		t.Fatalf("after a clock step back: %d (prev %d), want %d (prev %d)", b, prev, a+1, a)
 	}
-	c, _ := nextIncarnation(p, t0.Add(time.Hour))
-	if c != uint64(t0.Add(time.Hour).UnixNano()) {
-		t.Fatalf("clock ahead again: %d", c)
+	c, prev, _ := nextIncarnation(p, t0.Add(time.Hour))
+	if c != uint64(t0.Add(time.Hour).UnixNano()) || prev != b {
+		t.Fatalf("clock ahead again: %d (prev %d)", c, prev)
 	}
 	os.WriteFile(p, []byte("garbage"), 0o600)
-	d, err := nextIncarnation(p, t0)
-	if err != nil || d != uint64(t0.UnixNano()) {
-		t.Fatalf("garbled record: %d %v", d, err)
+	d, prev, err := nextIncarnation(p, t0)
+	if err != nil || d != uint64(t0.UnixNano()) || prev != 0 {
+		t.Fatalf("garbled record: %d (prev %d) %v", d, prev, err)
 	}
 	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
 		t.Fatalf("record mode %v", fi.Mode())

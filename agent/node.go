@@ -72,6 +72,9 @@ type Status struct {
 	// Silent holds the peers that went quiet while taking part, with the
 	// time since they were last heard (as of the last step).
 	Silent map[uint8]time.Duration
+	// Incarnation is this host's current one; Unverified counts peers'
+	// heartbeats not admitted because they did not echo it.
+	Incarnation, Unverified uint64
 
 	convergingSince time.Time
 }
@@ -270,6 +273,13 @@ func (n *Node) step(now time.Time, ev convergence.Event) error {
 				n.sendFailing = false
 				n.sent.Add(1)
 			}
+		case convergence.Reincarnate:
+			n.guard.SetOwnIncarnation(a.Incarnation)
+			if n.Apply != nil {
+				if err := n.Apply(a); err != nil {
+					return fmt.Errorf("apply %T: %w", a, err)
+				}
+			}
 		case convergence.Notice:
 			// Stable keys for log pipelines: event, host, detail.
 			n.log.Info("cluster event", "event", a.Kind, "host", a.Host, "detail", a.Msg)
@@ -288,6 +298,7 @@ func (n *Node) step(now time.Time, ev convergence.Event) error {
 	n.mu.Lock()
 	st := &n.status
 	st.State, st.Epoch, st.Heard, st.Silent = to, n.m.Epoch(), n.m.Heard(now), n.m.Silent(now)
+	st.Incarnation, st.Unverified = n.m.Incarnation(), n.m.Unverified()
 	if why != "" {
 		st.Why = why
 	}

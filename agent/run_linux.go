@@ -64,7 +64,7 @@ func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 	if err := os.MkdirAll(a.opts.Layout.RunDir, 0o700); err != nil {
 		return nil, fmt.Errorf("run directory: %w", err)
 	}
-	if a.inc, err = nextIncarnation(a.opts.Layout.IncarnationFile(cfg.Interface), a.started); err != nil {
+	if a.inc, a.prevInc, err = nextIncarnation(a.opts.Layout.IncarnationFile(cfg.Interface), a.started); err != nil {
 		return nil, err
 	}
 	s = &session{}

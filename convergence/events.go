@@ -16,14 +16,15 @@ func (Received) event() {}
 func (HeldScan) event() {}
 func (Command) event()  {}
 
-// Action is an output of Step: Send, InstallMarks, Lease or Notice (a
-// closed set).
+// Action is an output of Step: Send, InstallMarks, Lease, Reincarnate or
+// Notice (a closed set).
 type Action interface{ action() }
 
 func (Send) action()         {}
 func (InstallMarks) action() {}
 func (Lease) action()        {}
 func (Notice) action()       {}
+func (Reincarnate) action()  {}
 
 // Events, passed to Step.
 type (
@@ -70,6 +71,10 @@ type (
 	// Lease renews the data-plane lease for For from now; For == 0
 	// expires it.
 	Lease struct{ For time.Duration }
+	// Reincarnate: this host takes a new incarnation (its peers knew a
+	// later one of its ID than the clock gave); the agent tells its
+	// guard and records it.
+	Reincarnate struct{ Incarnation uint64 }
 	// Notice is a change worth one log line (and an event for operators).
 	Notice struct {
 		Kind NoticeKind
@@ -91,6 +96,7 @@ const (
 	NoticeRefused     NoticeKind = "refused"      // settings differ
 	NoticeDuplicateID NoticeKind = "duplicate-id" // another host uses our ID
 	NoticeQuorum      NoticeKind = "quorum"       // quorum lost or regained
+	NoticeIncarnation NoticeKind = "incarnation"  // this host took a later incarnation
 	NoticeEpoch       NoticeKind = "epoch"        // an epoch proposed or adopted
 	NoticeDrained     NoticeKind = "drained"      // a drainstop completed
 	// NoticeTablesRefused: a leader's tables failed this host's checks

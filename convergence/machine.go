@@ -1,6 +1,7 @@
 package convergence
 
 import (
+	"fmt"
 	"net/netip"
 	"time"
 
@@ -10,14 +11,18 @@ import (
 
 // Config is what the machine needs to know about its host and cluster.
 type Config struct {
-	HostID       uint8
-	Incarnation  uint64 // strictly greater on every agent start
-	ClusterVIP   netip.Addr
-	MAC          [6]byte
-	DedicatedIP  netip.Addr
-	Rules        []filter.PortRule    // canonical order
-	ConfigDigest [16]byte             // of the cluster section; must match to be admitted
-	Settings     []filter.RuleSetting // this host's per-rule settings
+	HostID      uint8
+	Incarnation uint64 // strictly greater on every agent start
+	// PrevIncarnation is the last incarnation this host used before this
+	// start, if recorded (0: unknown). Peers that still echo it for our
+	// ID heard our earlier life, not another host with our ID.
+	PrevIncarnation uint64
+	ClusterVIP      netip.Addr
+	MAC             [6]byte
+	DedicatedIP     netip.Addr
+	Rules           []filter.PortRule    // canonical order
+	ConfigDigest    [16]byte             // of the cluster section; must match to be admitted
+	Settings        []filter.RuleSetting // this host's per-rule settings
 	// Timing is the heartbeat period and loss tolerance, and the lease
 	// and dead-after durations derived from them.
 	heartbeat.Timing
@@ -97,8 +102,12 @@ type Machine struct {
 	// incarnation). dupSince: since when peers hear another host with our
 	// ID while we have not spoken; refusedDup: refused for it.
 	spoke      bool
+	spokeAt    time.Time
 	dupSince   time.Time
 	refusedDup bool
+	// unverified counts heartbeats heard but not admitted: they did not
+	// echo this host's incarnation.
+	unverified uint64
 	// refusedEpoch is the last epoch whose tables failed verifyTables
 	// (reported once).
 	refusedEpoch uint64
@@ -245,6 +254,9 @@ func (m *Machine) heartbeat(now time.Time) *heartbeat.Heartbeat {
 	if m.epoch != nil {
 		h.Epoch, h.EpochDigest, h.Members = m.epoch.Num, m.epoch.Digest, m.epoch.Members
 	}
+	for id, p := range m.peers {
+		h.Echo[id-1] = p.inc
+	}
 	return h
 }
 
@@ -284,7 +296,9 @@ func (m *Machine) tick(now time.Time) []Action {
 		// other settings keeps announcing itself so the cluster reports it.
 		if m.state != StateRefused || m.refusedMismatch {
 			out = append(out, Send{Msg: m.heartbeat(now)})
-			m.spoke = true
+			if !m.spoke {
+				m.spoke, m.spokeAt = true, now
+			}
 		}
 	}
 	// The source of the tables (normally the leader) resends them while a
@@ -323,7 +337,7 @@ func (m *Machine) evaluate(now time.Time) {
 		return
 	}
 	if m.state == StateJoining {
-		if !m.mayJoin(now) {
+		if !m.mayJoin(now) || m.awaitingEcho(now) {
 			return
 		}
 		if m.mismatched(now) {
@@ -360,10 +374,13 @@ func (m *Machine) evaluate(now time.Time) {
 	view := m.view(now)
 	leader := m.leader(now)
 	if leader == m.cfg.HostID {
-		if src := m.source(now); m.epoch == nil && src != 0 {
+		src := m.source(now)
+		if m.epoch == nil && src != 0 {
 			m.follow(now, m.peers[src].hb) // learn the tables in use first
 		}
-		if m.epoch != nil || m.source(now) == 0 {
+		// A source whose tables we refused (stale settings, or a lie)
+		// must not hold the leader back: it proposes its own.
+		if m.epoch != nil || src == 0 || m.refusedEpoch != 0 && m.refusedEpoch == m.peers[src].hb.Epoch {
 			m.lead(now, view)
 		}
 	} else if g := m.guide(now, leader); g != 0 {
@@ -418,15 +435,20 @@ func (m *Machine) listened(now time.Time) bool {
 	return !m.listenStart.IsZero() && now.Sub(m.listenStart) >= m.cfg.DeadAfter()
 }
 
-// idHeldElsewhere reports whether a peer we hear reports hearing a host
-// with our ID (its view has our bit) while we have not spoken: another
-// host uses our ID. Own-ID frames themselves prove nothing (anyone can
-// replay one of our earlier life's); a live peer's fresh, authenticated
-// view does.
+// idHeldElsewhere reports whether a peer we heard lately hears a host
+// with our ID (its view has our bit) in an incarnation that is neither
+// ours nor one of our earlier lives (above PrevIncarnation): another host
+// uses our ID. Own-ID frames themselves prove nothing (anyone can replay
+// one of our earlier life's); peers' frames, admitted or not, are used
+// because a joiner that has not spoken can admit none, and a replay of
+// one of them echoes only our earlier lives.
 func (m *Machine) idHeldElsewhere(now time.Time) bool {
 	me := uint64(1) << (m.cfg.HostID - 1)
 	for _, p := range m.peers {
-		if p.refused == "" && p.hb != nil && m.alive(now, p) && p.hb.View&me != 0 {
+		if p.last == nil || now.Sub(p.lastAt) >= m.cfg.DeadAfter() || p.last.View&me == 0 {
+			continue
+		}
+		if e := p.last.Echo[m.cfg.HostID-1]; e != m.cfg.Incarnation && e > m.cfg.PrevIncarnation {
 			return true
 		}
 	}
@@ -439,6 +461,51 @@ func (m *Machine) idHeldElsewhere(now time.Time) bool {
 func (m *Machine) mayJoin(now time.Time) bool {
 	return m.listened(now) && (m.spoke || !m.idHeldElsewhere(now))
 }
+
+// awaitingEcho reports whether a joiner has yet to speak, or still waits
+// for a peer it heard to echo it: until then that peer is not admitted, and
+// joining without it would make a cluster of our own. A frame that never
+// echoes us (a replay) is waited for at most DeadAfter.
+func (m *Machine) awaitingEcho(now time.Time) bool {
+	if !m.spoke {
+		return true // its first heartbeat goes out at its next tick
+	}
+	if now.Sub(m.spokeAt) >= m.cfg.DeadAfter() {
+		return false
+	}
+	for _, p := range m.peers {
+		if p.last != nil && p.verified != p.inc && now.Sub(p.lastAt) < m.cfg.DeadAfter() {
+			return true
+		}
+	}
+	return false
+}
+
+// learnIncarnation: a peer echoes, for our ID, an incarnation at least
+// ours that no live host holds (the peer does not hear it now): our own
+// earlier life, from before the clock stepped back, whose frames set the
+// peers' replay floor above us. Before we speak we take the next one, so
+// that the peers do not drop our frames as stale.
+func (m *Machine) learnIncarnation(now time.Time, hb *heartbeat.Heartbeat) {
+	e := hb.Echo[m.cfg.HostID-1]
+	if m.spoke || e < m.cfg.Incarnation || hb.View&(1<<(m.cfg.HostID-1)) != 0 {
+		return
+	}
+	if e > m.cfg.Incarnation && e-m.cfg.Incarnation > uint64(heartbeat.MaxIncarnationAhead) {
+		return // not a clock step; a key holder's claim
+	}
+	m.cfg.Incarnation = e + 1
+	m.out = append(m.out, Reincarnate{Incarnation: e + 1})
+	m.events = append(m.events, Notice{Kind: NoticeIncarnation, Host: m.cfg.HostID,
+		Msg: fmt.Sprintf("peers knew a later incarnation of this host (clock stepped back?); now %d", e+1)})
+}
+
+// Unverified is the number of heartbeats heard but not admitted because
+// they did not echo this host's incarnation.
+func (m *Machine) Unverified() uint64 { return m.unverified }
+
+// Incarnation is this host's current incarnation.
+func (m *Machine) Incarnation() uint64 { return m.cfg.Incarnation }
 
 // checkDuplicate refuses a joiner whose ID peers keep hearing from
 // another host for DeadAfter past its listening, and lifts the refusal by

@@ -22,10 +22,19 @@ func (m *Machine) holdDown(p *peer) time.Duration {
 }
 
 type peer struct {
+	// hb is the newest admitted heartbeat, heard at lastHeard.
 	hb        *heartbeat.Heartbeat
 	lastHeard time.Time
-	refused   string
-	reported  bool
+	// last is the newest authentic heartbeat, admitted or not, heard at
+	// lastAt; inc is the newest incarnation heard (what we echo), and
+	// verified the incarnation that echoed ours (docs/protocol.md,
+	// "Freshness").
+	last     *heartbeat.Heartbeat
+	lastAt   time.Time
+	inc      uint64
+	verified uint64
+	refused  string
+	reported bool
 	// Flap damping: when it was last heard again after a silence, and
 	// its evictions within FlapWindow of each other.
 	heardSince time.Time
@@ -126,6 +135,21 @@ func (m *Machine) receive(now time.Time, r Received) []Action {
 		if p == nil {
 			p = &peer{}
 			m.peers[msg.HostID] = p
+		}
+		p.inc = max(p.inc, msg.Incarnation)
+		p.last, p.lastAt = msg, now
+		m.learnIncarnation(now, msg)
+		if msg.Echo[m.cfg.HostID-1] == m.cfg.Incarnation {
+			p.verified = msg.Incarnation
+		}
+		if p.verified != msg.Incarnation {
+			// Authentic, but not shown to be made after we started: a
+			// peer that has not heard this incarnation of ours yet, or a
+			// replay of a capture (a departed host's frames, after our
+			// restart emptied our replay state). Heard (we echo it, so
+			// a live peer is admitted one frame later), not admitted.
+			m.unverified++
+			return nil
 		}
 		if msg.ConfigDigest != m.cfg.ConfigDigest {
 			if !p.reported {

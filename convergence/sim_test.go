@@ -107,6 +107,8 @@ type sim struct {
 	// when each pair of hosts last came into one partition group
 	together map[[2]uint8]time.Time
 	trace    func(format string, args ...any)
+	// reincarnations counts Reincarnate actions.
+	reincarnations int
 
 	// skew gives each host its own clock rate and offset, and delivers
 	// some held-flow scans a tick late.
@@ -267,6 +269,10 @@ func (s *sim) apply(h *simHost, acts []Action) {
 				}
 			}
 			s.changed = true
+		case Reincarnate:
+			h.inc = a.Incarnation
+			h.guard.SetOwnIncarnation(a.Incarnation)
+			s.reincarnations++
 		case Lease:
 			if a.For == 0 {
 				h.leaseUntil = time.Time{}
@@ -766,9 +772,15 @@ func scenario(t testing.TB, seed uint64, n int, events int, quorum bool) (settle
 			case StateSuspended:
 				s.command(id, OpResume)
 			}
+			// A rule every live host drained or disabled is served by
+			// nobody, rightly: the operator enables them again.
+			s.command(id, OpEnableRule, -1)
 		}
 	}
 	s.checkCounts()
+	// Let the commands be heard: a host just started is converged
+	// outside the epoch until the leader hears it.
+	s.run(3 * s.cfg.Period)
 	d := s.settle(livenessPeriods * s.cfg.Period)
 	if d < 0 {
 		s.fail(t, fmt.Sprintf("seed %d: not settled within %d periods", seed, livenessPeriods))

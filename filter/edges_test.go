@@ -75,7 +75,7 @@ func TestDecideBoundaries(t *testing.T) {
 		{"heartbeat", heartbeatFrame(vip1), ReasonPassHeartbeat},
 		{"heartbeat junk", eth(EtherTypeHeartbeat, 60), ReasonDropMalformed},
 		{"heartbeat of another cluster", heartbeatFrame(vip2), ReasonDropMalformed},
-		{"heartbeat of another version", withByte(heartbeatFrame(vip1), 14+4, 2), ReasonDropMalformed},
+		{"heartbeat of another version", withByte(heartbeatFrame(vip1), 14+4, HeartbeatVersion+1), ReasonDropMalformed},
 		{"heartbeat cut before its VIP", heartbeatFrame(vip1)[:14+11], ReasonDropMalformed},
 		{"heartbeat header and VIP only", heartbeatFrame(vip1)[:14+12], ReasonPassHeartbeat},
 		{"IPv4 header of 19 bytes", syn[:14+19], ReasonPassShort},

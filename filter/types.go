@@ -29,11 +29,11 @@ const (
 	// MaxHostID is the largest host ID.
 	MaxHostID = 64
 	// HeartbeatMagic and HeartbeatVersion open every heartbeat frame
-	// ("NLBH", version 1; package heartbeat's wire format): the data plane
+	// ("NLBH", version 2 since the echoes; package heartbeat's wire format): the data plane
 	// checks them, and the cluster VIP after them, before a frame with
 	// the heartbeat ethertype reaches the agent.
 	HeartbeatMagic   = 0x4e4c4248
-	HeartbeatVersion = 1
+	HeartbeatVersion = 2
 )
 
 // Protocol is the transport protocol a port rule matches. The zero value is

@@ -48,17 +48,21 @@ func TestMarshalLimits(t *testing.T) {
 	h := sampleHeartbeat()
 	h.HostID = filter.MaxHostID
 	h.Rules = make([]RuleSetting, MaxRules)
+	for i := range h.Echo {
+		h.Echo[i] = uint64(i) + 1
+	}
 	b, err := h.Marshal(&testKey)
 	if err != nil {
 		t.Fatalf("host %d with %d rules: %v", filter.MaxHostID, MaxRules, err)
 	}
-	if len(b) != heartbeatFixLen+ruleSettingLen*MaxRules+MACLen {
+	if len(b) != heartbeatFixLen+ruleSettingLen*MaxRules+echoLen*filter.MaxHostID+MACLen || len(b) > MaxMessageLen {
 		t.Fatalf("heartbeat of %d bytes", len(b))
 	}
 	m, err := Unmarshal(b, &testKey)
-	if err != nil || m.From() != filter.MaxHostID || len(m.(*Heartbeat).Rules) != MaxRules {
+	if err != nil || m.From() != filter.MaxHostID || len(m.(*Heartbeat).Rules) != MaxRules || m.(*Heartbeat).Echo != h.Echo {
 		t.Fatalf("round trip at the limits: %v %+v", err, m)
 	}
+	h.Echo = [filter.MaxHostID]uint64{}
 	h.HostID = filter.MaxHostID + 1
 	if _, err := h.Marshal(&testKey); !errors.Is(err, ErrInvalid) {
 		t.Errorf("host %d marshalled: %v", h.HostID, err)

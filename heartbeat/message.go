@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/bits"
 	"net/netip"
 
 	"github.com/nlbproject/nlb/filter"
@@ -35,10 +36,12 @@ const (
 	ChunkLen = 1024
 
 	headerLen        = 8
-	heartbeatFixLen  = 112
+	heartbeatFixLen  = 120
 	ruleSettingLen   = 4
+	echoLen          = 8
 	tableChunkFixLen = 40
-	// MaxMessageLen bounds every message; larger input is refused.
+	// MaxMessageLen bounds every message; larger input is refused. (A
+	// heartbeat is at most 120+4·32+8·64+32 = 792 bytes.)
 	MaxMessageLen = tableChunkFixLen + ChunkLen + MACLen
 )
 
@@ -59,7 +62,10 @@ const (
 //	92 phase u8 | 93 rule count u8 | 94 reserved u16
 //	96 retaining u64 (bit t: still holds flows in buckets it gave away in table t)
 //	104 members u64 (bit i-1: host i is a member of the sender's epoch)
-//	112 rule settings, 4 bytes each: weight u8, priority u8, flags u8, reserved u8
+//	112 echo mask u64 (bit i-1: an echo of host i follows)
+//	120 rule settings, 4 bytes each: weight u8, priority u8, flags u8, reserved u8
+//	... echoes, 8 bytes each in host order: the newest incarnation of
+//	    host i the sender has heard (authentic, admitted or not)
 //	... HMAC-SHA256 [32] over everything before it
 type Heartbeat struct {
 	ClusterVIP   netip.Addr
@@ -78,6 +84,12 @@ type Heartbeat struct {
 	Retaining    uint64
 	Members      uint64
 	Rules        []RuleSetting
+	// Echo[i-1] is the newest incarnation of host i the sender has heard
+	// (0: none). A host admits a peer's incarnation only once that peer
+	// echoes its own current incarnation: proof that the frame was made
+	// after this host started, which no replay of an earlier capture can
+	// give (docs/protocol.md, "Freshness").
+	Echo [filter.MaxHostID]uint64
 }
 
 // Message is a decoded frame: a *Heartbeat or a *TableChunk (a closed set).
@@ -176,7 +188,14 @@ func (h *Heartbeat) Marshal(key *Key) ([]byte, error) {
 	if h.HostID == 0 || h.HostID > filter.MaxHostID || len(h.Rules) > MaxRules {
 		return nil, fmt.Errorf("%w: host ID %d, %d rules", ErrInvalid, h.HostID, len(h.Rules))
 	}
-	b := make([]byte, heartbeatFixLen+ruleSettingLen*len(h.Rules), heartbeatFixLen+ruleSettingLen*len(h.Rules)+MACLen)
+	var mask uint64
+	for i, e := range h.Echo {
+		if e != 0 {
+			mask |= 1 << i
+		}
+	}
+	n := heartbeatFixLen + ruleSettingLen*len(h.Rules) + echoLen*bits.OnesCount64(mask)
+	b := make([]byte, n, n+MACLen)
 	putHeader(b, TypeHeartbeat)
 	if err := putAddr(b[8:12], h.ClusterVIP); err != nil {
 		return nil, err
@@ -196,9 +215,17 @@ func (h *Heartbeat) Marshal(key *Key) ([]byte, error) {
 	b[92], b[93] = h.Phase, uint8(len(h.Rules))
 	binary.BigEndian.PutUint64(b[96:104], h.Retaining)
 	binary.BigEndian.PutUint64(b[104:112], h.Members)
-	for i, r := range h.Rules {
-		o := heartbeatFixLen + ruleSettingLen*i
+	binary.BigEndian.PutUint64(b[112:120], mask)
+	o := heartbeatFixLen
+	for _, r := range h.Rules {
 		b[o], b[o+1], b[o+2] = r.Weight, r.Priority, r.Flags
+		o += ruleSettingLen
+	}
+	for _, e := range h.Echo {
+		if e != 0 {
+			binary.BigEndian.PutUint64(b[o:o+echoLen], e)
+			o += echoLen
+		}
 	}
 	return sign(b, key), nil
 }
@@ -249,7 +276,7 @@ func Unmarshal(b []byte, key *Key) (Message, error) {
 		if n < heartbeatFixLen+MACLen {
 			return nil, fmt.Errorf("%w: heartbeat of %d bytes", ErrLength, n)
 		}
-		want = heartbeatFixLen + ruleSettingLen*int(b[93]) + MACLen
+		want = heartbeatFixLen + ruleSettingLen*int(b[93]) + echoLen*bits.OnesCount64(binary.BigEndian.Uint64(b[112:120])) + MACLen
 	case TypeTableChunk:
 		want = MaxMessageLen
 	default:
@@ -297,12 +324,17 @@ func Unmarshal(b []byte, key *Key) (Message, error) {
 	}
 	copy(h.ConfigDigest[:], b[44:60])
 	copy(h.EpochDigest[:], b[76:92])
+	o := heartbeatFixLen
 	if nr := int(b[93]); nr > 0 {
 		h.Rules = make([]RuleSetting, nr)
 		for i := range h.Rules {
-			o := heartbeatFixLen + ruleSettingLen*i
 			h.Rules[i] = RuleSetting{Weight: b[o], Priority: b[o+1], Flags: b[o+2]}
+			o += ruleSettingLen
 		}
+	}
+	for mask := binary.BigEndian.Uint64(b[112:120]); mask != 0; mask &= mask - 1 {
+		h.Echo[bits.TrailingZeros64(mask)] = binary.BigEndian.Uint64(b[o : o+echoLen])
+		o += echoLen
 	}
 	if h.HostID == 0 || h.HostID > filter.MaxHostID || len(h.Rules) > MaxRules {
 		return nil, fmt.Errorf("%w: host ID %d, %d rules", ErrInvalid, h.HostID, len(h.Rules))

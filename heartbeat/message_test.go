@@ -24,6 +24,7 @@ func sampleHeartbeat() *Heartbeat {
 		View:         0b1011, Epoch: 7, EpochDigest: [16]byte{0xee},
 		Phase: 1, Retaining: 1 << 32, Members: 0b111,
 		Rules: []RuleSetting{{Weight: 50, Priority: 3}, {Weight: 0, Priority: 1, Flags: RuleDraining}},
+		Echo:  [64]uint64{0: 1700000000000000001, 3: 7, 63: 1<<64 - 1},
 	}
 }
 
@@ -35,7 +36,7 @@ func TestHeartbeatRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(b) != heartbeatFixLen+2*ruleSettingLen+MACLen {
+	if len(b) != heartbeatFixLen+2*ruleSettingLen+3*echoLen+MACLen {
 		t.Fatalf("length %d", len(b))
 	}
 	// Ethernet pads short frames: trailing bytes must be ignored.

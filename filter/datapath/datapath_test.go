@@ -3,6 +3,7 @@
 package datapath
 
 import (
+	"encoding/binary"
 	"encoding/hex"
 	"math"
 	"math/rand/v2"
@@ -306,7 +307,8 @@ func (g *gen) frame() []byte {
 		}
 		f[12], f[13] = 0x88, 0x6f
 		if len(f) >= 26 {
-			copy(f[14:], []byte{0x4e, 0x4c, 0x42, 0x48, 1})
+			binary.BigEndian.PutUint32(f[14:18], filter.HeartbeatMagic)
+			f[18] = filter.HeartbeatVersion
 			copy(f[22:26], [][]byte{dVIP.AsSlice(), dVIP2.AsSlice(), dVIP.AsSlice()}[r.IntN(3)])
 		}
 		if r.IntN(4) == 0 {

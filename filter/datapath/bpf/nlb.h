@@ -11,7 +11,7 @@
 #define NLB_NO_TABLE NLB_TABLES           /* counter row for unfiltered classes */
 #define NLB_NUM_REASONS 14
 #define NLB_HB_MAGIC 0x4e4c4248 /* filter.HeartbeatMagic, "NLBH" */
-#define NLB_HB_VERSION 1        /* filter.HeartbeatVersion */
+#define NLB_HB_VERSION 2        /* filter.HeartbeatVersion */
 
 /* enum nlb_reason mirrors filter.Reason (append-only). */
 enum nlb_reason {
