@@ -428,3 +428,12 @@ func TestClockStepBackRestart(t *testing.T) {
 		t.Errorf("%d reincarnations, incarnation %d, want 1 and %d", s.reincarnations, h.inc, before+1)
 	}
 }
+
+// TestLeaderNotHeldBySourceRefused replays the history (quorum seed 505)
+// in which the leader, back without an epoch, refused its source's tables
+// (made before a weight change was heard) and, waiting to learn them,
+// never proposed: the cluster stayed converging. A leader now proposes
+// its own epoch when it refused the source's.
+func TestLeaderNotHeldBySourceRefused(t *testing.T) {
+	scenario(t, 505, 3, 12, true)
+}
