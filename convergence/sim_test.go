@@ -686,9 +686,24 @@ func scenario(t testing.TB, seed uint64, n int, events int, quorum bool) (settle
 		return out
 	}
 	pick := func(ids []uint8) uint8 { return ids[r.IntN(len(ids))] }
+	// An attacker without the key records every frame and replays some.
+	atk := s.net.Join("attacker")
+	var captured [][]byte
+	tap := func() {
+		for {
+			b, ok := atk.TryReceive()
+			if !ok {
+				return
+			}
+			if len(captured) < 4096 {
+				captured = append(captured, b)
+			}
+		}
+	}
 	for e := 0; e < events; e++ {
+		tap()
 		agents := up(func(h *simHost) bool { return h.agentUp })
-		switch r.IntN(11) {
+		switch r.IntN(12) {
 		case 0:
 			if len(agents) > 1 {
 				s.crashHost(pick(agents))
@@ -744,6 +759,10 @@ func scenario(t testing.TB, seed uint64, n int, events int, quorum bool) (settle
 			s.partition(a, b)
 		case 10:
 			s.partition()
+		case 11: // replay a burst of captured frames, old and recent
+			for i := 0; i < 50 && len(captured) > 0; i++ {
+				atk.Send(captured[r.IntN(len(captured))])
+			}
 		}
 		if s.trace != nil {
 			s.trace("%v event %d: groups %v agents %v", s.now.Sub(time.Unix(1_000_000, 0)), e, s.group, agents)
