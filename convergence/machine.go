@@ -500,6 +500,15 @@ func (m *Machine) learnIncarnation(now time.Time, hb *heartbeat.Heartbeat) {
 		Msg: fmt.Sprintf("peers knew a later incarnation of this host (clock stepped back?); now %d", e+1)})
 }
 
+// heldNewer reports whether an admitted peer's frame echoes, for our ID,
+// an incarnation newer than ours after we spoke: another host with our
+// ID started after us and spoke, and the peers now follow it (our frames
+// are stale to them), so we yield. (Before we speak, a newer echo is our
+// own earlier life: learnIncarnation.)
+func (m *Machine) heldNewer(hb *heartbeat.Heartbeat) bool {
+	return m.spoke && m.state != StateRefused && hb.Echo[m.cfg.HostID-1] > m.cfg.Incarnation
+}
+
 // Unverified is the number of heartbeats heard but not admitted because
 // they did not echo this host's incarnation.
 func (m *Machine) Unverified() uint64 { return m.unverified }

@@ -120,15 +120,11 @@ func (m *Machine) receive(now time.Time, r Received) []Action {
 	switch msg := r.Msg.(type) {
 	case *heartbeat.Heartbeat:
 		if r.SelfID || msg.HostID == m.cfg.HostID {
-			// A frame with our ID. Our own or an earlier incarnation's
-			// (a replay: anyone on the segment can send one) proves
-			// nothing and is ignored. A later incarnation spoke after us:
-			// peers follow the newer one, so the older yields. A joiner
-			// learns of an earlier one through the peers' views instead
-			// (idHeldElsewhere), which a replay cannot fake.
-			if msg.Incarnation > m.cfg.Incarnation {
-				m.refuseDuplicate(now)
-			}
+			// A frame with our ID proves nothing (anyone can replay one
+			// of our earlier life's, with a higher number if the clock
+			// stepped back since) and is ignored. Another host with our
+			// ID shows in our peers' frames: their views and echoes
+			// (idHeldElsewhere before we speak, heldNewer after).
 			return nil
 		}
 		p := m.peers[msg.HostID]
@@ -149,6 +145,10 @@ func (m *Machine) receive(now time.Time, r Received) []Action {
 			// restart emptied our replay state). Heard (we echo it, so
 			// a live peer is admitted one frame later), not admitted.
 			m.unverified++
+			return nil
+		}
+		if m.heldNewer(msg) {
+			m.refuseDuplicate(now)
 			return nil
 		}
 		if msg.ConfigDigest != m.cfg.ConfigDigest {

@@ -211,21 +211,35 @@ func TestReplayedOwnFramesDuringStart(t *testing.T) {
 }
 
 // TestOwnEarlierIncarnationIgnored: the machine itself (behind any guard)
-// ignores a frame with its ID from an earlier incarnation, whatever its
-// state; a later incarnation makes it yield.
+// ignores frames with its ID, earlier or later (a replay of its own
+// earlier life may carry a higher number once the clock stepped back),
+// whatever its state. It yields once an admitted peer echoes a newer
+// incarnation of its ID after it spoke: the peers follow another host.
 func TestOwnEarlierIncarnationIgnored(t *testing.T) {
 	for _, st := range []State{StateJoining, StateConverging} {
 		m := NewMachine(Config{HostID: 2, Incarnation: 50, ClusterVIP: simVIP, Rules: simRules,
 			Timing: s0Timing(100*time.Millisecond, 10), StartState: st})
 		now := time.Unix(100, 0)
 		m.Step(now, Tick{})
-		m.Step(now, Received{Msg: &heartbeat.Heartbeat{ClusterVIP: simVIP, HostID: 2, Incarnation: 49, State: uint8(StateConverged)}, SelfID: true})
-		if m.State() == StateRefused {
-			t.Fatalf("start %v: refused on an earlier incarnation's frame", st)
+		for _, inc := range []uint64{49, 51} {
+			m.Step(now, Received{Msg: &heartbeat.Heartbeat{ClusterVIP: simVIP, HostID: 2, Incarnation: inc, State: uint8(StateConverged)}, SelfID: true})
+			if m.State() == StateRefused {
+				t.Fatalf("start %v: refused on a frame with our ID, incarnation %d", st, inc)
+			}
 		}
-		m.Step(now, Received{Msg: &heartbeat.Heartbeat{ClusterVIP: simVIP, HostID: 2, Incarnation: 51, State: uint8(StateConverged)}, SelfID: true})
+		now = now.Add(2 * time.Second)
+		m.Step(now, Tick{}) // listened: speaks
+		peer := &heartbeat.Heartbeat{ClusterVIP: simVIP, HostID: 1, Incarnation: 7, Seq: 1, State: uint8(StateConverged)}
+		peer.Echo[1] = 50
+		m.Step(now, Received{Msg: peer})
+		if m.State() == StateRefused {
+			t.Fatalf("start %v: refused on a peer that echoes us", st)
+		}
+		later := *peer
+		later.Seq, later.Echo[1] = 2, 51
+		m.Step(now, Received{Msg: &later})
 		if m.State() != StateRefused {
-			t.Fatalf("start %v: a later incarnation with our ID left us %v", st, m.State())
+			t.Fatalf("start %v: peers follow a later incarnation of our ID, yet we are %v", st, m.State())
 		}
 	}
 }
