@@ -481,17 +481,19 @@ func (m *Machine) awaitingEcho(now time.Time) bool {
 	return false
 }
 
-// learnIncarnation: a peer echoes, for our ID, an incarnation at least
+// learnIncarnation: a peer echoes, for our ID, an incarnation above
 // ours that no live host holds (the peer does not hear it now): our own
 // earlier life, from before the clock stepped back, whose frames set the
-// peers' replay floor above us. Before we speak we take the next one, so
-// that the peers do not drop our frames as stale.
+// peers' replay floor above us. We take the next one, so that the peers
+// stop dropping our frames as stale: normally while we listen, before we
+// speak; after it if we spoke without hearing them (we started inside a
+// partition, and it healed).
 func (m *Machine) learnIncarnation(now time.Time, hb *heartbeat.Heartbeat) {
 	e := hb.Echo[m.cfg.HostID-1]
-	if m.spoke || e < m.cfg.Incarnation || hb.View&(1<<(m.cfg.HostID-1)) != 0 {
+	if e <= m.cfg.Incarnation || hb.View&(1<<(m.cfg.HostID-1)) != 0 {
 		return
 	}
-	if e > m.cfg.Incarnation && e-m.cfg.Incarnation > uint64(heartbeat.MaxIncarnationAhead) {
+	if e-m.cfg.Incarnation > uint64(heartbeat.MaxIncarnationAhead) {
 		return // not a clock step; a key holder's claim
 	}
 	m.cfg.Incarnation = e + 1

@@ -214,7 +214,9 @@ func TestReplayedOwnFramesDuringStart(t *testing.T) {
 // ignores frames with its ID, earlier or later (a replay of its own
 // earlier life may carry a higher number once the clock stepped back),
 // whatever its state. It yields once an admitted peer echoes a newer
-// incarnation of its ID after it spoke: the peers follow another host.
+// incarnation of its ID that it hears live, after it spoke: the peers
+// follow another host. (One it does not hear live is our own earlier
+// life: TestClockStepBackRestart.)
 func TestOwnEarlierIncarnationIgnored(t *testing.T) {
 	for _, st := range []State{StateJoining, StateConverging} {
 		m := NewMachine(Config{HostID: 2, Incarnation: 50, ClusterVIP: simVIP, Rules: simRules,
@@ -236,10 +238,10 @@ func TestOwnEarlierIncarnationIgnored(t *testing.T) {
 			t.Fatalf("start %v: refused on a peer that echoes us", st)
 		}
 		later := *peer
-		later.Seq, later.Echo[1] = 2, 51
+		later.Seq, later.Echo[1], later.View = 2, 51, 0b11
 		m.Step(now, Received{Msg: &later})
-		if m.State() != StateRefused {
-			t.Fatalf("start %v: peers follow a later incarnation of our ID, yet we are %v", st, m.State())
+		if m.State() != StateRefused || m.Incarnation() != 50 {
+			t.Fatalf("start %v: peers follow a live later incarnation of our ID, yet we are %v (incarnation %d)", st, m.State(), m.Incarnation())
 		}
 	}
 }
@@ -450,4 +452,42 @@ func TestClockStepBackRestart(t *testing.T) {
 // its own epoch when it refused the source's.
 func TestLeaderNotHeldBySourceRefused(t *testing.T) {
 	scenario(t, 505, 3, 12, true)
+}
+
+// TestClockStepBackInPartition: as TestClockStepBackRestart, but host 2
+// reboots inside a partition, so it hears nobody and speaks with its
+// stale incarnation. When the partition heals, its peers' echoes tell it
+// the later one: it takes the next and the two sides merge (before, the
+// peers dropped it as stale for good and both sides kept serving).
+func TestClockStepBackInPartition(t *testing.T) {
+	s := formed(t, 18, 3)
+	h := s.hosts[2]
+	before := h.inc
+	s.partition([]uint8{1, 3}, []uint8{2})
+	s.crashHost(2)
+	h.inc -= 10
+	s.boot(2, false)
+	s.run(3 * time.Second)
+	if e := h.m.Epoch(); e == nil || e.Members != 0b10 {
+		t.Fatalf("test setup: host 2 alone should have made its own epoch")
+	}
+	// Both sides served during the partition (availability mode); once
+	// it heals they get the usual few periods to merge.
+	healed := s.now
+	s.reachFn = func(a, b uint8) bool {
+		return s.group[a] == s.group[b] && s.now.Sub(healed) > mergePeriods*s.cfg.Period
+	}
+	s.partition()
+	if s.settle(10*time.Second) < 0 {
+		s.fail(t, "the sides did not merge after the partition healed")
+	}
+	if e := s.hosts[1].m.Epoch(); e.Members != 0b111 || !s.owns(2) {
+		s.fail(t, "host 2 is not a member with a share")
+	}
+	if s.reincarnations != 1 || h.inc != before+1 {
+		t.Errorf("%d reincarnations, incarnation %d, want 1 and %d", s.reincarnations, h.inc, before+1)
+	}
+	if len(s.violations) > 0 {
+		s.fail(t, "")
+	}
 }

@@ -166,7 +166,7 @@ func formed(t testing.TB, seed uint64, n int, voters ...int) *sim {
 func (s *sim) boot(id uint8, restart bool) {
 	h := s.hosts[id]
 	if h == nil {
-		h = &simHost{id: id, weight: 50}
+		h = &simHost{id: id, weight: 50, inc: 100} // room below for clock steps
 		if s.skew {
 			h.rate = 1 + (2*s.r.Float64()-1)*maxRateSkew
 			h.offset = time.Duration(s.r.Int64N(int64(2*time.Hour))) - time.Hour
@@ -703,7 +703,7 @@ func scenario(t testing.TB, seed uint64, n int, events int, quorum bool) (settle
 	for e := 0; e < events; e++ {
 		tap()
 		agents := up(func(h *simHost) bool { return h.agentUp })
-		switch r.IntN(12) {
+		switch r.IntN(13) {
 		case 0:
 			if len(agents) > 1 {
 				s.crashHost(pick(agents))
@@ -762,6 +762,13 @@ func scenario(t testing.TB, seed uint64, n int, events int, quorum bool) (settle
 		case 11: // replay a burst of captured frames, old and recent
 			for i := 0; i < 50 && len(captured) > 0; i++ {
 				atk.Send(captured[r.IntN(len(captured))])
+			}
+		case 12: // a reboot whose clock stepped back, its record lost
+			if len(agents) > 1 {
+				id := pick(agents)
+				s.crashHost(id)
+				s.hosts[id].inc -= 2 + uint64(r.IntN(50)) // boot takes one more: below what peers saw
+				s.boot(id, false)
 			}
 		}
 		if s.trace != nil {
@@ -850,8 +857,8 @@ func TestSimRandom(t *testing.T) {
 		if t.Failed() {
 			return
 		}
-		t.Logf("seed %d (n=%d): %d flows, %d SYNs unserved, %d stalls, %d epochs, %d flows reset past the grace, settled in %v",
-			seed, n, s.flowsMade, s.synLost, s.stalls, s.epochs, s.graceExpired, d)
+		t.Logf("seed %d (n=%d): %d flows, %d SYNs unserved, %d stalls, %d epochs, %d flows reset past the grace, %d reincarnations after clock steps, settled in %v",
+			seed, n, s.flowsMade, s.synLost, s.stalls, s.epochs, s.graceExpired, s.reincarnations, d)
 	}
 	t.Logf("worst time to settle after the last disturbance: %v (bound %d periods)", worst, livenessPeriods)
 }
