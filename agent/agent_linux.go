@@ -74,7 +74,7 @@ func (a *Agent) machineConfig(cfg *config.Resolved, ownMAC net.HardwareAddr) con
 		HostID: cfg.HostID, Incarnation: a.inc, PrevIncarnation: a.prevInc, ClusterVIP: cfg.VIPs[0], MAC: mac,
 		DedicatedIP: cfg.DedicatedIP.Addr(), Rules: cfg.Rules, ConfigDigest: cfg.Digest(),
 		Settings: cfg.Settings(), Timing: cfg.Timing,
-		Grace: cfg.Grace, DrainTimeout: cfg.DrainTimeout, QuorumVoters: cfg.QuorumVoters, StartState: st,
+		Grace: cfg.Grace, DrainTimeout: cfg.DrainTimeout, Quorum: cfg.Quorum, QuorumVoters: cfg.QuorumVoters, Voters: a.voters, StartState: st,
 		FlapWindow: FlapWindow,
 	}
 }
@@ -129,6 +129,8 @@ func (a *Agent) apply(action convergence.Action) error {
 		}
 		a.fstate.LeaseValid = true
 		return a.dp.RenewLease(ac.For)
+	case convergence.Voters:
+		return recordUint(a.opts.Layout.VotersFile(a.cfg.Interface), "voters", ac.Set)
 	case convergence.Reincarnate:
 		return recordIncarnation(a.opts.Layout.IncarnationFile(a.cfg.Interface), ac.Incarnation)
 	}

@@ -197,7 +197,7 @@ func (a *Agent) filterFlow(cfg *config.Resolved, node *Node, fst *filter.State, 
 
 func paramsOf(cfg *config.Resolved) *remote.Params {
 	p := &remote.Params{Cluster: cfg.Name, MACMode: string(cfg.MACMode), Period: cfg.Period.String(),
-		LossTolerance: cfg.LossTolerance, RemotePort: cfg.RemotePort, QuorumVoters: cfg.QuorumVoters,
+		LossTolerance: cfg.LossTolerance, RemotePort: cfg.RemotePort, Quorum: map[bool]string{true: "majority", false: "off"}[cfg.Quorum], QuorumVoters: cfg.QuorumVoters,
 		Grace: cfg.Grace.String(), Interface: cfg.Interface, DedicatedIP: cfg.DedicatedIP.String(),
 		OnExit: string(cfg.OnExit), DrainTimeout: cfg.DrainTimeout.String(), Rules: []remote.ParamsRule{}}
 	d := cfg.Digest()

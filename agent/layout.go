@@ -23,7 +23,13 @@ type Layout struct {
 	RunDir string
 	// BPFFS is where a bpffs is (or gets) mounted (/sys/fs/bpf).
 	BPFFS string
+	// DataDir holds what must survive a reboot: the last incarnation and
+	// the voter set (/var/lib/nlb).
+	DataDir string
 }
+
+// DefaultDataDir is where the agent keeps what must survive a reboot.
+const DefaultDataDir = "/var/lib/nlb"
 
 // withDefaults fills the empty fields.
 func (l Layout) withDefaults() Layout {
@@ -32,6 +38,9 @@ func (l Layout) withDefaults() Layout {
 	}
 	if l.BPFFS == "" {
 		l.BPFFS = DefaultBPFFS
+	}
+	if l.DataDir == "" {
+		l.DataDir = DefaultDataDir
 	}
 	return l
 }
@@ -66,25 +75,29 @@ func Restore(l Layout, ifname string) (string, error) {
 
 // IncarnationFile records the last incarnation this host used on the NIC.
 func (l Layout) IncarnationFile(ifname string) string {
-	return filepath.Join(l.RunDir, ifname+".incarnation")
+	return filepath.Join(l.DataDir, ifname+".incarnation")
+}
+
+// VotersFile records the voter set (the members of the last epoch agreed)
+// of the cluster on the NIC.
+func (l Layout) VotersFile(ifname string) string {
+	return filepath.Join(l.DataDir, ifname+".voters")
 }
 
 // nextIncarnation returns this start's incarnation and the one recorded
 // before it (0: none). The incarnation is the wall clock in Unix ns, or
 // one more than the last recorded one if the clock stepped back since
 // (peers drop frames of an incarnation older than one they saw), and it
-// is recorded. The record lives in the run directory, so it survives
-// agent restarts; after a reboot the peers' echoes tell a host its
-// earlier incarnation before it speaks (convergence.Reincarnate). An
-// unreadable record is ignored (and replaced).
+// is recorded. The record lives in the data directory, so it survives
+// restarts and reboots; were it lost, the peers' echoes tell a host its
+// earlier incarnation (convergence.Reincarnate). An unreadable record is
+// ignored (and replaced).
 func nextIncarnation(path string, now time.Time) (inc, prev uint64, err error) {
 	inc = uint64(now.UnixNano())
-	if b, err := os.ReadFile(path); err == nil {
-		if last, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
-			prev = last
-			if last >= inc {
-				inc = last + 1
-			}
+	if last, ok := readUint(path); ok {
+		prev = last
+		if last >= inc {
+			inc = last + 1
 		}
 	}
 	return inc, prev, recordIncarnation(path, inc)
@@ -92,12 +105,28 @@ func nextIncarnation(path string, now time.Time) (inc, prev uint64, err error) {
 
 // recordIncarnation writes inc to path, atomically.
 func recordIncarnation(path string, inc uint64) error {
+	return recordUint(path, "incarnation", inc)
+}
+
+// readUint reads a record written by recordUint; ok is false if there is
+// none or it is unreadable.
+func readUint(path string) (v uint64, ok bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	v, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	return v, err == nil
+}
+
+// recordUint writes v to path, atomically.
+func recordUint(path, what string, v uint64) error {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(inc, 10)+"\n"), 0o600); err != nil {
-		return fmt.Errorf("record incarnation: %w", err)
+	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(v, 10)+"\n"), 0o600); err != nil {
+		return fmt.Errorf("record %s: %w", what, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("record incarnation: %w", err)
+		return fmt.Errorf("record %s: %w", what, err)
 	}
 	return nil
 }

@@ -44,6 +44,8 @@ func TestConfigBoundaries(t *testing.T) {
 		{"tolerance 101", "loss_tolerance: 10", "loss_tolerance: 101", "cluster.heartbeat.loss_tolerance"},
 		{"quorum 3", "  mac_mode: unicast", "  mac_mode: unicast\n  quorum_voters: 3", ""},
 		{"quorum 64", "  mac_mode: unicast", "  mac_mode: unicast\n  quorum_voters: 64", ""},
+		{"quorum off", "  mac_mode: unicast", "  mac_mode: unicast\n  quorum: off", ""},
+		{"quorum majority", "  mac_mode: unicast", "  mac_mode: unicast\n  quorum: majority", ""},
 		{"quorum -1", "  mac_mode: unicast", "  mac_mode: unicast\n  quorum_voters: -1", "cluster.quorum_voters"},
 		{"grace 0s", "  mac_mode: unicast", "  mac_mode: unicast\n  grace: 0s", ""},
 		{"grace 1h", "  mac_mode: unicast", "  mac_mode: unicast\n  grace: 1h", ""},
@@ -153,7 +155,13 @@ func TestLoad(t *testing.T) {
 	r.QuorumVoters, r.RemotePort = 0, 0
 	b.Reset()
 	PrintSummary(&b, r)
-	if !strings.Contains(b.String(), "quorum:      off") || !strings.Contains(b.String(), "remote:      off") {
+	if !strings.Contains(b.String(), "quorum:      majority of the members last agreed") || !strings.Contains(b.String(), "remote:      off") {
+		t.Errorf("summary:\n%s", b.String())
+	}
+	r.Quorum = false
+	b.Reset()
+	PrintSummary(&b, r)
+	if !strings.Contains(b.String(), "quorum:      off") {
 		t.Errorf("summary:\n%s", b.String())
 	}
 	if e := (&Error{Key: "k", Msg: "m"}).Error(); e != "k: m" {

@@ -98,6 +98,8 @@ func TestConfigErrors(t *testing.T) {
 		{"remote port", "ports: \"53\"", "ports: \"2504\"", "cluster.port_rules[2].ports"},
 		{"quorum voters", "  mac_mode: unicast", "  mac_mode: unicast\n  quorum_voters: 2", "cluster.quorum_voters"},
 		{"quorum voters range", "  mac_mode: unicast", "  mac_mode: unicast\n  quorum_voters: 65", "cluster.quorum_voters"},
+		{"quorum mode", "  mac_mode: unicast", "  mac_mode: unicast\n  quorum: sometimes", "cluster.quorum"},
+		{"voters without quorum", "  mac_mode: unicast", "  mac_mode: unicast\n  quorum: off\n  quorum_voters: 3", "cluster.quorum_voters"},
 		{"host id", "id: 1", "id: 65", "host.id"},
 		{"host id zero", "id: 1", "id: 0", "host.id"},
 		{"interface", "interface: eth0", "interface: averyveryverylongname0", "host.interface"},

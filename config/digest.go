@@ -13,6 +13,9 @@ func (r *Resolved) Digest() [16]byte {
 	h := sha256.New()
 	fmt.Fprintf(h, "nlb cluster v1\nname=%s\nvips=%v\nmode=%s\nperiod=%d\ntolerance=%d\nseed=%x\nremote=%d\nquorum=%d\ngrace=%d\n",
 		r.Name, r.VIPs, r.MACMode, r.Period, r.LossTolerance, r.Seed, r.RemotePort, r.QuorumVoters, r.Grace)
+	if !r.Quorum {
+		fmt.Fprintf(h, "quorum=off\n") // hosts that treat partitions differently must not mix
+	}
 	for i, rule := range r.Rules {
 		fmt.Fprintf(h, "rule=%s|%s|%s|%s|%s\n", r.RuleNames[i], rule, rule.Protocol, rule.Mode, rule.Affinity)
 	}

@@ -35,7 +35,9 @@ type Resolved struct {
 	Rules     []filter.PortRule
 	RuleNames []string
 	HostRules []HostRule
-	// QuorumVoters is 0 (off) or the number of voters, hosts 1..N.
+	// Quorum: majority (true, the default) or off. QuorumVoters is 0
+	// (the voters are the last agreed members) or N: hosts 1..N.
+	Quorum       bool
 	QuorumVoters int
 	Grace        time.Duration
 
@@ -118,8 +120,18 @@ func (c *Config) Resolve() (*Resolved, error) {
 		}
 		r.RemotePort = c.Cluster.RemoteControl.Port
 	}
+	switch c.Cluster.Quorum {
+	case "", "majority":
+		r.Quorum = true
+	case "off":
+	default:
+		return nil, cerr("cluster.quorum", c.Cluster.Quorum, "must be majority (the default) or off")
+	}
 	if q := c.Cluster.QuorumVoters; q < 0 || q > filter.MaxHostID || q == 1 || q == 2 {
-		return nil, cerr("cluster.quorum_voters", strconv.Itoa(q), "must be 0 (off) or 3..%d: with 1 or 2 voters one failure stops the cluster", filter.MaxHostID)
+		return nil, cerr("cluster.quorum_voters", strconv.Itoa(q), "must be 0 (the last agreed members) or 3..%d: with 1 or 2 fixed voters one failure stops the cluster", filter.MaxHostID)
+	}
+	if c.Cluster.QuorumVoters != 0 && !r.Quorum {
+		return nil, cerr("cluster.quorum_voters", strconv.Itoa(c.Cluster.QuorumVoters), "needs quorum: majority")
 	}
 	r.QuorumVoters = c.Cluster.QuorumVoters
 	r.Grace = time.Duration(c.Cluster.Grace)

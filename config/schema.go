@@ -44,9 +44,14 @@ type ClusterConfig struct {
 	RemoteControl RemoteControlConfig `yaml:"remote_control"`
 	// PortRules say how traffic is spread.
 	PortRules []PortRuleConfig `yaml:"port_rules"`
-	// QuorumVoters, when not 0, makes hosts 1..QuorumVoters voters: a host
-	// takes new flows only while it hears, and is heard by, a strict
-	// majority of them (see docs/architecture.md, "Partitions").
+	// Quorum is "majority" (the default: a host takes new flows only
+	// while it hears, and is heard by, a majority of the voters, so the
+	// minority side of a partition stops) or "off" (as NLB, both sides
+	// serve). See docs/architecture.md, "Partitions".
+	Quorum string `yaml:"quorum"`
+	// QuorumVoters, when not 0, makes hosts 1..QuorumVoters the voters
+	// (strict majority); 0: the voters are the members of the last
+	// epoch agreed.
 	QuorumVoters int `yaml:"quorum_voters"`
 	// Grace is how long buckets inherited from a host declared dead stay
 	// dirty (new connections and our own flows only), so that a host that

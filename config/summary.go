@@ -16,10 +16,13 @@ func PrintSummary(w io.Writer, r *Resolved) {
 	} else {
 		fmt.Fprintf(w, "  remote:      off\n")
 	}
-	if r.QuorumVoters > 0 {
-		fmt.Fprintf(w, "  quorum:      majority of hosts 1..%d\n", r.QuorumVoters)
-	} else {
+	switch {
+	case !r.Quorum:
 		fmt.Fprintf(w, "  quorum:      off (both sides of a partition serve, as NLB)\n")
+	case r.QuorumVoters > 0:
+		fmt.Fprintf(w, "  quorum:      majority of hosts 1..%d\n", r.QuorumVoters)
+	default:
+		fmt.Fprintf(w, "  quorum:      majority of the members last agreed (the minority side of a partition stops)\n")
 	}
 	fmt.Fprintf(w, "  state:       %s at start\n", r.InitialState)
 	fmt.Fprintf(w, "  port rules:  %d\n", len(r.Rules))

@@ -56,7 +56,7 @@ func TestSimFlapping(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newSim(t, 21)
 			s.cfg.FlapWindow = tc.window
-			s.cfg.QuorumVoters = 3 // clients reach both sides: S1 needs the minority to stop
+			s.cfg.Quorum, s.cfg.QuorumVoters = true, 3 // clients reach both sides: S1 needs the minority to stop
 			for id := uint8(1); id <= 3; id++ {
 				s.boot(id, false)
 			}

@@ -13,6 +13,12 @@ func (m *Machine) command(now time.Time, c Command) {
 		if c.Op == OpStart && m.state == StateSuspended {
 			return // only resume leaves suspended
 		}
+		if c.Op == OpStart && m.state == StateDraining {
+			// A start cancels a drainstop in progress: the host takes
+			// new flows again (the leader sees it active again).
+			m.setState(now, StateConverging, "start: drainstop cancelled")
+			return
+		}
 		if m.state == StateStopped || m.state == StateSuspended || m.state == StateRefused {
 			if m.state == StateRefused {
 				m.listenStart = now // listen again before speaking

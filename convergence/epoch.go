@@ -256,5 +256,9 @@ func (m *Machine) adopt(now time.Time, e *Epoch) {
 	}
 	m.epoch = e
 	m.phase = phaseClosed
+	if m.cfg.Quorum && e.Members != 0 && e.Members != m.voters {
+		m.voters = e.Members
+		m.out = append(m.out, Voters{Set: e.Members})
+	}
 	m.events = append(m.events, Notice{Kind: NoticeEpoch, Host: m.cfg.HostID, Msg: "adopted"})
 }

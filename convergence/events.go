@@ -16,8 +16,8 @@ func (Received) event() {}
 func (HeldScan) event() {}
 func (Command) event()  {}
 
-// Action is an output of Step: Send, InstallMarks, Lease, Reincarnate or
-// Notice (a closed set).
+// Action is an output of Step: Send, InstallMarks, Lease, Reincarnate,
+// Voters or Notice (a closed set).
 type Action interface{ action() }
 
 func (Send) action()         {}
@@ -25,6 +25,7 @@ func (InstallMarks) action() {}
 func (Lease) action()        {}
 func (Notice) action()       {}
 func (Reincarnate) action()  {}
+func (Voters) action()       {}
 
 // Events, passed to Step.
 type (
@@ -75,6 +76,10 @@ type (
 	// later one of its ID than the clock gave); the agent tells its
 	// guard and records it.
 	Reincarnate struct{ Incarnation uint64 }
+	// Voters: the dynamic voter set changed (the members of the epoch
+	// just agreed); the agent records it so that a restart, or a reboot,
+	// inside a partition does not found a second cluster.
+	Voters struct{ Set uint64 }
 	// Notice is a change worth one log line (and an event for operators).
 	Notice struct {
 		Kind NoticeKind

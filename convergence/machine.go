@@ -32,11 +32,18 @@ type Config struct {
 	Grace time.Duration
 	// DrainTimeout ends a drainstop even if flows remain (0: never).
 	DrainTimeout time.Duration
-	// QuorumVoters, when not 0, makes hosts 1..QuorumVoters voters: a host
-	// takes part only while it hears, and is heard by, a strict majority of
-	// them. The minority side of a partition then stops taking new flows
-	// before the majority takes its buckets. 0: as NLB, both sides serve.
+	// Quorum: a host takes part only while it hears, and is heard by, a
+	// majority of the voters; the minority side of a partition then stops
+	// taking new flows before the majority takes its buckets. Off: as
+	// NLB, both sides serve. The voters are hosts 1..QuorumVoters when it
+	// is not 0 (strict majority), else the members of the last epoch this
+	// host agreed to (more than half, or exactly half with the lowest
+	// voter), starting from Voters.
+	Quorum       bool
 	QuorumVoters int
+	// Voters is the voter set recorded before this start (bit i-1 = host
+	// i; 0: none, the host may found a cluster).
+	Voters uint64
 	// StartState is started, stopped or suspended.
 	StartState State
 	// FlapWindow, when not 0, damps flapping peers: a peer evicted more
@@ -83,6 +90,7 @@ type Machine struct {
 
 	holdUntil  time.Time // a founder opens nothing before this
 	lostQuorum bool
+	voters     uint64   // the dynamic voter set (Config.Quorum, no QuorumVoters)
 	out        []Action // actions produced by evaluate
 	// refusedMismatch: refused because a running cluster has other
 	// settings (lifted when it is gone; a duplicate ID is not).
@@ -121,7 +129,7 @@ type Machine struct {
 // stepped.
 func NewMachine(cfg Config) *Machine {
 	m := &Machine{cfg: cfg, peers: map[uint8]*peer{}, ruleFlags: make([]uint8, len(cfg.Rules)),
-		healthDown: make([]bool, len(cfg.Rules))}
+		healthDown: make([]bool, len(cfg.Rules)), voters: cfg.Voters}
 	for _, i := range cfg.HealthDown {
 		if i >= 0 && i < len(m.healthDown) {
 			m.healthDown[i] = true

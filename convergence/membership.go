@@ -245,25 +245,35 @@ func (m *Machine) quorumHorizon() time.Duration {
 	return h
 }
 
-// quorum: off, or we hear, and are heard by, a strict majority of voters
-// (ourselves included when we are one).
+// quorum: off, or we hear, and are heard by, a majority of the voters
+// (ourselves included when we are one): with the static voters 1..N more
+// than half; with the dynamic ones (the last agreed members) more than
+// half, or exactly half with the lowest voter among them, so that one side
+// of an even split goes on (a two-host cluster survives the loss of its
+// higher host). No voters yet (a host that never agreed to an epoch): true.
 func (m *Machine) quorum(now time.Time) bool {
-	n := m.cfg.QuorumVoters
-	if n <= 0 {
+	if !m.cfg.Quorum {
 		return true
 	}
-	votes := 0
-	if int(m.cfg.HostID) <= n {
-		votes++
+	voters, tie := m.voters, true
+	if n := m.cfg.QuorumVoters; n > 0 {
+		voters, tie = ^uint64(0)>>(64-n), false
 	}
-	me := uint64(1) << (m.cfg.HostID - 1)
+	if voters == 0 {
+		return true
+	}
+	heard := uint64(1) << (m.cfg.HostID - 1)
+	me := heard
 	for id, p := range m.peers {
-		if int(id) <= n && p.refused == "" && p.hb != nil && now.Sub(p.lastHeard) < m.quorumHorizon() &&
-			State(p.hb.State).active() && p.hb.View&me != 0 {
-			votes++
+		// Whatever its state: a stopped voter we hear, and that hears
+		// us, is on our side of any partition (so an operator's stop of
+		// one host of two does not stop the other).
+		if p.refused == "" && p.hb != nil && now.Sub(p.lastHeard) < m.quorumHorizon() && p.hb.View&me != 0 {
+			heard |= 1 << (id - 1)
 		}
 	}
-	return 2*votes > n
+	votes, n := bits.OnesCount64(heard&voters), bits.OnesCount64(voters)
+	return 2*votes > n || tie && 2*votes == n && heard&voters&-voters != 0
 }
 
 // conflict: a host we hear has an epoch with our number (or a higher one)

@@ -451,7 +451,7 @@ func TestClockStepBackRestart(t *testing.T) {
 // never proposed: the cluster stayed converging. A leader now proposes
 // its own epoch when it refused the source's.
 func TestLeaderNotHeldBySourceRefused(t *testing.T) {
-	scenario(t, 505, 3, 12, true)
+	scenario(t, 505, 3, 12, quorumStatic)
 }
 
 // TestClockStepBackInPartition: as TestClockStepBackRestart, but host 2

@@ -14,9 +14,10 @@ import (
 // heartbeats are cut both ways) while clients still reach every host, for
 // 3 s — less than loss_tolerance + grace (1 s + 3 s) — then the link
 // heals. Connections that existed before the split see no reset and no
-// stall in either mode. New flows: as NLB (quorum off) both sides take
+// stall in every mode. New flows: as NLB (quorum off) both sides take
 // the buckets they think orphaned, so some SYNs are answered twice (and
-// such connections may fail); with quorum_voters 3, host 3, a minority,
+// such connections may fail); with the default configuration (a majority
+// of the last agreed members) or quorum_voters 3, host 3, a minority,
 // stops taking new flows before the majority takes its buckets: no SYN is
 // answered twice and no new connection fails. The re-merge time after
 // the heal is reported.
@@ -24,10 +25,12 @@ func TestPartition(t *testing.T) {
 	netns.RequireRoot(t)
 	for _, tc := range []struct {
 		name   string
+		quorum string
 		voters int
-	}{{"quorum-off", 0}, {"quorum-3", 3}} {
+	}{{"default", "", 0}, {"quorum-off", "off", 0}, {"quorum-3", "", 3}} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := cluster.New(t, cluster.Options{QuorumVoters: tc.voters})
+			quorum := tc.quorum != "off"
+			c := cluster.New(t, cluster.Options{Quorum: tc.quorum, QuorumVoters: tc.voters})
 			startAll(t, c, all3)
 			watches := []*cluster.SYNACKWatch{c.WatchSYNACK(0), c.WatchSYNACK(1)}
 			ll := openLongLived(t, c, 150)
@@ -61,13 +64,13 @@ func TestPartition(t *testing.T) {
 				doubles += len(d)
 			}
 			t.Logf("new connections: %d, %d failed; SYNs answered by two hosts: %d", ld.ok.Load(), ld.failed.Load(), doubles)
-			if tc.voters > 0 && (doubles != 0 || ld.failed.Load() != 0) {
+			if quorum && (doubles != 0 || ld.failed.Load() != 0) {
 				t.Errorf("with a quorum: %d SYNs answered twice, %d new connections failed: %v", doubles, ld.failed.Load(), ld.errs)
 			}
-			if tc.voters == 0 && q3.Owned["web"] == 0 {
+			if !quorum && q3.Owned["web"] == 0 {
 				t.Errorf("without a quorum the isolated host should keep serving (NLB's behaviour)")
 			}
-			if tc.voters > 0 && (q3.LeaseValid || q3.Owned["web"] != 0) {
+			if quorum && (q3.LeaseValid || q3.Owned["web"] != 0) {
 				t.Errorf("with a quorum the minority host must take no new flows: lease %v, owns %d", q3.LeaseValid, q3.Owned["web"])
 			}
 			ll.finish(t, "connections that existed before the split")

@@ -94,6 +94,7 @@ type Params struct {
 	Period        string       `json:"heartbeat_period"`
 	LossTolerance int          `json:"loss_tolerance"`
 	RemotePort    uint16       `json:"remote_port"`
+	Quorum        string       `json:"quorum"`
 	QuorumVoters  int          `json:"quorum_voters"`
 	Grace         string       `json:"grace"`
 	Interface     string       `json:"interface"`

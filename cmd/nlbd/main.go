@@ -113,6 +113,7 @@ reloads the configuration.`,
 	f.BoolVar(&restore, "restore", false, "undo what a killed agent changed (NIC MAC, addresses, sysctls, pinned eBPF), and exit")
 	f.StringVar(&layout.RunDir, "run-dir", remote.DefaultRunDir, "directory of the NIC state file and the control socket")
 	f.StringVar(&layout.RunDir, "state-dir", remote.DefaultRunDir, "old name of --run-dir")
+	f.StringVar(&layout.DataDir, "data-dir", agent.DefaultDataDir, "directory of what survives a reboot: the last incarnation and the quorum's voter set")
 	f.MarkHidden("state-dir")
 	f.StringVar(&layout.BPFFS, "bpffs", agent.DefaultBPFFS, "bpffs mount point (mounted if absent); pins go under BPFFS/nlb/IFNAME")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")

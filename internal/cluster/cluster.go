@@ -69,7 +69,9 @@ type Options struct {
 	// learning), so that traffic to a host's own MAC costs the segment as
 	// much as traffic to a unicast-mode cluster MAC: like for like.
 	Flood bool
-	// QuorumVoters is cluster.quorum_voters (default 0: off).
+	// Quorum is cluster.quorum (default majority); QuorumVoters is
+	// cluster.quorum_voters (default 0: the last agreed members).
+	Quorum       string
 	QuorumVoters int
 	// Grace is cluster.grace (default 3s).
 	Grace time.Duration
@@ -95,13 +97,14 @@ type Cluster struct {
 
 // Host is one cluster host.
 type Host struct {
-	ID     uint8
-	NS     *netns.NS
-	Ifname string
-	Config string
-	RunDir string
-	BPFFS  string
-	Log    string
+	ID      uint8
+	NS      *netns.NS
+	Ifname  string
+	Config  string
+	RunDir  string
+	DataDir string
+	BPFFS   string
+	Log     string
 
 	c    *Cluster
 	mu   sync.Mutex
@@ -245,7 +248,7 @@ func (c *Cluster) addHostWith(t netns.T, id uint8, keyFile, state string) {
 	}
 	dir := filepath.Join(c.Dir, fmt.Sprintf("host%d", id))
 	h := &Host{ID: id, NS: ns, Ifname: ifname, Config: filepath.Join(dir, "nlb.yaml"),
-		RunDir: filepath.Join(dir, "run"), BPFFS: filepath.Join(dir, "bpf"), Log: filepath.Join(c.Dir, fmt.Sprintf("host%d.log", id)), c: c,
+		RunDir: filepath.Join(dir, "run"), DataDir: filepath.Join(dir, "data"), BPFFS: filepath.Join(dir, "bpf"), Log: filepath.Join(c.Dir, fmt.Sprintf("host%d.log", id)), c: c,
 		keyFile: keyFile, initialState: state}
 	if err := os.MkdirAll(h.BPFFS, 0o700); err != nil {
 		t.Fatalf("%v", err)
@@ -283,6 +286,7 @@ func (c *Cluster) config(h *Host) string {
     period: %s
     loss_tolerance: 10
   grace: %s
+  quorum: %s
   quorum_voters: %d
   remote_control:
     enabled: true
@@ -302,7 +306,7 @@ host:
     web: {weight: "%s"%s}
     echo: {weight: "%s"}
     sticky: {weight: "%s"}
-`, VIP, c.Opts.Mode, cmp.Or(h.keyFile, c.KeyFile), c.Opts.Period, c.Opts.Grace, c.Opts.QuorumVoters, h.remoteExtra, h.extra, PortHTTP, PortEcho, PortSticky,
+`, VIP, c.Opts.Mode, cmp.Or(h.keyFile, c.KeyFile), c.Opts.Period, c.Opts.Grace, cmp.Or(c.Opts.Quorum, "majority"), c.Opts.QuorumVoters, h.remoteExtra, h.extra, PortHTTP, PortEcho, PortSticky,
 		h.ID, h.Ifname, HostIP(h.ID), MetricsAddr(h.ID), cmp.Or(h.initialState, c.Opts.InitialState), c.Opts.OnExit, c.Opts.DrainTimeout, w, hc, w, w)
 }
 

@@ -75,7 +75,7 @@ func (c *Cluster) Start(id uint8) {
 	// nsenter enters only the network namespace: the agent's bpffs and
 	// state files are in the shared mount namespace, so pins outlive it.
 	cmd := exec.Command("nsenter", "--net="+h.NS.Path(), "--", c.Opts.Nlbd, "--config", h.Config,
-		"--run-dir", h.RunDir, "--bpffs", h.BPFFS, "--log-level", "info")
+		"--run-dir", h.RunDir, "--data-dir", h.DataDir, "--bpffs", h.BPFFS, "--log-level", "info")
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
