@@ -51,7 +51,9 @@ type Agent struct {
 	started    time.Time
 	inc        uint64 // at start (the node's status has the current one)
 	prevInc    uint64 // the incarnation recorded before this start
-	voters     uint64 // the voter set recorded before this start
+	// voters, agreed in votersEpoch: the voter set recorded before this
+	// start.
+	voters, votersEpoch uint64
 }
 
 // New returns an agent for a validated configuration; it touches nothing.

@@ -74,7 +74,7 @@ func (a *Agent) machineConfig(cfg *config.Resolved, ownMAC net.HardwareAddr) con
 		HostID: cfg.HostID, Incarnation: a.inc, PrevIncarnation: a.prevInc, ClusterVIP: cfg.VIPs[0], MAC: mac,
 		DedicatedIP: cfg.DedicatedIP.Addr(), Rules: cfg.Rules, ConfigDigest: cfg.Digest(),
 		Settings: cfg.Settings(), Timing: cfg.Timing,
-		Grace: cfg.Grace, DrainTimeout: cfg.DrainTimeout, Quorum: cfg.Quorum, QuorumVoters: cfg.QuorumVoters, Voters: a.voters, StartState: st,
+		Grace: cfg.Grace, DrainTimeout: cfg.DrainTimeout, Quorum: cfg.Quorum, QuorumVoters: cfg.QuorumVoters, Voters: a.voters, VotersEpoch: a.votersEpoch, StartState: st,
 		FlapWindow: FlapWindow,
 	}
 }
@@ -130,7 +130,7 @@ func (a *Agent) apply(action convergence.Action) error {
 		a.fstate.LeaseValid = true
 		return a.dp.RenewLease(ac.For)
 	case convergence.Voters:
-		return recordUint(a.opts.Layout.VotersFile(a.cfg.Interface), "voters", ac.Set)
+		return recordVoters(a.opts.Layout.VotersFile(a.cfg.Interface), ac.Epoch, ac.Set)
 	case convergence.Reincarnate:
 		return recordIncarnation(a.opts.Layout.IncarnationFile(a.cfg.Interface), ac.Incarnation)
 	}

@@ -111,18 +111,47 @@ func recordIncarnation(path string, inc uint64) error {
 // readUint reads a record written by recordUint; ok is false if there is
 // none or it is unreadable.
 func readUint(path string) (v uint64, ok bool) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, false
-	}
-	v, err = strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-	return v, err == nil
+	vs, ok := readUints(path, 1)
+	return vs[0], ok
 }
 
-// recordUint writes v to path, atomically.
-func recordUint(path, what string, v uint64) error {
+// readUints reads n numbers from a record; all 0 and false if there is
+// none or it is unreadable.
+func readUints(path string, n int) ([]uint64, bool) {
+	out := make([]uint64, n)
+	b, err := os.ReadFile(path)
+	f := strings.Fields(string(b))
+	if err != nil || len(f) != n {
+		return out, false
+	}
+	for i := range f {
+		if out[i], err = strconv.ParseUint(f[i], 10, 64); err != nil {
+			return make([]uint64, n), false
+		}
+	}
+	return out, true
+}
+
+// readVoters reads the voter set and the epoch it was agreed in (0 0:
+// none recorded, or an unreadable record).
+func readVoters(path string) (epoch, voters uint64) {
+	v, _ := readUints(path, 2)
+	return v[0], v[1]
+}
+
+// recordVoters records the voter set agreed in epoch.
+func recordVoters(path string, epoch, voters uint64) error {
+	return recordUint(path, "voters", epoch, voters)
+}
+
+// recordUint writes vs to path, atomically.
+func recordUint(path, what string, vs ...uint64) error {
+	var s []string
+	for _, v := range vs {
+		s = append(s, strconv.FormatUint(v, 10))
+	}
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(v, 10)+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(tmp, []byte(strings.Join(s, " ")+"\n"), 0o600); err != nil {
 		return fmt.Errorf("record %s: %w", what, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {

@@ -33,3 +33,24 @@ func TestNextIncarnation(t *testing.T) {
 		t.Fatalf("record mode %v", fi.Mode())
 	}
 }
+
+// TestVotersRecord: the voter set and its epoch survive a round trip; a
+// missing or garbled record reads as none.
+func TestVotersRecord(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "eth0.voters")
+	if e, v := readVoters(p); e != 0 || v != 0 {
+		t.Fatalf("no record: %d %b", e, v)
+	}
+	if err := recordVoters(p, 57, 0b1011); err != nil {
+		t.Fatal(err)
+	}
+	if e, v := readVoters(p); e != 57 || v != 0b1011 {
+		t.Fatalf("round trip: %d %b", e, v)
+	}
+	for _, bad := range []string{"57", "57 x", "1 2 3", ""} {
+		os.WriteFile(p, []byte(bad), 0o600)
+		if e, v := readVoters(p); e != 0 || v != 0 {
+			t.Errorf("record %q read as %d %b", bad, e, v)
+		}
+	}
+}

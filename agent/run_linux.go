@@ -67,7 +67,7 @@ func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 	if err := os.MkdirAll(a.opts.Layout.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	a.voters, _ = readUint(a.opts.Layout.VotersFile(cfg.Interface))
+	a.votersEpoch, a.voters = readVoters(a.opts.Layout.VotersFile(cfg.Interface))
 	if a.inc, a.prevInc, err = nextIncarnation(a.opts.Layout.IncarnationFile(cfg.Interface), a.started); err != nil {
 		return nil, err
 	}

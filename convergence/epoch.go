@@ -150,7 +150,7 @@ func (m *Machine) lead(now time.Time, view uint64) {
 		// exists, we hear it, and the lower ID proposes for both.
 		m.holdUntil = now.Add(m.cfg.DeadAfter())
 	}
-	num := m.maxSeen + 1
+	num := max(m.maxSeen, m.votersEpoch) + 1 // above the recorded voters' epoch, after a cold start
 	if m.epoch != nil && m.epoch.Num >= num {
 		num = m.epoch.Num + 1
 	}
@@ -256,9 +256,8 @@ func (m *Machine) adopt(now time.Time, e *Epoch) {
 	}
 	m.epoch = e
 	m.phase = phaseClosed
-	if m.cfg.Quorum && e.Members != 0 && e.Members != m.voters {
-		m.voters = e.Members
-		m.out = append(m.out, Voters{Set: e.Members})
+	if e.Members != 0 {
+		m.setVoters(e.Num, e.Members)
 	}
 	m.events = append(m.events, Notice{Kind: NoticeEpoch, Host: m.cfg.HostID, Msg: "adopted"})
 }

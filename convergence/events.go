@@ -79,7 +79,7 @@ type (
 	// Voters: the dynamic voter set changed (the members of the epoch
 	// just agreed); the agent records it so that a restart, or a reboot,
 	// inside a partition does not found a second cluster.
-	Voters struct{ Set uint64 }
+	Voters struct{ Epoch, Set uint64 }
 	// Notice is a change worth one log line (and an event for operators).
 	Notice struct {
 		Kind NoticeKind

@@ -42,8 +42,8 @@ type Config struct {
 	Quorum       bool
 	QuorumVoters int
 	// Voters is the voter set recorded before this start (bit i-1 = host
-	// i; 0: none, the host may found a cluster).
-	Voters uint64
+	// i; 0: none, the host may found a cluster), agreed in VotersEpoch.
+	Voters, VotersEpoch uint64
 	// StartState is started, stopped or suspended.
 	StartState State
 	// FlapWindow, when not 0, damps flapping peers: a peer evicted more
@@ -90,8 +90,10 @@ type Machine struct {
 
 	holdUntil  time.Time // a founder opens nothing before this
 	lostQuorum bool
-	voters     uint64   // the dynamic voter set (Config.Quorum, no QuorumVoters)
-	out        []Action // actions produced by evaluate
+	// voters is the dynamic voter set (Config.Quorum, no QuorumVoters),
+	// agreed in votersEpoch: the members of that epoch.
+	voters, votersEpoch uint64
+	out                 []Action // actions produced by evaluate
 	// refusedMismatch: refused because a running cluster has other
 	// settings (lifted when it is gone; a duplicate ID is not).
 	refusedMismatch bool
@@ -129,7 +131,7 @@ type Machine struct {
 // stepped.
 func NewMachine(cfg Config) *Machine {
 	m := &Machine{cfg: cfg, peers: map[uint8]*peer{}, ruleFlags: make([]uint8, len(cfg.Rules)),
-		healthDown: make([]bool, len(cfg.Rules)), voters: cfg.Voters}
+		healthDown: make([]bool, len(cfg.Rules)), voters: cfg.Voters, votersEpoch: cfg.VotersEpoch}
 	for _, i := range cfg.HealthDown {
 		if i >= 0 && i < len(m.healthDown) {
 			m.healthDown[i] = true
@@ -262,6 +264,7 @@ func (m *Machine) heartbeat(now time.Time) *heartbeat.Heartbeat {
 	if m.epoch != nil {
 		h.Epoch, h.EpochDigest, h.Members = m.epoch.Num, m.epoch.Digest, m.epoch.Members
 	}
+	h.VotersEpoch, h.Voters = m.votersEpoch, m.voters
 	for id, p := range m.peers {
 		h.Echo[id-1] = p.inc
 	}

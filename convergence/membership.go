@@ -147,6 +147,9 @@ func (m *Machine) receive(now time.Time, r Received) []Action {
 			m.unverified++
 			return nil
 		}
+		if msg.VotersEpoch > m.votersEpoch {
+			m.setVoters(msg.VotersEpoch, msg.Voters) // agreed since by a quorum we missed
+		}
 		if m.heldNewer(msg) {
 			m.refuseDuplicate(now)
 			return nil
@@ -268,12 +271,29 @@ func (m *Machine) quorum(now time.Time) bool {
 		// Whatever its state: a stopped voter we hear, and that hears
 		// us, is on our side of any partition (so an operator's stop of
 		// one host of two does not stop the other).
-		if p.refused == "" && p.hb != nil && now.Sub(p.lastHeard) < m.quorumHorizon() && p.hb.View&me != 0 {
+		// A peer counts only with the same voter set: one that still
+		// holds an older set (it missed an epoch agreed without it)
+		// must not lend its vote to a count over that older set.
+		if p.refused == "" && p.hb != nil && now.Sub(p.lastHeard) < m.quorumHorizon() && p.hb.View&me != 0 &&
+			(!tie || p.hb.Voters == voters) {
 			heard |= 1 << (id - 1)
 		}
 	}
 	votes, n := bits.OnesCount64(heard&voters), bits.OnesCount64(voters)
 	return 2*votes > n || tie && 2*votes == n && heard&voters&-voters != 0
+}
+
+// setVoters records the dynamic voter set agreed in epoch num, if newer
+// than ours (with a quorum of the members last agreed).
+func (m *Machine) setVoters(num, voters uint64) {
+	if !m.cfg.Quorum || m.cfg.QuorumVoters != 0 || num <= m.votersEpoch || voters == 0 {
+		return
+	}
+	m.votersEpoch = num
+	if voters != m.voters {
+		m.voters = voters
+		m.out = append(m.out, Voters{Epoch: num, Set: voters})
+	}
 }
 
 // conflict: a host we hear has an epoch with our number (or a higher one)

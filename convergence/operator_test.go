@@ -491,3 +491,49 @@ func TestClockStepBackInPartition(t *testing.T) {
 		s.fail(t, "")
 	}
 }
+
+// TestQuorumStaleVotersCannotOutvote: with the default quorum (the
+// members last agreed), 5 hosts split {1,2} | {3,4,5}: the majority
+// agrees to an epoch of three, whose members become the voters. Then
+// host 3 moves to the other side: {1,2,3} | {4,5}. Hosts 1 and 2 still
+// hold the old voters (1..5) and hear three of them, and host 1 would
+// lead; but they learn the newer set from host 3's heartbeat and count
+// only peers with the same set: the side {1,2,3} holds one vote of three
+// and takes no new flow, while {4,5} (two of three) serves. Clients
+// reach every host: S1 is checked across the partition.
+func TestQuorumStaleVotersCannotOutvote(t *testing.T) {
+	s := newSim(t, 19)
+	s.cfg.Quorum = true
+	s.reachFn = func(a, b uint8) bool { return true }
+	for id := uint8(1); id <= 5; id++ {
+		s.boot(id, false)
+	}
+	if s.settle(20*time.Second) < 0 {
+		s.fail(t, "formation")
+	}
+	s.partition([]uint8{1, 2}, []uint8{3, 4, 5})
+	s.run(3 * time.Second)
+	if e := s.hosts[3].m.Epoch(); e == nil || e.Members != 0b11100 || s.hosts[3].m.voters != 0b11100 {
+		s.fail(t, "the majority did not agree to an epoch of three")
+	}
+	s.partition([]uint8{1, 2, 3}, []uint8{4, 5})
+	s.run(3 * time.Second)
+	for _, id := range []uint8{1, 2, 3} {
+		if s.owns(id) {
+			t.Errorf("host %d takes new flows on the minority side", id)
+		}
+		if v := s.hosts[id].m.voters; v != 0b11100 {
+			t.Errorf("host %d voters %b, want 11100", id, v)
+		}
+	}
+	if !s.owns(4) || !s.owns(5) {
+		t.Errorf("the majority {4,5} of the voters {3,4,5} does not serve")
+	}
+	if len(s.violations) > 0 {
+		s.fail(t, "")
+	}
+	s.partition()
+	if s.settle(20*time.Second) < 0 {
+		s.fail(t, "no settle after the heal")
+	}
+}

@@ -45,18 +45,20 @@ type simFlow struct {
 }
 
 type simHost struct {
-	id         uint8
-	m          *Machine
-	voters     uint64 // the recorded voter set (survives restarts and reboots)
-	conn       *heartbeat.MemConn
-	guard      *heartbeat.Guard
-	agentUp    bool
-	kernelUp   bool
-	marks      [filter.MaxRules + 1]filter.Marks
-	leaseUntil time.Time
-	nextTick   time.Time
-	inc        uint64
-	weight     uint32
+	id uint8
+	m  *Machine
+	// voters, agreed in votersEpoch: the recorded voter set (survives
+	// restarts and reboots).
+	voters, votersEpoch uint64
+	conn                *heartbeat.MemConn
+	guard               *heartbeat.Guard
+	agentUp             bool
+	kernelUp            bool
+	marks               [filter.MaxRules + 1]filter.Marks
+	leaseUntil          time.Time
+	nextTick            time.Time
+	inc                 uint64
+	weight              uint32
 	// rate and offset skew the host's clock (skewed runs): its clock
 	// advances rate seconds per real second, from offset.
 	rate   float64
@@ -176,7 +178,7 @@ func (s *sim) boot(id uint8, restart bool) {
 	}
 	h.inc++
 	cfg := s.cfg
-	cfg.HostID, cfg.Incarnation, cfg.Voters = id, h.inc, h.voters
+	cfg.HostID, cfg.Incarnation, cfg.Voters, cfg.VotersEpoch = id, h.inc, h.voters, h.votersEpoch
 	cfg.Settings = []filter.RuleSetting{{Weight: h.weight, Priority: int(id)}, {Weight: 50, Priority: int(id)}}
 	h.m = NewMachine(cfg)
 	if restart && h.kernelUp {
@@ -271,7 +273,7 @@ func (s *sim) apply(h *simHost, acts []Action) {
 			}
 			s.changed = true
 		case Voters:
-			h.voters = a.Set
+			h.voters, h.votersEpoch = a.Set, a.Epoch
 		case Reincarnate:
 			h.inc = a.Incarnation
 			h.guard.SetOwnIncarnation(a.Incarnation)

@@ -36,12 +36,12 @@ const (
 	ChunkLen = 1024
 
 	headerLen        = 8
-	heartbeatFixLen  = 120
+	heartbeatFixLen  = 136
 	ruleSettingLen   = 4
 	echoLen          = 8
 	tableChunkFixLen = 40
 	// MaxMessageLen bounds every message; larger input is refused. (A
-	// heartbeat is at most 120+4·32+8·64+32 = 792 bytes.)
+	// heartbeat is at most 136+4·32+8·64+32 = 808 bytes.)
 	MaxMessageLen = tableChunkFixLen + ChunkLen + MACLen
 )
 
@@ -63,7 +63,9 @@ const (
 //	96 retaining u64 (bit t: still holds flows in buckets it gave away in table t)
 //	104 members u64 (bit i-1: host i is a member of the sender's epoch)
 //	112 echo mask u64 (bit i-1: an echo of host i follows)
-//	120 rule settings, 4 bytes each: weight u8, priority u8, flags u8, reserved u8
+//	120 voters epoch u64 | 128 voters u64 (the quorum's voter set, bit i-1:
+//	    host i, as agreed in that epoch; 0 0: none)
+//	136 rule settings, 4 bytes each: weight u8, priority u8, flags u8, reserved u8
 //	... echoes, 8 bytes each in host order: the newest incarnation of
 //	    host i the sender has heard (authentic, admitted or not)
 //	... HMAC-SHA256 [32] over everything before it
@@ -90,6 +92,9 @@ type Heartbeat struct {
 	// after this host started, which no replay of an earlier capture can
 	// give (docs/protocol.md, "Freshness").
 	Echo [filter.MaxHostID]uint64
+	// Voters is the sender's quorum voter set, agreed in VotersEpoch
+	// (a later one supersedes it).
+	VotersEpoch, Voters uint64
 }
 
 // Message is a decoded frame: a *Heartbeat or a *TableChunk (a closed set).
@@ -216,6 +221,8 @@ func (h *Heartbeat) Marshal(key *Key) ([]byte, error) {
 	binary.BigEndian.PutUint64(b[96:104], h.Retaining)
 	binary.BigEndian.PutUint64(b[104:112], h.Members)
 	binary.BigEndian.PutUint64(b[112:120], mask)
+	binary.BigEndian.PutUint64(b[120:128], h.VotersEpoch)
+	binary.BigEndian.PutUint64(b[128:136], h.Voters)
 	o := heartbeatFixLen
 	for _, r := range h.Rules {
 		b[o], b[o+1], b[o+2] = r.Weight, r.Priority, r.Flags
@@ -321,6 +328,8 @@ func Unmarshal(b []byte, key *Key) (Message, error) {
 		Phase:       b[92],
 		Retaining:   binary.BigEndian.Uint64(b[96:104]),
 		Members:     binary.BigEndian.Uint64(b[104:112]),
+		VotersEpoch: binary.BigEndian.Uint64(b[120:128]),
+		Voters:      binary.BigEndian.Uint64(b[128:136]),
 	}
 	copy(h.ConfigDigest[:], b[44:60])
 	copy(h.EpochDigest[:], b[76:92])

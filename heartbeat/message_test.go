@@ -23,8 +23,9 @@ func sampleHeartbeat() *Heartbeat {
 		ConfigDigest: [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
 		View:         0b1011, Epoch: 7, EpochDigest: [16]byte{0xee},
 		Phase: 1, Retaining: 1 << 32, Members: 0b111,
-		Rules: []RuleSetting{{Weight: 50, Priority: 3}, {Weight: 0, Priority: 1, Flags: RuleDraining}},
-		Echo:  [64]uint64{0: 1700000000000000001, 3: 7, 63: 1<<64 - 1},
+		Rules:       []RuleSetting{{Weight: 50, Priority: 3}, {Weight: 0, Priority: 1, Flags: RuleDraining}},
+		Echo:        [64]uint64{0: 1700000000000000001, 3: 7, 63: 1<<64 - 1},
+		VotersEpoch: 12, Voters: 0b1011,
 	}
 }
 
