@@ -88,6 +88,7 @@ soak: need-root deps-quiet
 	NLB_SIM_SEEDS=$(SOAK_SEEDS) $(GO) test -count=1 -timeout 60m -run 'TestSimRandom|TestSimLarge' -v ./convergence | grep -E 'seed|worst|n=|^(ok|FAIL|---)'
 	$(GO) test -run '^$$' -bench 'BenchmarkFailover/loss10' -benchtime 3x -timeout 30m ./convergence
 	$(GO) test -run '^$$' -bench 'BenchmarkSoakFalseEvictions' -benchtime 1x -timeout 30m -v ./bench | tee docs/bench-soak.txt
+	$(GO) test -run '^$$' -bench 'BenchmarkDetectionCurve' -benchtime 1x -timeout 30m -v ./bench | tee docs/bench-curve.txt
 
 # mutate runs mutation testing: gremlins over the pure packages (filter's
 # model, heartbeat, remote, config, health, and convergence with its fast

@@ -4,10 +4,8 @@ package bench
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -35,46 +33,16 @@ func BenchmarkSoakFalseEvictions(b *testing.B) {
 	}
 	c := cluster.New(b, cluster.Options{})
 	epoch := c.StartAll(all3)
-	for _, id := range all3 {
-		h := c.Hosts[id]
-		rules := fmt.Sprintf(`table netdev nlbsoak {
-	chain in {
-		type filter hook ingress device %s priority 0; policy accept;
-		ether type 0x886f numgen random mod 10 0 counter drop
-	}
-}`, h.Ifname)
-		if err := h.NS.Do(func() error { return nft(rules) }); err != nil {
-			b.Fatalf("loss rule on host %d: %v", id, err)
-		}
-	}
+	lossRule(b, c)
 	ctx, cancel := context.WithTimeout(context.Background(), dur)
 	defer cancel()
 	var wg sync.WaitGroup
-	for range runtime.NumCPU() { // the competing load
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			x := 0
-			for ctx.Err() == nil {
-				for i := 0; i < 1_000_000; i++ {
-					x += i
-				}
-			}
-			_ = x
-		}()
-	}
+	burnCPUs(ctx, &wg)
 	b.ResetTimer()
 	<-ctx.Done()
 	wg.Wait()
 	b.StopTimer()
-	evictions := 0
-	for _, id := range all3 {
-		raw, err := os.ReadFile(c.Hosts[id].Log)
-		if err != nil {
-			b.Fatal(err)
-		}
-		evictions += strings.Count(string(raw), "event=evict")
-	}
+	evictions := evictions(b, c)
 	q, err := c.Query(1)
 	if err != nil {
 		b.Fatal(err)
