@@ -112,6 +112,11 @@ type sim struct {
 	trace    func(format string, args ...any)
 	// reincarnations counts Reincarnate actions.
 	reincarnations int
+	// liar, when not 0, is a member (it holds the cluster key) whose
+	// table chunks give it all of rule 0, with heartbeats whose epoch
+	// digest matches the lie; lies and refused count them.
+	liar          uint8
+	lies, refused int
 
 	// skew gives each host its own clock rate and offset, and delivers
 	// some held-flow scans a tick late.
@@ -256,7 +261,11 @@ func (s *sim) apply(h *simHost, acts []Action) {
 	for _, a := range acts {
 		switch a := a.(type) {
 		case Send:
-			b, err := heartbeat.Marshal(a.Msg, &simKey)
+			msg := a.Msg
+			if s.liar == h.id {
+				msg = s.lie(h, msg)
+			}
+			b, err := heartbeat.Marshal(msg, &simKey)
 			if err != nil {
 				s.t.Fatalf("host %d: marshal: %v", h.id, err)
 			}
@@ -288,6 +297,9 @@ func (s *sim) apply(h *simHost, acts []Action) {
 			if a.Kind == NoticeEpoch && a.Msg == "proposed" {
 				s.epochs++
 			}
+			if a.Kind == NoticeTablesRefused {
+				s.refused++
+			}
 			if a.Kind == NoticeEvict && s.countLeaves {
 				s.leaves++ // no host crashes in runs that count leaves
 			}
@@ -305,6 +317,36 @@ func (s *sim) apply(h *simHost, acts []Action) {
 			}
 		}
 	}
+}
+
+// lie rewrites what the liar sends: rule 0's table chunks give it every
+// bucket, and its heartbeat's epoch digest matches those tables, so that
+// only the followers' own checks (verifyTables) can tell.
+func (s *sim) lie(h *simHost, msg heartbeat.Message) heartbeat.Message {
+	e := h.m.Epoch()
+	if e == nil || e.Tables[0] == nil {
+		return msg
+	}
+	switch m := msg.(type) {
+	case *heartbeat.TableChunk:
+		if m.Table == 0 && m.Epoch == e.Num {
+			c := *m
+			for i := range c.Owners {
+				c.Owners[i] = h.id
+			}
+			s.lies++
+			return &c
+		}
+	case *heartbeat.Heartbeat:
+		if m.Epoch == e.Num {
+			tabs := e.Tables
+			tabs[0] = filter.Uniform(h.id)
+			c := *m
+			c.EpochDigest = digestTables(e.Num, e.Members, &tabs, h.m.ntables())
+			return &c
+		}
+	}
+	return msg
 }
 
 func (s *sim) held(id uint8) HeldScan {
@@ -719,7 +761,7 @@ func scenario(t testing.TB, seed uint64, n int, events int, mode quorumMode) (se
 	for e := 0; e < events; e++ {
 		tap()
 		agents := up(func(h *simHost) bool { return h.agentUp })
-		switch r.IntN(13) {
+		switch r.IntN(14) {
 		case 0:
 			if len(agents) > 1 {
 				s.crashHost(pick(agents))
@@ -781,6 +823,12 @@ func scenario(t testing.TB, seed uint64, n int, events int, mode quorumMode) (se
 			for i := 0; i < 50 && len(captured) > 0; i++ {
 				atk.Send(captured[r.IntN(len(captured))])
 			}
+		case 13: // a member starts lying about its tables, or stops
+			if s.liar != 0 {
+				s.liar = 0
+			} else {
+				s.liar = pick(agents)
+			}
 		case 12: // a reboot whose clock stepped back, its record lost
 			if len(agents) > 1 {
 				id := pick(agents)
@@ -798,8 +846,9 @@ func scenario(t testing.TB, seed uint64, n int, events int, mode quorumMode) (se
 		}
 	}
 	// Stabilise: clean network, one partition, agents of live kernels
-	// back, every stopped host started.
+	// back, every stopped host started, the liar honest again.
 	s.partition()
+	s.liar = 0
 	s.net.SetLoss(0, 0)
 	s.net.SetDelay(0, 0)
 	for _, id := range s.ids() {
@@ -875,8 +924,8 @@ func TestSimRandom(t *testing.T) {
 		if t.Failed() {
 			return
 		}
-		t.Logf("seed %d (n=%d): %d flows, %d SYNs unserved, %d stalls, %d epochs, %d flows reset past the grace, %d reincarnations after clock steps, settled in %v",
-			seed, n, s.flowsMade, s.synLost, s.stalls, s.epochs, s.graceExpired, s.reincarnations, d)
+		t.Logf("seed %d (n=%d): %d flows, %d SYNs unserved, %d stalls, %d epochs, %d flows reset past the grace, %d reincarnations after clock steps, %d lying chunks, %d epochs refused, settled in %v",
+			seed, n, s.flowsMade, s.synLost, s.stalls, s.epochs, s.graceExpired, s.reincarnations, s.lies, s.refused, d)
 	}
 	t.Logf("worst time to settle after the last disturbance: %v (bound %d periods)", worst, livenessPeriods)
 }
