@@ -172,7 +172,7 @@ func TestLoad(t *testing.T) {
 // TestDefaults: the documented defaults (docs/config.md).
 func TestDefaults(t *testing.T) {
 	d := DefaultConfig()
-	if time.Duration(d.Cluster.Heartbeat.Period) != 100*time.Millisecond || d.Cluster.Heartbeat.LossTolerance != 10 ||
+	if time.Duration(d.Cluster.Heartbeat.Period) != 30*time.Millisecond || d.Cluster.Heartbeat.LossTolerance != 10 ||
 		time.Duration(d.Cluster.Grace) != 5*time.Second || time.Duration(d.Host.DrainTimeout) != 30*time.Second ||
 		d.Cluster.RemoteControl.Port != 2504 || d.Cluster.RemoteControl.Enabled || d.Cluster.MACMode != "unicast" ||
 		d.Host.InitialState != "started" || d.Host.OnExit != "drainstop" || d.Cluster.Name != "nlb" {

@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nlbproject/nlb/config"
 	"github.com/nlbproject/nlb/internal/cluster"
 	"github.com/nlbproject/nlb/remote"
 )
@@ -78,8 +79,8 @@ func main() {
 	}()
 	defer r.cleanup()
 
-	fmt.Println("== nlb demo: 3 hosts, 2 client namespaces, unicast mode, VIP", cluster.VIP)
-	c := cluster.New(r, cluster.Options{Nlbd: nlbd, ClientIPs: 8})
+	fmt.Println("== nlb demo: 3 hosts, 2 client namespaces, unicast mode, VIP", cluster.VIP, "- default heartbeat", config.DefaultHeartbeatPeriod, "× 10")
+	c := cluster.New(r, cluster.Options{Nlbd: nlbd, ClientIPs: 8, Period: config.DefaultHeartbeatPeriod})
 	for id := uint8(1); id <= 3; id++ {
 		c.Start(id)
 	}
