@@ -7,7 +7,6 @@ package main
 
 import (
 	"fmt"
-	"net/netip"
 	"os"
 	"os/signal"
 	"sort"
@@ -126,28 +125,49 @@ func main() {
 	fmt.Println("\n== live traffic: new HTTP connections to the VIP, answered per host")
 	show(4 * time.Second)
 
-	// A client address whose sticky bucket host 3 owns, to time failover.
-	var victim netip.Addr
+	// Client flows (address and port) in buckets host 3 owns, to time
+	// failover: a fresh one is tried every 20 ms.
 	cl := c.Clients[0]
-	for _, ip := range cl.IPs {
-		if own, err := c.Owner(1, netip.AddrPortFrom(ip, 1), cluster.PortSticky, "tcp"); err == nil && own == 3 {
-			victim = ip
-			break
-		}
-	}
+	flows := c.FlowsOwnedBy(cl, cluster.PortHTTP, 1000, 1, 3)
 	fmt.Println("\n== kill -9 host 3's agent and cut its cable")
 	before := cnt.failed.Load()
 	c.Kill(3)
 	c.Isolate(3, true)
 	killed := time.Now()
-	var failover time.Duration
-	if victim.IsValid() {
-		for time.Since(killed) < 20*time.Second {
-			if id, _, err := cl.Get(victim, cluster.PortSticky, 300*time.Millisecond); err == nil && id != 3 {
-				failover = time.Since(killed)
-				break
-			}
+	var (
+		mu       sync.Mutex
+		failover = time.Duration(-1)
+		probes   sync.WaitGroup
+	)
+	for _, f := range flows {
+		mu.Lock()
+		done := failover >= 0
+		mu.Unlock()
+		if done || time.Since(killed) > 10*time.Second {
+			break
 		}
+		probes.Add(1)
+		go func() {
+			defer probes.Done()
+			at := time.Since(killed)
+			conn, err := cl.Dial(f.Addr(), f.Port(), cluster.PortHTTP, 500*time.Millisecond)
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			if id, err := cluster.HTTPHost(conn, time.Second); err == nil && id != 3 {
+				mu.Lock()
+				if failover < 0 || at < failover {
+					failover = at
+				}
+				mu.Unlock()
+			}
+		}()
+		time.Sleep(20 * time.Millisecond)
+	}
+	probes.Wait()
+	if failover < 0 {
+		r.Fatalf("no new connection in host 3's buckets (%d flows) succeeded within 10 s of the kill", len(flows))
 	}
 	if _, err := c.WaitConverged([]uint8{1, 2}, 20*time.Second); err != nil {
 		r.Fatalf("%v", err)
