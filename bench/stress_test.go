@@ -4,9 +4,7 @@ package bench
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"runtime"
 	"slices"
@@ -15,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nlbproject/nlb/filter"
 	"github.com/nlbproject/nlb/internal/cluster"
 )
 
@@ -57,23 +54,7 @@ func burnCPUs(ctx context.Context, wg *sync.WaitGroup) {
 // ctx ends: random junk, and frames that open like another cluster's
 // heartbeats.
 func junkFlood(ctx context.Context, wg *sync.WaitGroup, cl *cluster.Client) {
-	r := rand.New(rand.NewPCG(7, 7))
-	frames := make([][]byte, 4096)
-	for i := range frames {
-		f := make([]byte, 60+r.IntN(100))
-		for j := range f {
-			f[j] = byte(r.Uint32())
-		}
-		copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-		copy(f[6:12], []byte{0x02, 0x66, 0, 0, byte(i >> 8), byte(i)})
-		binary.BigEndian.PutUint16(f[12:14], filter.EtherTypeHeartbeat)
-		if i%2 == 0 {
-			binary.BigEndian.PutUint32(f[14:18], filter.HeartbeatMagic)
-			f[18] = filter.HeartbeatVersion
-			copy(f[22:26], []byte{198, 18, 9, byte(i)})
-		}
-		frames[i] = f
-	}
+	frames := cluster.JunkHeartbeatFrames(4096, 7)
 	wg.Add(1)
 	go func() {
 		defer wg.Done()

@@ -3,8 +3,6 @@
 package e2e
 
 import (
-	"encoding/binary"
-	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -13,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nlbproject/nlb/filter"
 	"github.com/nlbproject/nlb/internal/cluster"
 	"github.com/nlbproject/nlb/internal/netns"
 )
@@ -33,23 +30,7 @@ func TestHeartbeatJunkFlood(t *testing.T) {
 	c := cluster.New(t, cluster.Options{Clients: 3})
 	startAll(t, c, all3)
 	ld := startLoad(c, 2, cluster.PortHTTP)
-	r := rand.New(rand.NewPCG(5, 5))
-	frames := make([][]byte, 20_000)
-	for i := range frames {
-		f := make([]byte, 60+r.IntN(100))
-		for j := range f {
-			f[j] = byte(r.Uint32())
-		}
-		copy(f[0:6], []byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-		copy(f[6:12], []byte{0x02, 0x66, 0, 0, byte(i >> 8), byte(i)})
-		binary.BigEndian.PutUint16(f[12:14], filter.EtherTypeHeartbeat)
-		if i%2 == 0 { // opens like a heartbeat, of another cluster
-			binary.BigEndian.PutUint32(f[14:18], filter.HeartbeatMagic)
-			f[18] = filter.HeartbeatVersion
-			copy(f[22:26], []byte{198, 18, 9, byte(i)})
-		}
-		frames = append(frames[:i], f)
-	}
+	frames := cluster.JunkHeartbeatFrames(20_000, 5)
 	before := scrapeAll(t, c)
 	var sent atomic.Int64
 	var wg sync.WaitGroup
