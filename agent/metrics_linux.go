@@ -48,6 +48,8 @@ var (
 	descHBRefused = prometheus.NewDesc("nlb_heartbeat_frames_refused_total",
 		"Heartbeat frames dropped, per reason (a refused frame's sender is not authenticated, so it is not a label).",
 		[]string{"reason"}, nil)
+	descHBUnverified = prometheus.NewDesc("nlb_heartbeat_frames_unverified_total",
+		"Authentic heartbeats not admitted because they did not echo this host's incarnation (a peer that has not heard it yet, or a replay).", nil, nil)
 	descHBOverflow = prometheus.NewDesc("nlb_heartbeat_inbox_overflow_total",
 		"Heartbeat frames dropped because the agent's inbox was full.", nil, nil)
 	descHBLost = prometheus.NewDesc("nlb_heartbeat_frames_lost_total",
@@ -72,7 +74,7 @@ type collector struct{ a *Agent }
 
 // allDescs lists every metric the collector exports.
 var allDescs = []*prometheus.Desc{descPackets, descBuckets, descState, descEpoch, descMembers,
-	descConvergences, descLastConv, descLease, descHBSent, descHBRecv, descHBRefused, descHBOverflow, descHBLost,
+	descConvergences, descLastConv, descLease, descHBSent, descHBRecv, descHBRefused, descHBOverflow, descHBUnverified, descHBLost,
 	descRemote, descRemoteRefused, descHealth, descHealthRuns, descRepins, descScrapeErr}
 
 // Describe sends every descriptor: the set is fixed, whatever a scrape
@@ -178,6 +180,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 		counter(descHBOverflow, st.Overflow)
+		counter(descHBUnverified, st.Unverified)
 		counter(descHBLost, node.FramesLost())
 	}
 	if srv != nil {
