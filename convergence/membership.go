@@ -147,9 +147,6 @@ func (m *Machine) receive(now time.Time, r Received) []Action {
 			m.unverified++
 			return nil
 		}
-		if msg.VotersEpoch > m.votersEpoch {
-			m.setVoters(msg.VotersEpoch, msg.Voters) // agreed since by a quorum we missed
-		}
 		if m.heldNewer(msg) {
 			m.refuseDuplicate(now)
 			return nil
@@ -176,6 +173,9 @@ func (m *Machine) receive(now time.Time, r Received) []Action {
 			}
 		} else if was, is := State(p.hb.State), State(msg.State); was.active() && !is.active() {
 			m.events = append(m.events, Notice{Kind: NoticeLeave, Host: msg.HostID, Msg: is.String()})
+		}
+		if msg.VotersEpoch > m.votersEpoch {
+			m.setVoters(msg.VotersEpoch, msg.Voters) // agreed since by a quorum we missed
 		}
 		p.refused, p.reported = "", false
 		p.hb, p.lastHeard = msg, now
