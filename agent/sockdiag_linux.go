@@ -60,6 +60,9 @@ func dumpTCP4(states uint32) ([]tcpConn, error) {
 	interrupted := false
 	for {
 		n, _, err := unix.Recvfrom(fd, buf, 0)
+		if err == unix.EINTR {
+			continue // a signal (the Go runtime's preemption among them)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("sock_diag receive: %w", err)
 		}

@@ -348,8 +348,12 @@ func captureSource(t *testing.T, ns *inetns.NS, ifname string, action func()) ([
 		}
 	}()
 	buf := make([]byte, 2048)
-	for i := 0; i < 50; i++ {
+	for i := 0; i < 50; {
 		n, from, err := unix.Recvfrom(fd, buf, 0)
+		if err == unix.EINTR {
+			continue // a signal (the Go runtime's preemption among them)
+		}
+		i++
 		if err != nil {
 			return nil, fmt.Errorf("capture: %w", err)
 		}
