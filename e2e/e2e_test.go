@@ -713,7 +713,13 @@ func TestRemoteControl(t *testing.T) {
 
 func waitState(t *testing.T, c *cluster.Cluster, id uint8, states ...string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	waitStateFor(t, c, id, 10*time.Second, states...)
+}
+
+// waitStateFor waits up to d for host id to reach one of states.
+func waitStateFor(t *testing.T, c *cluster.Cluster, id uint8, d time.Duration, states ...string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		if q, err := c.Query(id); err == nil && slices.Contains(states, q.State) {
 			return
