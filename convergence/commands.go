@@ -28,7 +28,11 @@ func (m *Machine) command(now time.Time, c Command) {
 			m.epoch = nil
 		}
 	case OpStop, OpSuspend:
-		m.closeAll(true) // as NLB: stop ends the flows this host handles
+		// A stop takes no new flows from now on, and the connections this
+		// host holds go on (retained buckets, released by the held-flow
+		// scan) while the others take its buckets: a planned change drops
+		// nothing. Suspend is the hard cut: as NLB's stop, it ends them.
+		m.closeAll(c.Op == OpSuspend)
 		m.phase = phaseNone
 		s := StateStopped
 		if c.Op == OpSuspend {

@@ -345,6 +345,7 @@ func (m *Machine) tick(now time.Time) []Action {
 // evaluate moves the machine towards the cluster's agreed state.
 func (m *Machine) evaluate(now time.Time) {
 	if !m.state.active() && m.state != StateJoining {
+		m.dropDrained() // a stopped host's held flows end in their own time
 		return
 	}
 	if m.state == StateJoining {

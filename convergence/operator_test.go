@@ -85,6 +85,57 @@ func TestOperatorCyclesAreNotFailures(t *testing.T) {
 	}
 }
 
+// TestStopKeepsHeldFlows: a stopped host takes no new flow, yet every
+// connection it held at the stop goes on to its end (no stall: its data
+// plane still accepts it, and no other host does); its buckets are
+// released as those connections end. A suspend cuts them at once.
+func TestStopKeepsHeldFlows(t *testing.T) {
+	for _, op := range []Op{OpStop, OpSuspend} {
+		s := newSim(t, 21)
+		for id := uint8(1); id <= 3; id++ {
+			s.boot(id, false)
+		}
+		if s.settle(20*time.Second) < 0 {
+			s.fail(t, "formation")
+		}
+		var mine []*simFlow
+		for _, f := range s.flows {
+			if f.host == 3 && f.end.Sub(s.now) > time.Second {
+				mine = append(mine, f)
+			}
+		}
+		if len(mine) == 0 {
+			t.Fatal("host 3 holds no flow that outlives the next second")
+		}
+		stalls := s.stalls
+		s.command(3, op)
+		s.run(time.Second)
+		h := s.hosts[3]
+		for _, f := range mine {
+			if got := s.accepts(h, f.table, f.bucket, false, true); got != (op == OpStop) {
+				t.Errorf("%v: host 3 accepts its held flow (table %d bucket %d): %v", op, f.table, f.bucket, got)
+			}
+		}
+		for _, tb := range simTables {
+			for b := 0; b < filter.Buckets; b++ {
+				if s.open(h, tb, b) {
+					t.Fatalf("%v: host 3 still takes new flows in table %d bucket %d", op, tb, b)
+				}
+			}
+		}
+		if op == OpStop && s.stalls != stalls {
+			t.Errorf("stop: %d packets of held flows went unaccepted", s.stalls-stalls)
+		}
+		s.run(6 * time.Second) // every flow has ended
+		if k := h.m.retaining(); k != 0 {
+			t.Errorf("%v: host 3 still retains buckets (tables %b) after its flows ended", op, k)
+		}
+		if len(s.violations) > 0 {
+			s.fail(t, fmt.Sprint("op ", op))
+		}
+	}
+}
+
 // TestSimQuorumTie: with four voters split two and two, neither side has a
 // strict majority, so no host takes new flows on either side.
 func TestSimQuorumTie(t *testing.T) {
@@ -148,9 +199,9 @@ func s0Timing(p time.Duration, tol int) heartbeat.Timing {
 }
 
 // command steps host id's machine with an operator command (rule: the
-// rule of a rule command, default all). Stop, suspend and disable end the
-// flows the host holds (as in NLB): the simulation resets them, as their
-// clients would see.
+// rule of a rule command, default all). Suspend and disable end the flows
+// the host holds (as NLB's stop): the simulation resets them, as their
+// clients would see. A stop keeps them: the traffic checks hold it to that.
 func (s *sim) command(id uint8, op Op, rule ...int) {
 	h := s.hosts[id]
 	c := Command{Op: op, Rule: -1}
@@ -158,7 +209,7 @@ func (s *sim) command(id uint8, op Op, rule ...int) {
 		c.Rule = rule[0]
 	}
 	s.apply(h, h.m.Step(s.clock(h), c))
-	if op == OpStop || op == OpSuspend || op == OpDisableRule {
+	if op == OpSuspend || op == OpDisableRule {
 		for _, f := range s.flows {
 			if f.host == id && (op != OpDisableRule || c.Rule < 0 || f.table == c.Rule) {
 				f.reset = true

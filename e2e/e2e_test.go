@@ -202,9 +202,6 @@ func checkEcho(t *testing.T, c *cluster.Cluster) {
 // (the timeout is 4 s).
 type load struct {
 	ok, failed atomic.Int64
-	// dialFailed counts connections never established (no host answered
-	// the SYN and its retransmissions within the timeout).
-	dialFailed atomic.Int64
 	stop       chan struct{}
 	wg         sync.WaitGroup
 	mu         sync.Mutex
@@ -227,9 +224,6 @@ func startLoad(c *cluster.Cluster, workers int, port uint16) *load {
 				_, local, err := cl.Get(cl.IPs[(w+i)%len(cl.IPs)], port, 4*time.Second)
 				if err != nil {
 					l.failed.Add(1)
-					if strings.Contains(err.Error(), "dial ") {
-						l.dialFailed.Add(1) // never established: no host answered the SYNs
-					}
 					l.mu.Lock()
 					if len(l.errs) < 5 {
 						l.errs = append(l.errs, fmt.Sprintf("%s %v: %v", time.Now().Format("15:04:05.000"), local, err))

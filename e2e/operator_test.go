@@ -18,10 +18,8 @@ import (
 // TestOperatorCycles: 10 stop/start and 5 drainstop/start cycles of host
 // 3, under live traffic, with flap damping on (the agent's default). An
 // operator's action is not a failure: no peer evicts host 3 and it owns
-// its share again shortly after every start. No new connection goes
-// unanswered; during drainstop cycles no connection fails at all. (A stop
-// ends the connections host 3 holds, as NLB's does: requests in flight on
-// host 3 at that instant fail by design.)
+// its share again shortly after every start, and no connection fails: a
+// stop keeps the connections host 3 already holds (unlike NLB's).
 func TestOperatorCycles(t *testing.T) {
 	netns.RequireRoot(t)
 	c := cluster.New(t, cluster.Options{DrainTimeout: time.Minute})
@@ -42,12 +40,7 @@ func TestOperatorCycles(t *testing.T) {
 	for cycle := 0; cycle < 15; cycle++ {
 		leave := remote.CmdStop
 		if cycle == 10 {
-			ld.end()
-			t.Logf("10 stop/start cycles: %d new connections, %d failed (in flight on host 3 when it stopped), %d never established",
-				ld.ok.Load(), ld.failed.Load(), ld.dialFailed.Load())
-			if ld.dialFailed.Load() != 0 {
-				t.Errorf("%d new connections were never established during stop/start cycles: %v", ld.dialFailed.Load(), ld.errs)
-			}
+			ld.finish(t, "new connections during 10 stop/start cycles")
 			ld = startLoad(c, 4, cluster.PortHTTP)
 		}
 		if cycle >= 10 {
@@ -87,7 +80,7 @@ func TestOperatorCycles(t *testing.T) {
 	// Before the fix this took 5.7 s, then 9.6, 17.5, 31.4 s as flap
 	// damping counted each start as a failure. The bound catches that
 	// regression without timing a healthy run to the millisecond.
-	if back[len(back)-1] > 5*time.Second {
+	if back[len(back)-1] > 1500*time.Millisecond { // the bound
 		t.Errorf("host 3 took %v to own its share after a start", back[len(back)-1])
 	}
 	for _, id := range all3 {

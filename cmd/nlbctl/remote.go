@@ -142,9 +142,9 @@ func remoteCommands(t *target) []*cobra.Command {
 	}{
 		{remote.CmdQuery, "Show every host's state, epoch, members and buckets"},
 		{remote.CmdStart, "Start cluster operations on the host(s)"},
-		{remote.CmdStop, "Stop cluster operations at once (the host's connections end)"},
+		{remote.CmdStop, "Stop taking new connections at once; held ones go on to their end"},
 		{remote.CmdDrainStop, "Take no new connections, stop when the existing ones end"},
-		{remote.CmdSuspend, "Stop, and ignore start until resume"},
+		{remote.CmdSuspend, "Stop at once and end the host's connections; ignore start until resume"},
 		{remote.CmdResume, "Leave suspended (then start)"},
 		{remote.CmdParams, "Show the effective configuration"},
 		{remote.CmdReload, "Re-read the configuration file (weights and priorities)"},
