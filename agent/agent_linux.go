@@ -50,7 +50,8 @@ func clusterMACs(cfg *config.Resolved, nicMAC net.HardwareAddr) (cluster, own, h
 
 // baseState is the filter state of cfg with no marks.
 func baseState(cfg *config.Resolved) filter.State {
-	return filter.State{VIPs: cfg.VIPs, Rules: cfg.Rules, Seed: cfg.Seed, RemotePort: cfg.RemotePort}
+	return filter.State{VIPs: cfg.VIPs, Rules: cfg.Rules, Seed: cfg.Seed, RemotePort: cfg.RemotePort,
+		HeartbeatBudget: cfg.Budget(len(cfg.Rules))}
 }
 
 // compatible reports whether the data plane's installed state was made for

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,8 +35,15 @@ type Node struct {
 	Scan func() (convergence.HeldScan, error)
 	// OnState, if set, is called (from the loop) after every state change.
 	OnState func(from, to convergence.State)
+	// Bind, if set, binds a host's ID to the Ethernet source of its
+	// admitted heartbeats in the data plane (datapath's
+	// BindHeartbeatSource); the loop calls it when the source is new, and
+	// again every second, since the data plane unbinds a source that fell
+	// silent.
+	Bind func(id uint8, mac [6]byte) error
 
-	inbox    chan []byte
+	bound    [filter.MaxHostID + 1]binding // loop only
+	inbox    chan heartbeat.Frame
 	cmds     chan nodeCmd
 	overflow atomic.Uint64
 	lostSeen uint64 // frames lost at the last tick (loop only)
@@ -79,6 +87,12 @@ type Status struct {
 	convergingSince time.Time
 }
 
+// binding is a source the loop bound in the data plane, and when.
+type binding struct {
+	mac [6]byte
+	at  time.Time
+}
+
 type nodeCmd struct {
 	ev   convergence.Event
 	done chan struct{}
@@ -87,7 +101,7 @@ type nodeCmd struct {
 // NewNode returns a Node; it starts nothing.
 func NewNode(m *convergence.Machine, conn heartbeat.Conn, guard *heartbeat.Guard, key heartbeat.Key, period time.Duration, log hclog.Logger) *Node {
 	n := &Node{m: m, conn: conn, guard: guard, period: period, log: log,
-		inbox: make(chan []byte, 256), cmds: make(chan nodeCmd)}
+		inbox: make(chan heartbeat.Frame, 256), cmds: make(chan nodeCmd)}
 	n.key.Store(&key)
 	return n
 }
@@ -207,7 +221,8 @@ func (n *Node) loop(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case b := <-n.inbox:
+		case fr := <-n.inbox:
+			b := fr.Payload
 			msg, drop := n.guard.Check(b)
 			if drop != heartbeat.DropNone && drop != heartbeat.DropSelf {
 				n.log.Trace("heartbeat dropped", "reason", drop)
@@ -219,8 +234,12 @@ func (n *Node) loop(ctx context.Context) error {
 			if id := msg.From(); drop == heartbeat.DropNone && id >= 1 && id <= filter.MaxHostID {
 				n.received[id-1].Add(1)
 			}
-			if err := n.step(time.Now(), convergence.Received{Msg: msg, SelfID: drop == heartbeat.DropSelf}); err != nil {
+			now := time.Now()
+			if err := n.step(now, convergence.Received{Msg: msg, SelfID: drop == heartbeat.DropSelf}); err != nil {
 				return err
+			}
+			if drop == heartbeat.DropNone {
+				n.bind(now, msg, fr.Source)
 			}
 		case c := <-n.cmds:
 			// A command, then a tick so that peers hear of it at once.
@@ -332,4 +351,26 @@ func (n *Node) foreignKey(now time.Time) {
 	n.log.Warn("heartbeats for this cluster's VIP signed with another key: a second cluster with the same VIP, or a host with the wrong key file, is on the segment",
 		"frames", n.foreign)
 	n.foreign, n.foreignWarn = 0, now
+}
+
+// bind binds the sender of msg to source in the data plane once the
+// machine admitted the frame (authentic, fresh, echoing our incarnation),
+// when the source is new to the loop or last bound a second ago.
+func (n *Node) bind(now time.Time, msg heartbeat.Message, source [6]byte) {
+	hb, ok := msg.(*heartbeat.Heartbeat)
+	if !ok || n.Bind == nil || source == ([6]byte{}) || !n.m.Admitted(hb.HostID, hb.Incarnation) {
+		return
+	}
+	b := &n.bound[hb.HostID]
+	if b.mac == source && now.Sub(b.at) < time.Second {
+		return
+	}
+	if err := n.Bind(hb.HostID, source); err != nil {
+		n.log.Warn("bind heartbeat source", "host", hb.HostID, "error", err)
+		return
+	}
+	if b.mac != source {
+		n.log.Debug("heartbeat source bound", "host", hb.HostID, "mac", net.HardwareAddr(source[:]).String())
+	}
+	*b = binding{mac: source, at: now}
 }

@@ -218,6 +218,7 @@ func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 	s.node.Apply = a.apply
 	s.node.Scan = a.scan
 	s.node.OnState = a.onState
+	s.node.Bind = a.dp.BindHeartbeatSource
 	srv := remote.NewServer(cfg.Keys.Remote(), remote.Local{Addrs: servedAddrs(cfg), HostID: cfg.HostID}, a.started, a, log.Named("remote"))
 	a.mu.Lock()
 	a.node, a.health, a.srv = s.node, s.health, srv

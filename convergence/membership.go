@@ -317,3 +317,12 @@ func (m *Machine) mismatched(now time.Time) bool {
 	}
 	return false
 }
+
+// Admitted reports whether host id's heartbeats of incarnation inc are
+// admitted: authentic frames of that incarnation that echoed ours (not a
+// replay, nor a peer that has not heard us yet). The agent binds the
+// Ethernet source of admitted frames in the data plane.
+func (m *Machine) Admitted(id uint8, inc uint64) bool {
+	p := m.peers[id]
+	return id != m.cfg.HostID && p != nil && inc != 0 && p.verified == inc
+}

@@ -16,11 +16,13 @@ import (
 )
 
 // TestHeartbeatJunkFlood: two client namespaces flood the segment with
-// frames of the heartbeat ethertype as fast as they can (random junk, and
-// frames that open like heartbeats of another cluster) for
-// NLB_FLOOD_SECONDS (60 s), with live traffic. The data plane drops them
-// before the agents' sockets: no host evicts another, no connection
-// fails, and at most 1 % of the real heartbeats are lost.
+// frames of the heartbeat ethertype as fast as they can (random junk,
+// frames that open like heartbeats of another cluster, and forgeries of
+// this cluster's heartbeats claiming every host ID from made-up sources)
+// for NLB_FLOOD_SECONDS (60 s), with live traffic. The data plane drops
+// them before the agents' sockets (as malformed, or by the per-source
+// budget): no host evicts another, no connection fails, and at most 1 %
+// of the real heartbeats are lost.
 func TestHeartbeatJunkFlood(t *testing.T) {
 	netns.RequireRoot(t)
 	dur := 60 * time.Second
@@ -62,7 +64,11 @@ func TestHeartbeatJunkFlood(t *testing.T) {
 	}
 	worst := 0.0
 	for _, id := range all3 {
-		dropped := delta(id, "nlb_packets_total", "rule", "none", "reason", "dropped-malformed")
+		malformed := delta(id, "nlb_packets_total", "rule", "none", "reason", "dropped-malformed")
+		source := delta(id, "nlb_packets_total", "rule", "none", "reason", "dropped-heartbeat-source")
+		budget := delta(id, "nlb_packets_total", "rule", "none", "reason", "dropped-heartbeat-budget")
+		passed := delta(id, "nlb_packets_total", "rule", "none", "reason", "passed-heartbeat")
+		dropped := malformed + source + budget
 		for _, peer := range all3 {
 			if peer == id {
 				continue
@@ -73,9 +79,14 @@ func TestHeartbeatJunkFlood(t *testing.T) {
 			worst = max(worst, loss)
 			t.Logf("host %d heard %.0f of host %d's %.0f frames (loss %.2f %%)", id, got, peer, sentByPeer, 100*loss)
 		}
-		t.Logf("host %d: %.0f junk frames dropped in the kernel; socket lost %.0f, inbox full %.0f", id, dropped,
-			delta(id, "nlb_heartbeat_frames_lost_total"), delta(id, "nlb_heartbeat_inbox_overflow_total"))
-		if dropped < 0.5*float64(sent.Load()) {
+		t.Logf("host %d: %.0f junk frames dropped in the kernel (%.0f malformed, %.0f by source, %.0f by budget), %.0f passed; socket lost %.0f, inbox full %.0f, bad-auth %.0f",
+			id, dropped, malformed, source, budget, passed,
+			delta(id, "nlb_heartbeat_frames_lost_total"), delta(id, "nlb_heartbeat_inbox_overflow_total"),
+			delta(id, "nlb_heartbeat_frames_refused_total", "reason", "bad-auth"))
+		if source == 0 {
+			t.Errorf("host %d: no forgery was dropped by its source in the kernel", id)
+		}
+		if dropped < 0.9*float64(sent.Load()) {
 			t.Errorf("host %d dropped only %.0f of %d junk frames in the kernel", id, dropped, sent.Load())
 		}
 	}

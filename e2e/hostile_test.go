@@ -50,10 +50,11 @@ func TestHostileSegment(t *testing.T) {
 	var realHB *heartbeat.Heartbeat
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	for realHB == nil {
-		b, err := pc.Receive(ctx)
+		fr, err := pc.Receive(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
+		b := fr.Payload
 		if m, err := heartbeat.Unmarshal(b, &realKey); err == nil {
 			if hb, ok := m.(*heartbeat.Heartbeat); ok && hb.HostID == 2 {
 				real, realHB = b, hb
@@ -155,18 +156,25 @@ func TestHostileSegment(t *testing.T) {
 		lost := delta("nlb_heartbeat_frames_lost_total")
 		accounted := delta("nlb_heartbeat_frames_received_total") + delta("nlb_heartbeat_frames_refused_total") + overflow + lost
 		malformed := delta("nlb_packets_total", "reason", "dropped-malformed")
+		// Forgeries and replays of a host ID bound to another Ethernet
+		// source stop in the kernel (filter.HeartbeatSources).
+		source := delta("nlb_packets_total", "rule", "none", "reason", "dropped-heartbeat-source")
+		budget := delta("nlb_packets_total", "rule", "none", "reason", "dropped-heartbeat-budget")
 		rauth := delta("nlb_remote_refused_total", "reason", "bad-auth")
 		rjunk := delta("nlb_remote_refused_total", "reason", "malformed")
-		t.Logf("host %d: heartbeat frames passed up %.0f, accounted %.0f (refused: bad-auth %.0f, replay %.0f, own ID %.0f, malformed %.0f; inbox full %.0f; socket %.0f); VIP packets dropped malformed %.0f; remote refused: bad-auth %.0f, malformed %.0f",
-			id, passed, accounted, auth, replay, self, junk, overflow, lost, malformed, rauth, rjunk)
-		replayed := replay
-		if id == 2 {
-			// Host 2's own frame, replayed to it, goes through its
-			// replay guard like any other: the first copy passes as its
-			// own (looped back, ignored), the rest are replays.
-			replayed = self + replay
+		t.Logf("host %d: heartbeat frames dropped in the kernel by source %.0f, by budget %.0f; passed up %.0f, accounted %.0f (refused: bad-auth %.0f, replay %.0f, own ID %.0f, malformed %.0f; inbox full %.0f; socket %.0f); VIP packets dropped malformed %.0f; remote refused: bad-auth %.0f, malformed %.0f",
+			id, source, budget, passed, accounted, auth, replay, self, junk, overflow, lost, malformed, rauth, rjunk)
+		// Every hostile heartbeat frame is counted: dropped in the kernel
+		// (host 2's ID is bound to host 2's own source at hosts 1 and 3),
+		// or refused by the agent (host 2 itself, and the made-up host 9,
+		// whose IDs are unbound there). Host 2's own frame, replayed to
+		// it, goes through its replay guard like any other: the first copy
+		// passes as its own (looped back, ignored), the rest are replays.
+		hostile := auth + replay + self + source + budget
+		if id != 2 && source < 2*forged {
+			t.Errorf("host %d dropped %.0f frames claiming host 2 from the attacker's source in the kernel, want %d", id, source, 2*forged)
 		}
-		if auth < 3*forged || replayed < forged || accounted < 0.99*passed || malformed < float64(sent)/4 || rauth != 10 || rjunk != 10 {
+		if hostile < 4*forged || accounted < 0.99*passed || malformed < float64(sent)/4 || rauth != 10 || rjunk != 10 {
 			t.Errorf("host %d did not count every hostile frame", id)
 		}
 		q, err := c.Query(id)

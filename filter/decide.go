@@ -47,6 +47,9 @@ type State struct {
 	// LeaseValid is false when the agent's lease has expired: owned and
 	// dirty buckets then behave as retained (no new flows).
 	LeaseValid bool
+	// HeartbeatBudget limits what each claimed host ID's heartbeat frames
+	// pass to the agent (HeartbeatSources); the zero value is no limit.
+	HeartbeatBudget HeartbeatBudget
 }
 
 // HoldsFunc reports whether this host holds the TCP flow from client to vip:
@@ -76,13 +79,14 @@ func noFlow(r Reason) Decision {
 }
 
 // decideHeartbeat passes a frame with the heartbeat ethertype only if it
-// opens like a heartbeat of this cluster: magic, version, and the primary
-// VIP at bytes 8-11 of the message. Anything else (junk, another
+// opens like a heartbeat of this cluster: magic, version, the primary
+// VIP at bytes 8-11 of the message, and a host ID at byte 12 (which
+// HeartbeatSources then holds to its budget). Anything else (junk, another
 // cluster's heartbeats) is dropped in the kernel as malformed, so a flood
 // of it never reaches the agent's socket, where real heartbeats would be
 // lost with it. What passes still has to prove itself with its tag.
 func (s *State) decideHeartbeat(m []byte) Decision {
-	if len(m) < 12 || binary.BigEndian.Uint32(m[0:4]) != HeartbeatMagic || m[4] != HeartbeatVersion ||
+	if len(m) < 13 || binary.BigEndian.Uint32(m[0:4]) != HeartbeatMagic || m[4] != HeartbeatVersion ||
 		len(s.VIPs) > 0 && netip.AddrFrom4([4]byte(m[8:12])) != s.VIPs[0] {
 		return noFlow(ReasonDropMalformed)
 	}

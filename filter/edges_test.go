@@ -77,7 +77,8 @@ func TestDecideBoundaries(t *testing.T) {
 		{"heartbeat of another cluster", heartbeatFrame(vip2), ReasonDropMalformed},
 		{"heartbeat of another version", withByte(heartbeatFrame(vip1), 14+4, HeartbeatVersion+1), ReasonDropMalformed},
 		{"heartbeat cut before its VIP", heartbeatFrame(vip1)[:14+11], ReasonDropMalformed},
-		{"heartbeat header and VIP only", heartbeatFrame(vip1)[:14+12], ReasonPassHeartbeat},
+		{"heartbeat cut before its host ID", heartbeatFrame(vip1)[:14+12], ReasonDropMalformed},
+		{"heartbeat header, VIP and host ID only", heartbeatFrame(vip1)[:14+13], ReasonPassHeartbeat},
 		{"IPv4 header of 19 bytes", syn[:14+19], ReasonPassShort},
 		{"IPv4 header only", withTotLen(syn[:14+20], 20), ReasonDropMalformed},
 		{"TCP header of 19 bytes", withTotLen(syn[:14+20+19], 39), ReasonDropMalformed},
@@ -272,7 +273,7 @@ func TestRuleBeyondMax(t *testing.T) {
 
 // TestStringsAndCounts: names of values out of range, and table counts.
 func TestStringsAndCounts(t *testing.T) {
-	if got := Reason(NumReasons).String(); got != "reason(14)" {
+	if got := Reason(NumReasons).String(); got != "reason(16)" {
 		t.Errorf("out-of-range reason prints %q", got)
 	}
 	if got := Reason(NumReasons - 1).String(); got == "" || got[:6] == "reason" {

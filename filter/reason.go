@@ -48,7 +48,9 @@ const (
 	ReasonDropRuleDisabled  Reason = 11 // the matching rule is disabled
 	ReasonDropMalformed     Reason = 12 // VIP traffic with a broken or truncated header
 	ReasonDropLeaseExpired  Reason = 13 // owned bucket but the agent's lease expired
-	numReasons                     = 14
+	ReasonDropHBSource      Reason = 14 // heartbeat frame claiming a host ID another live source holds
+	ReasonDropHBBudget      Reason = 15 // heartbeat frame over its source's budget
+	numReasons                     = 16
 )
 
 // NumReasons is the number of reason values, including ReasonInvalid.
@@ -69,6 +71,8 @@ var reasonNames = [numReasons]string{
 	"dropped-rule-disabled",
 	"dropped-malformed",
 	"dropped-lease-expired",
+	"dropped-heartbeat-source",
+	"dropped-heartbeat-budget",
 }
 
 func (r Reason) String() string {

@@ -190,15 +190,15 @@ func (c *MemConn) Send(msg []byte) error {
 	return nil
 }
 
-// Receive returns the next delivered frame.
-func (c *MemConn) Receive(ctx context.Context) ([]byte, error) {
+// Receive returns the next delivered frame (with no source address).
+func (c *MemConn) Receive(ctx context.Context) (Frame, error) {
 	select {
 	case b := <-c.inbox:
-		return b, nil
+		return Frame{Payload: b}, nil
 	case <-c.done:
-		return nil, ErrClosed
+		return Frame{}, ErrClosed
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return Frame{}, ctx.Err()
 	}
 }
 

@@ -105,7 +105,7 @@ func TestMemConnReceive(t *testing.T) {
 	rctx, rcancel := context.WithTimeout(ctx, 2*time.Second)
 	defer rcancel()
 	m, err := b.Receive(rctx)
-	if err != nil || string(m) != "hello" {
+	if err != nil || string(m.Payload) != "hello" {
 		t.Fatalf("Receive = %q, %v", m, err)
 	}
 	b.Close()

@@ -70,24 +70,26 @@ func (p *PacketConn) Send(msg []byte) error {
 	return err
 }
 
-// Receive returns the payload of the next heartbeat frame.
-func (p *PacketConn) Receive(ctx context.Context) ([]byte, error) {
+// Receive returns the next heartbeat frame.
+func (p *PacketConn) Receive(ctx context.Context) (Frame, error) {
 	buf := make([]byte, 2048)
 	for {
 		// Wake up regularly to notice ctx; Close unblocks at once.
 		n, err := rawsock.Read(ctx, p.c, p.ifi, buf, 100*time.Millisecond)
 		if err != nil {
 			if p.closed.Load() {
-				return nil, ErrClosed
+				return Frame{}, ErrClosed
 			}
-			return nil, err
+			return Frame{}, err
 		}
 		var f ethernet.Frame
 		if err := f.UnmarshalBinary(buf[:n]); err != nil || f.EtherType != EtherType {
 			p.unparsed.Add(1)
 			continue
 		}
-		return append([]byte(nil), f.Payload...), nil
+		fr := Frame{Payload: append([]byte(nil), f.Payload...)}
+		copy(fr.Source[:], f.Source)
+		return fr, nil
 	}
 }
 

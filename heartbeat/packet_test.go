@@ -69,11 +69,14 @@ func TestPacketConnBridge(t *testing.T) {
 		g := NewGuard(Keyring{testKey}, testVIP, uint8(i+1))
 		heard := map[uint8]bool{}
 		for len(heard) < 2 {
-			b, err := c.Receive(ctx)
+			fr, err := c.Receive(ctx)
 			if err != nil {
 				t.Fatalf("host %d heard %v: %v", i+1, heard, err)
 			}
-			m, drop := g.Check(b)
+			if fr.Source == ([6]byte{}) {
+				t.Fatalf("host %d: a frame without its Ethernet source", i+1)
+			}
+			m, drop := g.Check(fr.Payload)
 			if drop == DropReplay {
 				continue // the same signed frame, repeated
 			}

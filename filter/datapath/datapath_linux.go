@@ -240,13 +240,21 @@ func encodeState(s *filter.State, eg Egress) (*nlbNlbState, error) {
 	if eg.Mask {
 		v.MaskMac = 1
 	}
+	hb := s.HeartbeatBudget
+	if hb.Interval < 0 || hb.Tolerance < 0 || hb.Stale < 0 || hb.OpenInterval < 0 || hb.OpenTolerance < 0 {
+		return nil, fmt.Errorf("heartbeat budget %+v: negative duration", hb)
+	}
+	v.HbIntervalNs, v.HbToleranceNs, v.HbStaleNs = uint64(hb.Interval), uint64(hb.Tolerance), uint64(hb.Stale)
+	v.HbOpenIntervalNs, v.HbOpenToleranceNs = uint64(hb.OpenInterval), uint64(hb.OpenTolerance)
 	v.ClusterMac, v.MaskedMac = eg.ClusterMAC, eg.MaskedMAC
 	return v, nil
 }
 
 // decodeState is the inverse of encodeState.
 func decodeState(v *nlbNlbState) (*filter.State, Egress) {
-	s := &filter.State{RemotePort: v.RemotePort}
+	s := &filter.State{RemotePort: v.RemotePort, HeartbeatBudget: filter.HeartbeatBudget{
+		Interval: time.Duration(v.HbIntervalNs), Tolerance: time.Duration(v.HbToleranceNs), Stale: time.Duration(v.HbStaleNs),
+		OpenInterval: time.Duration(v.HbOpenIntervalNs), OpenTolerance: time.Duration(v.HbOpenToleranceNs)}}
 	binary.LittleEndian.PutUint64(s.Seed[0:8], v.Seed0)
 	binary.LittleEndian.PutUint64(s.Seed[8:16], v.Seed1)
 	addr := func(x uint32) netip.Addr {
@@ -329,10 +337,7 @@ func (d *Datapath) Repin() ([]string, error) {
 		_, err := os.Stat(filepath.Join(d.pinDir, name))
 		return errors.Is(err, os.ErrNotExist)
 	}
-	for _, m := range []struct {
-		name string
-		m    *ebpf.Map
-	}{{"nlb_active", d.objs.NlbActive}, {"nlb_counters", d.objs.NlbCounters}, {"nlb_lease", d.objs.NlbLease}, {"nlb_states", d.objs.NlbStates}} {
+	for _, m := range d.maps() {
 		if missing(m.name) {
 			_ = m.m.Unpin() // forget the stale path
 			if err := m.m.Pin(filepath.Join(d.pinDir, m.name)); err != nil {
@@ -377,6 +382,24 @@ func (d *Datapath) RenewLease(dur time.Duration) error {
 		return fmt.Errorf("renew lease: %w", err)
 	}
 	return d.setLease(uint64(now + dur))
+}
+
+// BindHeartbeatSource binds host id's heartbeats to the Ethernet source
+// mac, with a fresh budget (filter.HeartbeatSources.Bind): the agent
+// calls it for the sources of heartbeats it admitted.
+func (d *Datapath) BindHeartbeatSource(id uint8, mac [6]byte) error {
+	if id == 0 || id > filter.MaxHostID {
+		return fmt.Errorf("bind heartbeat source: host ID %d out of range", id)
+	}
+	now, err := monotonicNow()
+	if err != nil {
+		return fmt.Errorf("bind heartbeat source: %w", err)
+	}
+	v := nlbNlbHbSrc{Mac: mac, Verified: 1, Last: uint64(now)}
+	if err := d.objs.NlbHbSources.Put(uint32(id), &v); err != nil {
+		return fmt.Errorf("bind heartbeat source of host %d: %w", id, err)
+	}
+	return nil
 }
 
 // ExpireLease stops this host taking new flows at once (held flows go on).
@@ -450,8 +473,8 @@ func (d *Datapath) Detach() error {
 		*l = nil
 	}
 	if d.pinDir != "" {
-		for _, m := range []*ebpf.Map{d.objs.NlbStates, d.objs.NlbActive, d.objs.NlbLease, d.objs.NlbCounters} {
-			if err := m.Unpin(); err != nil {
+		for _, m := range d.maps() {
+			if err := m.m.Unpin(); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -464,6 +487,19 @@ func (d *Datapath) Detach() error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// namedMap is one of the data plane's maps with its pin name.
+type namedMap struct {
+	name string
+	m    *ebpf.Map
+}
+
+// maps lists every map of the data plane (TestMapsListed checks it
+// against the object file): Repin and Detach go by it.
+func (d *Datapath) maps() []namedMap {
+	return []namedMap{{"nlb_active", d.objs.NlbActive}, {"nlb_counters", d.objs.NlbCounters},
+		{"nlb_lease", d.objs.NlbLease}, {"nlb_states", d.objs.NlbStates}, {"nlb_hb_sources", d.objs.NlbHbSources}}
 }
 
 // RemovePinned detaches the programs a previous agent left pinned in

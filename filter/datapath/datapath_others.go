@@ -22,11 +22,12 @@ type DatapathOptions struct{ PinDir string }
 
 type Datapath struct{}
 
-func Load(DatapathOptions) (*Datapath, error)        { return nil, ErrUnsupported }
-func (*Datapath) Attach(int) error                   { return ErrUnsupported }
-func (*Datapath) Update(*filter.State, Egress) error { return ErrUnsupported }
-func (*Datapath) RenewLease(time.Duration) error     { return ErrUnsupported }
-func (*Datapath) ExpireLease() error                 { return ErrUnsupported }
-func (*Datapath) Close() error                       { return nil }
-func (*Datapath) Detach() error                      { return nil }
-func RemovePinned(string) error                      { return ErrUnsupported }
+func Load(DatapathOptions) (*Datapath, error)              { return nil, ErrUnsupported }
+func (*Datapath) Attach(int) error                         { return ErrUnsupported }
+func (*Datapath) Update(*filter.State, Egress) error       { return ErrUnsupported }
+func (*Datapath) RenewLease(time.Duration) error           { return ErrUnsupported }
+func (*Datapath) ExpireLease() error                       { return ErrUnsupported }
+func (*Datapath) BindHeartbeatSource(uint8, [6]byte) error { return ErrUnsupported }
+func (*Datapath) Close() error                             { return nil }
+func (*Datapath) Detach() error                            { return nil }
+func RemovePinned(string) error                            { return ErrUnsupported }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"runtime"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -152,6 +153,13 @@ func (g *gen) state() *filter.State {
 	}
 	if r.IntN(2) == 0 {
 		s.RemotePort = 2504
+	}
+	if r.IntN(2) == 0 {
+		// Hours, so that the test's own duration cannot change a
+		// decision: the model runs at a fixed instant (see Admit's use).
+		s.HeartbeatBudget = filter.HeartbeatBudget{Interval: time.Hour,
+			Tolerance: time.Duration(r.IntN(3)) * time.Hour, Stale: time.Hour,
+			OpenInterval: time.Hour, OpenTolerance: time.Duration(r.IntN(2)) * time.Hour}
 	}
 	n := r.IntN(9)
 	if r.IntN(8) == 0 {
@@ -311,6 +319,10 @@ func (g *gen) frame() []byte {
 			f[18] = filter.HeartbeatVersion
 			copy(f[22:26], [][]byte{dVIP.AsSlice(), dVIP2.AsSlice(), dVIP.AsSlice()}[r.IntN(3)])
 		}
+		if len(f) >= 27 { // a few host IDs from a few sources, so that budgets run out
+			f[26] = []byte{0, 1, 2, 3, 64, 65, 255}[r.IntN(7)]
+			copy(f[6:12], []byte{2, 0, 0, 0, 0, byte(r.IntN(3))})
+		}
 		if r.IntN(4) == 0 {
 			f[14+r.IntN(5)] ^= byte(1 + r.IntN(255))
 		}
@@ -416,17 +428,32 @@ func TestDatapathMatchesModel(t *testing.T) {
 		g.r = rand.New(rand.NewPCG(seed, 1))
 		t.Logf("generator seed %d (%d established and TIME_WAIT flows)", seed, len(w.flows))
 		mismatches, held, unrunnable := 0, 0, 0
+		var sources filter.HeartbeatSources // the model of nlb_hb_sources
 		reasons := map[filter.Reason]int{}
 		fragments := map[string]int{}
 		for si := 0; si < states; si++ {
 			s := g.state()
 			setState(t, d, s)
+			// The agent binds sources it admitted: bind a few, in the
+			// kernel and the model alike.
+			for i := g.r.IntN(3); i > 0; i-- {
+				id, mac := []uint8{1, 2, 3, 64}[g.r.IntN(4)], [6]byte{2, 0, 0, 0, 0, byte(g.r.IntN(3))}
+				if err := d.BindHeartbeatSource(id, mac); err != nil {
+					t.Error(err)
+					return
+				}
+				sources.Bind(id, mac, 1)
+			}
 			for i := 0; i < frames/states; {
 				f := g.frame()
 				want := filter.Decide(f, s, w.holds)
 				if !testRunnable(f) {
 					unrunnable++
 					continue
+				}
+				if want.Reason == filter.ReasonPassHeartbeat {
+					r := sources.Admit(s.HeartbeatBudget, f, 1)
+					want = filter.Decision{Verdict: r.Verdict(), Reason: r, Rule: -1, Bucket: -1}
 				}
 				i++
 				got, err := d.testRun(f)
@@ -553,4 +580,30 @@ func fragKind(f []byte) string {
 		return "first"
 	}
 	return "later"
+}
+
+// TestMapsListed: every map of the object file is in Datapath.maps, so
+// that Repin restores it and Detach removes its pin.
+func TestMapsListed(t *testing.T) {
+	spec, err := loadNlb()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d Datapath
+	listed := map[string]bool{}
+	for _, m := range d.maps() {
+		listed[m.name] = true
+	}
+	for name := range spec.Maps {
+		if strings.HasPrefix(name, ".") {
+			continue // .rodata and the like: not pinned
+		}
+		if !listed[name] {
+			t.Errorf("map %s is not in Datapath.maps", name)
+		}
+		delete(listed, name)
+	}
+	for name := range listed {
+		t.Errorf("Datapath.maps lists %s, which the object file lacks", name)
+	}
 }

@@ -13,6 +13,15 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type nlbNlbHbSrc struct {
+	_        structs.HostLayout
+	Mac      [6]uint8
+	Verified uint8
+	Pad      uint8
+	Tat      uint64
+	Last     uint64
+}
+
 type nlbNlbRule struct {
 	_        structs.HostLayout
 	Vip      uint32
@@ -25,32 +34,38 @@ type nlbNlbRule struct {
 }
 
 type nlbNlbState struct {
-	_          structs.HostLayout
-	Seed0      uint64
-	Seed1      uint64
-	Vips       [16]uint32
-	N_vips     uint32
-	N_rules    uint32
-	RemotePort uint16
-	MaskMac    uint8
-	HostId     uint8
-	ClusterMac [6]uint8
-	MaskedMac  [6]uint8
-	Rules      [32]nlbNlbRule
-	Marks      [33][4096]uint8
+	_                 structs.HostLayout
+	Seed0             uint64
+	Seed1             uint64
+	Vips              [16]uint32
+	N_vips            uint32
+	N_rules           uint32
+	RemotePort        uint16
+	MaskMac           uint8
+	HostId            uint8
+	ClusterMac        [6]uint8
+	MaskedMac         [6]uint8
+	Rules             [32]nlbNlbRule
+	Marks             [33][4096]uint8
+	HbIntervalNs      uint64
+	HbToleranceNs     uint64
+	HbStaleNs         uint64
+	HbOpenIntervalNs  uint64
+	HbOpenToleranceNs uint64
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	nlbMapNlbActive   = "nlb_active"
-	nlbMapNlbCounters = "nlb_counters"
-	nlbMapNlbLease    = "nlb_lease"
-	nlbMapNlbStates   = "nlb_states"
-	nlbProgNlbEgress  = "nlb_egress"
-	nlbProgNlbIngress = "nlb_ingress"
-	nlbProgNlbNoop    = "nlb_noop"
+	nlbMapNlbActive    = "nlb_active"
+	nlbMapNlbCounters  = "nlb_counters"
+	nlbMapNlbHbSources = "nlb_hb_sources"
+	nlbMapNlbLease     = "nlb_lease"
+	nlbMapNlbStates    = "nlb_states"
+	nlbProgNlbEgress   = "nlb_egress"
+	nlbProgNlbIngress  = "nlb_ingress"
+	nlbProgNlbNoop     = "nlb_noop"
 )
 
 // loadNlb returns the embedded CollectionSpec for nlb.
@@ -104,10 +119,11 @@ type nlbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type nlbMapSpecs struct {
-	NlbActive   *ebpf.MapSpec `ebpf:"nlb_active"`
-	NlbCounters *ebpf.MapSpec `ebpf:"nlb_counters"`
-	NlbLease    *ebpf.MapSpec `ebpf:"nlb_lease"`
-	NlbStates   *ebpf.MapSpec `ebpf:"nlb_states"`
+	NlbActive    *ebpf.MapSpec `ebpf:"nlb_active"`
+	NlbCounters  *ebpf.MapSpec `ebpf:"nlb_counters"`
+	NlbHbSources *ebpf.MapSpec `ebpf:"nlb_hb_sources"`
+	NlbLease     *ebpf.MapSpec `ebpf:"nlb_lease"`
+	NlbStates    *ebpf.MapSpec `ebpf:"nlb_states"`
 }
 
 // nlbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -136,16 +152,18 @@ func (o *nlbObjects) Close() error {
 //
 // It can be passed to loadNlbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type nlbMaps struct {
-	NlbActive   *ebpf.Map `ebpf:"nlb_active"`
-	NlbCounters *ebpf.Map `ebpf:"nlb_counters"`
-	NlbLease    *ebpf.Map `ebpf:"nlb_lease"`
-	NlbStates   *ebpf.Map `ebpf:"nlb_states"`
+	NlbActive    *ebpf.Map `ebpf:"nlb_active"`
+	NlbCounters  *ebpf.Map `ebpf:"nlb_counters"`
+	NlbHbSources *ebpf.Map `ebpf:"nlb_hb_sources"`
+	NlbLease     *ebpf.Map `ebpf:"nlb_lease"`
+	NlbStates    *ebpf.Map `ebpf:"nlb_states"`
 }
 
 func (m *nlbMaps) Close() error {
 	return _NlbClose(
 		m.NlbActive,
 		m.NlbCounters,
+		m.NlbHbSources,
 		m.NlbLease,
 		m.NlbStates,
 	)

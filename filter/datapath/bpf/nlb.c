@@ -48,6 +48,14 @@ struct {
 	__type(value, __u64);
 } nlb_counters SEC(".maps");
 
+/* Per claimed host ID: the source that holds it and its budget. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NLB_MAX_HOST_ID + 1);
+	__type(key, __u32);
+	__type(value, struct nlb_hb_src);
+} nlb_hb_sources SEC(".maps");
+
 #define ETH_P_NLB_HB 0x886F
 #define IPPROTO_ICMP_ 1
 #define IPPROTO_TCP 6
@@ -206,6 +214,50 @@ static __always_inline struct nlb_state *active_state(void)
 	return bpf_map_lookup_elem(&nlb_states, &s);
 }
 
+/* hb_admit: filter.HeartbeatSources.Admit. Once the agent has seen a host
+ * ID's frames authenticate (and be admitted) from an Ethernet source, it
+ * binds the ID to that source: frames claiming the ID from any other
+ * source are dropped until the bound one has been silent for hb_stale_ns.
+ * The bound source's frames pass within a GCRA budget of their own
+ * (hb_interval_ns per frame, bursts up to hb_tolerance_ns ahead); while an
+ * ID is unbound, every frame claiming it shares a smaller one (the open
+ * interval and tolerance). Two CPUs
+ * may race on one entry: the budget is then approximate, which is all it
+ * needs to be. */
+static __always_inline __u32 hb_admit(struct nlb_state *st, __u8 id, __u8 *mac)
+{
+	if (!st || st->hb_interval_ns == 0)
+		return R_PASS_HEARTBEAT;
+	if (id == 0 || id > NLB_MAX_HOST_ID)
+		return R_DROP_MALFORMED;
+	__u32 key = id;
+	struct nlb_hb_src *s = bpf_map_lookup_elem(&nlb_hb_sources, &key);
+	if (!s)
+		return R_DROP_MALFORMED;
+	__u64 now = bpf_ktime_get_ns();
+	__u64 interval = st->hb_open_interval_ns, tolerance = st->hb_open_tolerance_ns;
+	if (s->verified) {
+		int same = 1;
+#pragma unroll
+		for (int i = 0; i < 6; i++)
+			same &= s->mac[i] == mac[i];
+		if (!same) {
+			if (now - s->last < st->hb_stale_ns)
+				return R_DROP_HB_SOURCE;
+			s->verified = 0; /* the bound source went silent: unbound */
+		} else {
+			s->last = now;
+			interval = st->hb_interval_ns;
+			tolerance = st->hb_tolerance_ns;
+		}
+	}
+	__u64 tat = s->tat > now ? s->tat : now;
+	if (tat - now > tolerance)
+		return R_DROP_HB_BUDGET;
+	s->tat = tat + interval;
+	return R_PASS_HEARTBEAT;
+}
+
 /* Enough of the frame for every header we read: Ethernet, IPv4 with
  * options, ICMP, the quoted IPv4 header with options, 8 bytes of ports. */
 #define PULL_LEN (14 + 60 + 8 + 60 + 8)
@@ -228,14 +280,15 @@ int nlb_ingress(struct __sk_buff *skb)
 		return finish(skb, NLB_NO_TABLE, R_PASS_ARP, NO_BUCKET);
 	if (eth->h_proto == bpf_htons(ETH_P_NLB_HB)) {
 		/* Only what opens like a heartbeat of this cluster reaches the
-		 * agent: magic, version, primary VIP (filter.decideHeartbeat). */
+		 * agent: magic, version, primary VIP, a host ID
+		 * (filter.decideHeartbeat), within its source's budget. */
 		__u8 *m = (void *)(eth + 1);
-		if ((void *)(m + 12) > end || *(__u32 *)m != bpf_htonl(NLB_HB_MAGIC) || m[4] != NLB_HB_VERSION)
+		if ((void *)(m + 13) > end || *(__u32 *)m != bpf_htonl(NLB_HB_MAGIC) || m[4] != NLB_HB_VERSION)
 			return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
 		struct nlb_state *hst = active_state();
 		if (hst && hst->n_vips > 0 && *(__u32 *)(m + 8) != hst->vips[0])
 			return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
-		return finish(skb, NLB_NO_TABLE, R_PASS_HEARTBEAT, NO_BUCKET);
+		return finish(skb, NLB_NO_TABLE, hb_admit(hst, m[12], eth->h_source), NO_BUCKET);
 	}
 	if (eth->h_proto != bpf_htons(ETH_P_IP))
 		return finish(skb, NLB_NO_TABLE, R_PASS_NOT_IP, NO_BUCKET);

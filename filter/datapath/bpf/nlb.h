@@ -9,7 +9,8 @@
 #define NLB_DEFAULT_RULE NLB_MAX_RULES     /* table for traffic matching no rule */
 #define NLB_TABLES (NLB_MAX_RULES + 1)
 #define NLB_NO_TABLE NLB_TABLES           /* counter row for unfiltered classes */
-#define NLB_NUM_REASONS 14
+#define NLB_NUM_REASONS 16
+#define NLB_MAX_HOST_ID 64 /* filter.MaxHostID */
 #define NLB_HB_MAGIC 0x4e4c4248 /* filter.HeartbeatMagic, "NLBH" */
 #define NLB_HB_VERSION 2        /* filter.HeartbeatVersion */
 
@@ -29,6 +30,8 @@ enum nlb_reason {
 	R_DROP_RULE_DISABLED = 11,
 	R_DROP_MALFORMED = 12,
 	R_DROP_LEASE_EXPIRED = 13,
+	R_DROP_HB_SOURCE = 14,
+	R_DROP_HB_BUDGET = 15,
 };
 
 /* enum nlb_mark mirrors filter.Mark. */
@@ -54,7 +57,22 @@ struct nlb_state {
 	__u8 cluster_mac[6];              /*  92 */
 	__u8 masked_mac[6];               /*  98 */
 	struct nlb_rule rules[NLB_MAX_RULES]; /* 104 */
-	__u8 marks[NLB_TABLES][NLB_BUCKETS];  /* 488; total 135656 */
+	__u8 marks[NLB_TABLES][NLB_BUCKETS];  /* 488 */
+	/* The heartbeat budget (filter.HeartbeatBudget); interval 0 = off. */
+	__u64 hb_interval_ns;             /* 135656: one frame's share */
+	__u64 hb_tolerance_ns;            /* 135664: (burst - 1) * interval */
+	__u64 hb_stale_ns;                /* 135672 */
+	__u64 hb_open_interval_ns;        /* 135680: the same, for an unbound ID */
+	__u64 hb_open_tolerance_ns;       /* 135688; total 135696 */
+};
+
+/* One claimed host ID's source (filter.HeartbeatSources). */
+struct nlb_hb_src {
+	__u8 mac[6];   /* the Ethernet source that holds this ID */
+	__u8 verified; /* set by the agent: mac's frames for this ID authenticated */
+	__u8 pad;
+	__u64 tat;     /* GCRA theoretical arrival time, CLOCK_MONOTONIC ns */
+	__u64 last;    /* last frame from mac, ns (0 = never) */
 };
 
 #endif
