@@ -10,9 +10,18 @@ TEST_TIMEOUT ?= 14m
 
 all: build
 
+# VERSION is stamped into both binaries (nlbd --version, nlbctl version,
+# the nlb_build_info metric, each host's version in query).
+# A release tag (vX.Y.Z) names itself; between releases it is the next
+# release's number with the commit (0.8.0~git84d4864, which sorts before
+# 0.8.0 for dpkg and rpm alike).
+BASE_VERSION := 0.8.0
+VERSION   ?= $(shell v=$$(git describe --tags --exact-match 2>/dev/null) && echo $${v\#v} || echo $(BASE_VERSION)~git$$(git rev-parse --short HEAD 2>/dev/null || echo unknown))
+LDFLAGS   := -X github.com/nlbproject/nlb/internal/version.Version=$(VERSION)
+
 build:
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/nlbd ./cmd/nlbd
-	CGO_ENABLED=0 $(GO) build -o $(BIN)/nlbctl ./cmd/nlbctl
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/nlbd ./cmd/nlbd
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/nlbctl ./cmd/nlbctl
 
 # install puts the binaries, the systemd unit and an example config in
 # place (PREFIX=/usr/local); it never starts anything.

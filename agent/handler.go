@@ -15,6 +15,7 @@ import (
 	"github.com/nlbproject/nlb/convergence"
 	"github.com/nlbproject/nlb/filter"
 	"github.com/nlbproject/nlb/health"
+	"github.com/nlbproject/nlb/internal/version"
 	"github.com/nlbproject/nlb/macmode"
 	"github.com/nlbproject/nlb/remote"
 )
@@ -66,7 +67,7 @@ func (a *Agent) Handle(ctx context.Context, cmd remote.Command, args remote.Args
 			Heard: members(st.Heard), Convergences: st.Convergences,
 			LastConvergenceMS: float64(st.LastConvergence.Microseconds()) / 1000,
 			Owned:             map[string]int{}, LeaseValid: fst.LeaseValid, Incarnation: st.Incarnation,
-			Uptime: time.Since(a.started).Round(time.Second).String()}
+			Uptime: time.Since(a.started).Round(time.Second).String(), Version: version.String()}
 		if st.Epoch != nil {
 			q.Epoch, q.Members = st.Epoch.Num, members(st.Epoch.Members)
 			if len(q.Members) > 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/nlbproject/nlb/convergence"
 	"github.com/nlbproject/nlb/filter"
 	"github.com/nlbproject/nlb/filter/datapath"
+	"github.com/nlbproject/nlb/internal/version"
 	"github.com/nlbproject/nlb/heartbeat"
 	"github.com/nlbproject/nlb/remote"
 )
@@ -68,6 +69,8 @@ var (
 		"Data-plane pins (maps, links) found removed under the running agent and pinned again.", nil, nil)
 	descScrapeErr = prometheus.NewDesc("nlb_scrape_error",
 		"1 when this scrape could not read the kernel counters.", nil, nil)
+	descBuildInfo = prometheus.NewDesc("nlb_build_info",
+		"Always 1: the agent's version and the Go release it was built with.", []string{"version", "goversion"}, nil)
 )
 
 type collector struct{ a *Agent }
@@ -75,7 +78,7 @@ type collector struct{ a *Agent }
 // allDescs lists every metric the collector exports.
 var allDescs = []*prometheus.Desc{descPackets, descBuckets, descState, descEpoch, descMembers,
 	descConvergences, descLastConv, descLease, descHBSent, descHBRecv, descHBRefused, descHBOverflow, descHBUnverified, descHBLost,
-	descRemote, descRemoteRefused, descHealth, descHealthRuns, descRepins, descScrapeErr}
+	descRemote, descRemoteRefused, descHealth, descHealthRuns, descRepins, descScrapeErr, descBuildInfo}
 
 // Describe sends every descriptor: the set is fixed, whatever a scrape
 // finds.
@@ -113,6 +116,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		yield(filter.DefaultRule)
 	}
 
+	gauge(descBuildInfo, 1, version.String(), version.Go())
 	if dp != nil {
 		cs, err := dp.Counters()
 		scrapeErr := 0.0

@@ -30,6 +30,8 @@ type QueryResult struct {
 	LeaseValid  bool           `json:"lease_valid"`
 	Incarnation uint64         `json:"incarnation"`
 	Uptime      string         `json:"uptime"`
+	// Version is the agent's build (nlbd --version).
+	Version string `json:"version"`
 	// RemoteRefused counts remote-control datagrams refused, by reason.
 	RemoteRefused map[string]uint64 `json:"remote_refused"`
 	// Accepted and Dropped count VIP packets this host's data plane

@@ -85,9 +85,7 @@ model the kernel program is tested against.`,
 			res := evaluate(r, ids, p)
 			res.Flow = fmt.Sprintf("%s -> %s/%s", client, vip, proto)
 			if t.asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				return writeJSON(cmd.OutOrStdout(), res)
 			}
 			printFilter(cmd, res)
 			return nil
@@ -109,9 +107,7 @@ func (t *target) liveFilter(cmd *cobra.Command, client, vip, proto string) error
 	}
 	w := cmd.OutOrStdout()
 	if t.asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(jsonResult(res)); err != nil {
+		if err := writeJSON(w, jsonResult(res)); err != nil {
 			return err
 		}
 		return outcome(res)

@@ -4,12 +4,15 @@
 package main
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/nlbproject/nlb/internal/version"
 )
 
 // Exit codes.
@@ -39,6 +42,7 @@ answers; with --host IP (a dedicated IP) that host alone does.
 Exit codes: 0 every targeted host answered and succeeded; 1 error;
 2 usage; 3 no host answered; 4 some hosts did not answer or failed;
 5 refused (stale clock, replay, or a monitor key asking to change).`,
+		Version:       version.String(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -67,5 +71,28 @@ Exit codes: 0 every targeted host answered and succeeded; 1 error;
 }
 
 func commands(t *target) []*cobra.Command {
-	return append(remoteCommands(t), filterCommand(t), watchCommand(t), keygenCommand())
+	return append(remoteCommands(t), filterCommand(t), watchCommand(t), keygenCommand(), versionCommand(t))
+}
+
+// versionCommand prints nlbctl's own version; each host's is in query.
+func versionCommand(t *target) *cobra.Command {
+	return &cobra.Command{
+		Use: "version", Short: "Show nlbctl's version (each host's is in query)", Args: cobra.NoArgs,
+		RunE: func(c *cobra.Command, _ []string) error {
+			if t.asJSON {
+				return writeJSON(c.OutOrStdout(), map[string]string{"nlbctl": version.String(), "go": version.Go()})
+			}
+			fmt.Fprintf(c.OutOrStdout(), "nlbctl %s (%s)\n", version.String(), version.Go())
+			return nil
+		},
+	}
+}
+
+// writeJSON is every --json output: indented, one document, and no HTML
+// escaping (a "<" in an error stays "<" for jq).
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/nlbproject/nlb/internal/version"
 )
 
 func testConfig(t *testing.T) string {
@@ -91,3 +93,32 @@ func TestFilterUsageErrors(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// TestVersion: `nlbctl version`, its --json form, and --version all give
+// the stamped version.
+func TestVersion(t *testing.T) {
+	version.Version = "v9.8.7-test"
+	defer func() { version.Version = "" }()
+	if code, out, _ := runCtl("version"); code != 0 || !strings.HasPrefix(out, "nlbctl v9.8.7-test (go") {
+		t.Errorf("version: %d %q", code, out)
+	}
+	code, out, _ := runCtl("--json", "version")
+	var v map[string]string
+	if err := json.Unmarshal([]byte(out), &v); code != 0 || err != nil || v["nlbctl"] != "v9.8.7-test" || !strings.HasPrefix(v["go"], "go") {
+		t.Errorf("--json version: %d %q %v", code, out, err)
+	}
+	if code, out, _ := runCtl("--version"); code != 0 || !strings.Contains(out, "v9.8.7-test") {
+		t.Errorf("--version: %d %q", code, out)
+	}
+}
+
+// TestJSONNotHTMLEscaped: --json output keeps <, > and & as they are.
+func TestJSONNotHTMLEscaped(t *testing.T) {
+	var b bytes.Buffer
+	if err := writeJSON(&b, map[string]string{"error": "a <b> & c"}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), `"a <b> & c"`) {
+		t.Errorf("escaped: %s", b.String())
+	}
+}

@@ -190,9 +190,7 @@ func (t *target) run(c *cobra.Command, cmd remote.Command, args remote.Args) err
 	}
 	w := c.OutOrStdout()
 	if t.asJSON {
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		if err := enc.Encode(jsonResult(res)); err != nil {
+		if err := writeJSON(w, jsonResult(res)); err != nil {
 			return err
 		}
 	} else {
@@ -227,6 +225,7 @@ func printResult(w io.Writer, cmd remote.Command, res *remote.Result) {
 	switch cmd {
 	case remote.CmdQuery:
 		fmt.Fprintln(tw, "HOST\tSTATE\tEPOCH\tMEMBERS\tDEFAULT\tOWNED BUCKETS\tCONVERGENCES\tLAST\tNOTES")
+		mixed := mixedVersions(res)
 		for _, r := range res.Replies {
 			var q remote.QueryResult
 			if r.Status != remote.StatusOK || json.Unmarshal(r.Result, &q) != nil {
@@ -237,8 +236,12 @@ func printResult(w io.Writer, cmd remote.Command, res *remote.Result) {
 			if q.Why != "" && (q.State == "refused" || q.State == "stopped" || q.State == "converging") {
 				state += " (" + q.Why + ")"
 			}
+			n := notes(&q)
+			if mixed {
+				n = strings.TrimPrefix(n+"; version "+q.Version, "-; ")
+			}
 			fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%d\t%.0fms\t%s\n", q.Host, state, q.Epoch, ids(q.Members),
-				q.DefaultHost, owned(q.Owned), q.Convergences, q.LastConvergenceMS, notes(&q))
+				q.DefaultHost, owned(q.Owned), q.Convergences, q.LastConvergenceMS, n)
 		}
 		for _, row := range silentRows(res) {
 			fmt.Fprintf(tw, "%d\tno answer\t-\t-\t-\t-\t-\t-\t%s\n", row.host, row.notes)
@@ -304,6 +307,19 @@ func owned(m map[string]int) string {
 
 // notes lists what keeps a host from taking its share: failing health
 // checks ("health web: http 503") and an expired lease.
+// mixedVersions reports whether the answering hosts run more than one
+// version (an upgrade in progress): query then notes each host's.
+func mixedVersions(res *remote.Result) bool {
+	seen := map[string]bool{}
+	for _, r := range res.Replies {
+		var q remote.QueryResult
+		if r.Status == remote.StatusOK && json.Unmarshal(r.Result, &q) == nil {
+			seen[q.Version] = true
+		}
+	}
+	return len(seen) > 1
+}
+
 func notes(q *remote.QueryResult) string {
 	var out []string
 	rules := make([]string, 0, len(q.Health))

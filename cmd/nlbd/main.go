@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/nlbproject/nlb/config"
+	"github.com/nlbproject/nlb/internal/version"
 	"github.com/nlbproject/nlb/remote"
 
 	"github.com/hashicorp/go-hclog"
@@ -38,6 +39,7 @@ Signals: SIGTERM/SIGINT leave as host.on_exit says (default: drainstop,
 then restore the NIC); SIGUSR2 exits at once keeping the data plane and
 NIC for the next agent (upgrades: no connection is dropped); SIGHUP
 reloads the configuration.`,
+		Version:       version.String(),
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
