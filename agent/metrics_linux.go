@@ -15,8 +15,8 @@ import (
 	"github.com/nlbproject/nlb/convergence"
 	"github.com/nlbproject/nlb/filter"
 	"github.com/nlbproject/nlb/filter/datapath"
-	"github.com/nlbproject/nlb/internal/version"
 	"github.com/nlbproject/nlb/heartbeat"
+	"github.com/nlbproject/nlb/internal/version"
 	"github.com/nlbproject/nlb/remote"
 )
 
