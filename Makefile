@@ -6,7 +6,7 @@ PKGS      := ./...
 # 15 minutes on a 2-core machine.
 TEST_TIMEOUT ?= 14m
 
-.PHONY: deps-quiet install all build test test-pure demo bench generate check-generated lint fuzz soak mutate clean deps need-root
+.PHONY: deps-quiet install uninstall package all build test test-pure demo bench generate check-generated lint fuzz soak mutate clean deps need-root
 
 all: build
 
@@ -23,16 +23,40 @@ build:
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/nlbd ./cmd/nlbd
 	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/nlbctl ./cmd/nlbctl
 
-# install puts the binaries, the systemd unit and an example config in
-# place (PREFIX=/usr/local); it never starts anything.
+# install puts the binaries, the systemd unit (running $(PREFIX)/sbin/nlbd)
+# and an example config in place (PREFIX=/usr/local); it never starts
+# anything. uninstall removes exactly what install put, except the
+# configuration in /etc/nlb. Packages: make package.
 PREFIX ?= /usr/local
 install: build
 	install -D -m 0755 $(BIN)/nlbd $(DESTDIR)$(PREFIX)/sbin/nlbd
 	install -D -m 0755 $(BIN)/nlbctl $(DESTDIR)$(PREFIX)/bin/nlbctl
-	install -D -m 0644 deploy/nlbd.service $(DESTDIR)/etc/systemd/system/nlbd.service
+	install -d -m 0755 $(DESTDIR)/etc/systemd/system
+	sed 's|/usr/sbin/nlbd|$(PREFIX)/sbin/nlbd|g' deploy/nlbd.service > $(DESTDIR)/etc/systemd/system/nlbd.service
+	chmod 0644 $(DESTDIR)/etc/systemd/system/nlbd.service
 	install -d -m 0700 $(DESTDIR)/etc/nlb
 	test -e $(DESTDIR)/etc/nlb/nlb.yaml || install -m 0600 examples/host1.yaml $(DESTDIR)/etc/nlb/nlb.yaml
-	install -D -m 0644 docs/operations.md $(DESTDIR)/usr/share/doc/nlb/operations.md
+	install -D -m 0644 docs/operations.md $(DESTDIR)$(PREFIX)/share/doc/nlb/operations.md
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/sbin/nlbd $(DESTDIR)$(PREFIX)/bin/nlbctl \
+		$(DESTDIR)/etc/systemd/system/nlbd.service $(DESTDIR)$(PREFIX)/share/doc/nlb/operations.md
+	-rmdir $(DESTDIR)$(PREFIX)/share/doc/nlb 2>/dev/null
+
+# package builds dist/nlb_VERSION_amd64.deb and dist/nlb-VERSION.x86_64.rpm
+# with nfpm (a Go tool of this module: no other packaging software needed):
+# FHS paths, man pages generated from the commands, shell completions.
+PKGDIR := build/pkg
+package: build
+	rm -rf $(PKGDIR) dist && mkdir -p $(PKGDIR)/man $(PKGDIR)/completions dist
+	$(GO) run -tags mangen -ldflags "$(LDFLAGS)" ./cmd/nlbctl man $(PKGDIR)/man
+	$(GO) run -tags mangen -ldflags "$(LDFLAGS)" ./cmd/nlbd man $(PKGDIR)/man
+	$(BIN)/nlbctl completion bash > $(PKGDIR)/completions/nlbctl.bash
+	$(BIN)/nlbctl completion zsh > $(PKGDIR)/completions/_nlbctl
+	$(BIN)/nlbctl completion fish > $(PKGDIR)/completions/nlbctl.fish
+	NLB_VERSION=$(VERSION) $(GO) tool nfpm package -f deploy/nfpm.yaml -p deb -t dist/
+	NLB_VERSION=$(VERSION) $(GO) tool nfpm package -f deploy/nfpm.yaml -p rpm -t dist/
+	@ls -l dist/
 
 # deps installs what a fresh Debian machine lacks (needs root for apt).
 deps:
@@ -110,4 +134,4 @@ mutate:
 	$(GO) run ./internal/mutate -packages $(MUTATE_PACKAGES)
 
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) build dist

@@ -55,6 +55,9 @@ Exit codes: 0 every targeted host answered and succeeded; 1 error;
 	for _, c := range commands(t) {
 		root.AddCommand(c)
 	}
+	for _, add := range extraCommands {
+		add(root)
+	}
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(stderr, "nlbctl:", err)
 		var u usageError
@@ -73,6 +76,10 @@ Exit codes: 0 every targeted host answered and succeeded; 1 error;
 func commands(t *target) []*cobra.Command {
 	return append(remoteCommands(t), filterCommand(t), watchCommand(t), keygenCommand(), versionCommand(t))
 }
+
+// extraCommands add build-time commands to the root (the man page
+// generator, build tag mangen): the shipped binary has none.
+var extraCommands []func(root *cobra.Command)
 
 // versionCommand prints nlbctl's own version; each host's is in query.
 func versionCommand(t *target) *cobra.Command {

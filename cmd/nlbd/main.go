@@ -120,12 +120,19 @@ reloads the configuration.`,
 	f.StringVar(&layout.BPFFS, "bpffs", agent.DefaultBPFFS, "bpffs mount point (mounted if absent); pins go under BPFFS/nlb/IFNAME")
 	f.StringVar(&logFormat, "log-format", "text", "text or json")
 	f.StringVar(&logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	for _, add := range extraCommands {
+		add(root)
+	}
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(stderr, "nlbd:", err)
 		return 1
 	}
 	return 0
 }
+
+// extraCommands add build-time commands to the root (the man page
+// generator, build tag mangen): the shipped binary has none.
+var extraCommands []func(root *cobra.Command)
 
 // notifyReady tells systemd (Type=notify) that the agent is up.
 func notifyReady() {
