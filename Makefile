@@ -32,7 +32,7 @@ install: build
 	install -D -m 0755 $(BIN)/nlbd $(DESTDIR)$(PREFIX)/sbin/nlbd
 	install -D -m 0755 $(BIN)/nlbctl $(DESTDIR)$(PREFIX)/bin/nlbctl
 	install -d -m 0755 $(DESTDIR)/etc/systemd/system
-	sed 's|/usr/sbin/nlbd|$(PREFIX)/sbin/nlbd|g' deploy/nlbd.service > $(DESTDIR)/etc/systemd/system/nlbd.service
+	sed -e 's|/usr/sbin/nlbd|$(PREFIX)/sbin/nlbd|g' -e 's|/usr/bin/nlbctl|$(PREFIX)/bin/nlbctl|g' deploy/nlbd.service > $(DESTDIR)/etc/systemd/system/nlbd.service
 	chmod 0644 $(DESTDIR)/etc/systemd/system/nlbd.service
 	install -d -m 0700 $(DESTDIR)/etc/nlb
 	test -e $(DESTDIR)/etc/nlb/nlb.yaml || install -m 0600 examples/host1.yaml $(DESTDIR)/etc/nlb/nlb.yaml

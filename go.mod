@@ -4,6 +4,7 @@ go 1.26.4
 
 require (
 	github.com/cilium/ebpf v0.22.0
+	github.com/coreos/go-systemd/v22 v22.7.0
 	github.com/google/go-cmp v0.7.0
 	github.com/hashicorp/go-hclog v1.6.3
 	github.com/mdlayher/arp v0.0.0-20220512170110-6706a2966875

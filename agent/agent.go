@@ -1,6 +1,9 @@
 package agent
 
 import (
+	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,8 +25,44 @@ type Options struct {
 	// Layout says where the agent's files are (run directory, bpffs).
 	Layout Layout
 	Log    hclog.Logger
-	// Ready, if set, is called once the host is on the wire (sd_notify).
-	Ready func()
+	// Notify, if set, sends sd_notify(3) states to the supervisor:
+	// READY=1 once the host is on the wire, STATUS= at every state
+	// change, RELOADING=1 and READY=1 around a reload, STOPPING=1 and
+	// EXTEND_TIMEOUT_USEC= while leaving, WATCHDOG=1 (see Watchdog).
+	Notify func(state string)
+	// Watchdog, if positive, is systemd's WatchdogSec: the agent sends
+	// WATCHDOG=1 every Watchdog/2 while its convergence loop is stepping
+	// (a stuck loop stops the pings, and systemd restarts the agent,
+	// which adopts the data plane).
+	Watchdog time.Duration
+}
+
+// notify sends an sd_notify state if a supervisor listens.
+func (a *Agent) notify(state string) {
+	if a.opts.Notify != nil {
+		a.opts.Notify(state)
+	}
+}
+
+// statusLine is systemd's STATUS= for the node's snapshot: state, epoch,
+// members ("converged, epoch 12, members 1,2,3").
+func statusLine(st Status) string {
+	s := st.State.String()
+	if st.Epoch != nil {
+		s += fmt.Sprintf(", epoch %d, members %s", st.Epoch.Num, joinIDs(members(st.Epoch.Members)))
+	}
+	return s
+}
+
+func joinIDs(ids []uint8) string {
+	out := make([]string, len(ids))
+	for i, id := range ids {
+		out[i] = strconv.Itoa(int(id))
+	}
+	if len(out) == 0 {
+		return "none"
+	}
+	return strings.Join(out, ",")
 }
 
 // FlapWindow is the agent's flap damping (convergence.Config.FlapWindow):

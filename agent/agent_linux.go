@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"golang.org/x/sys/unix"
+
 	"context"
 	"fmt"
 	"net"
@@ -88,16 +90,25 @@ func (a *Agent) leave(ctx context.Context, node *Node, mode config.ExitMode) {
 	}
 	cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	a.notify("STOPPING=1\nSTATUS=leaving: " + string(mode))
 	if mode == config.ExitDrainStop {
 		if err := node.Do(cctx, convergence.Command{Op: convergence.OpDrainStop}); err != nil {
 			a.log.Warn("drainstop", "error", err)
 		}
 		t := time.NewTicker(a.cfg.Period)
 		defer t.Stop()
+		var extended time.Time
 	wait:
 		for {
 			if st, _ := node.State(); st != convergence.StateDraining {
 				break
+			}
+			// A drain may outlast the unit's TimeoutStopSec: ask
+			// systemd for more time while it makes progress (it ends
+			// by the drain timeout anyway).
+			if time.Since(extended) >= time.Second {
+				a.notify(fmt.Sprintf("EXTEND_TIMEOUT_USEC=%d", (5 * time.Second).Microseconds()))
+				extended = time.Now()
 			}
 			select {
 			case <-t.C:
@@ -185,8 +196,34 @@ func (a *Agent) healthChanged(ctx context.Context, node *Node, rule string, up b
 	}
 }
 
-// onState announces the VIPs when this host starts or stops serving.
+// watchdog pings systemd's watchdog every Watchdog/2 while the node's
+// loop steps (it steps at least every heartbeat period).
+func (a *Agent) watchdog(ctx context.Context, node *Node) {
+	t := time.NewTicker(a.opts.Watchdog / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			if now.Sub(node.LastStep()) < a.opts.Watchdog/2 {
+				a.notify("WATCHDOG=1")
+			} else {
+				a.log.Error("watchdog: the convergence loop has not stepped", "since", now.Sub(node.LastStep()).Round(time.Millisecond))
+			}
+		}
+	}
+}
+
+// onState announces the VIPs when this host starts or stops serving, and
+// tells systemd the new state (STATUS=).
 func (a *Agent) onState(from, to convergence.State) {
+	a.mu.Lock()
+	node := a.node
+	a.mu.Unlock()
+	if node != nil {
+		a.notify("STATUS=" + statusLine(node.Status()))
+	}
 	serving := func(s convergence.State) bool {
 		return s == convergence.StateConverged || s == convergence.StateDefault || s == convergence.StateDraining
 	}
@@ -195,4 +232,13 @@ func (a *Agent) onState(from, to convergence.State) {
 			a.log.Warn("gratuitous arp failed", "error", err)
 		}
 	}
+}
+
+// monotonicUsec is CLOCK_MONOTONIC in µs, for sd_notify's MONOTONIC_USEC.
+func monotonicUsec() int64 {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts) != nil {
+		return 0
+	}
+	return ts.Nano() / 1000
 }

@@ -221,6 +221,14 @@ func (a *Agent) Reload(ctx context.Context) (*remote.Params, error) {
 	a.mu.Lock()
 	cur, node, srv := a.cfg, a.node, a.srv
 	a.mu.Unlock()
+	a.notify(fmt.Sprintf("RELOADING=1\nMONOTONIC_USEC=%d", monotonicUsec()))
+	defer func() {
+		st := "reloading"
+		if node != nil {
+			st = statusLine(node.Status())
+		}
+		a.notify("READY=1\nSTATUS=" + st)
+	}()
 	next, err := config.Load(a.opts.ConfigPath)
 	if err != nil {
 		return nil, fmt.Errorf("reload refused, running configuration kept: %w", err)

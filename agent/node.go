@@ -43,6 +43,7 @@ type Node struct {
 	Bind func(id uint8, mac [6]byte) error
 
 	bound    [filter.MaxHostID + 1]binding // loop only
+	lastStep atomic.Int64                  // UnixNano of the last step's end
 	inbox    chan heartbeat.Frame
 	cmds     chan nodeCmd
 	overflow atomic.Uint64
@@ -333,6 +334,7 @@ func (n *Node) step(now time.Time, ev convergence.Event) error {
 		st.convergingSince = time.Time{}
 	}
 	n.mu.Unlock()
+	n.lastStep.Store(time.Now().UnixNano())
 	if from != to && n.OnState != nil {
 		n.OnState(from, to)
 	}
@@ -374,3 +376,6 @@ func (n *Node) bind(now time.Time, msg heartbeat.Message, source [6]byte) {
 	}
 	*b = binding{mac: source, at: now}
 }
+
+// LastStep is when the loop last stepped the machine (zero before it ran).
+func (n *Node) LastStep() time.Time { return time.Unix(0, n.lastStep.Load()) }

@@ -257,8 +257,9 @@ func (a *Agent) serve(ctx context.Context, s *session) (config.ExitMode, error) 
 		})
 	}
 	log.Info("agent running", "host", cfg.HostID, "cluster", cfg.Name, "incarnation", a.inc, "remote_port", cfg.RemotePort)
-	if a.opts.Ready != nil {
-		a.opts.Ready()
+	a.notify("READY=1\nSTATUS=" + statusLine(s.node.Status()))
+	if a.opts.Watchdog > 0 {
+		g.Go(func() error { a.watchdog(gctx, s.node); return nil })
 	}
 
 	mode := config.ExitKeep

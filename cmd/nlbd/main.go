@@ -2,10 +2,10 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -14,6 +14,7 @@ import (
 	"github.com/nlbproject/nlb/internal/version"
 	"github.com/nlbproject/nlb/remote"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/hashicorp/go-hclog"
 	"github.com/spf13/cobra"
 
@@ -76,9 +77,17 @@ reloads the configuration.`,
 			if logFormat != "text" && logFormat != "json" {
 				return fmt.Errorf("--log-format %q: want text or json", logFormat)
 			}
-			log := hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("nlbd.host%d", r.HostID), Level: level,
-				JSONFormat: logFormat == "json", Output: stderr})
-			a := agent.New(r, agent.Options{ConfigPath: configPath, Layout: layout, Log: log, Ready: notifyReady})
+			lo := &hclog.LoggerOptions{Name: fmt.Sprintf("nlbd.host%d", r.HostID), Level: level,
+				JSONFormat: logFormat == "json", Output: stderr}
+			if logFormat == "text" && underJournald(stderr) {
+				// journald stamps each line and reads its priority
+				// from a "<N>" prefix: no timestamp of our own.
+				lo.DisableTime, lo.Output = true, journalWriter{stderr}
+			}
+			log := hclog.New(lo)
+			watchdog, _ := daemon.SdWatchdogEnabled(false)
+			a := agent.New(r, agent.Options{ConfigPath: configPath, Layout: layout, Log: log,
+				Notify: func(state string) { _, _ = daemon.SdNotify(false, state) }, Watchdog: watchdog})
 			sigs := make(chan os.Signal, 4)
 			signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2, syscall.SIGHUP)
 			defer signal.Stop(sigs)
@@ -134,19 +143,37 @@ reloads the configuration.`,
 // generator, build tag mangen): the shipped binary has none.
 var extraCommands []func(root *cobra.Command)
 
-// notifyReady tells systemd (Type=notify) that the agent is up.
-func notifyReady() {
-	path := os.Getenv("NOTIFY_SOCKET")
-	if path == "" {
-		return
+// underJournald reports whether w is the journal stream systemd gave
+// this process (JOURNAL_STREAM names its device and inode).
+func underJournald(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	js := os.Getenv("JOURNAL_STREAM")
+	if !ok || js == "" {
+		return false
 	}
-	if path[0] == '@' {
-		path = "\x00" + path[1:]
+	var st syscall.Stat_t
+	if syscall.Fstat(int(f.Fd()), &st) != nil {
+		return false
 	}
-	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		return
+	return js == fmt.Sprintf("%d:%d", st.Dev, st.Ino)
+}
+
+// journalWriter prefixes each log line with its syslog priority in
+// sd-daemon(3) form ("<3>" for errors), so that journalctl -p works.
+type journalWriter struct{ w io.Writer }
+
+func (j journalWriter) Write(p []byte) (int, error) {
+	prio := "<6>" // info
+	for _, l := range []struct{ tag, prio string }{
+		{"[ERROR]", "<3>"}, {"[WARN]", "<4>"}, {"[DEBUG]", "<7>"}, {"[TRACE]", "<7>"},
+	} {
+		if bytes.HasPrefix(p, []byte(l.tag)) {
+			prio = l.prio
+			break
+		}
 	}
-	defer c.Close()
-	_, _ = c.Write([]byte("READY=1"))
+	if _, err := j.w.Write(append([]byte(prio), p...)); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -31,3 +31,24 @@ func TestCheckConfig(t *testing.T) {
 		t.Fatalf("bad config: exit %d, stderr %q", code, errb.String())
 	}
 }
+
+// TestJournalWriter: each log line gets its syslog priority for journald.
+func TestJournalWriter(t *testing.T) {
+	for line, want := range map[string]string{
+		"[ERROR] nlbd.host1: x":  "<3>[ERROR] nlbd.host1: x",
+		"[WARN]  nlbd.host1: x":  "<4>[WARN]  nlbd.host1: x",
+		"[INFO]  nlbd.host1: x":  "<6>[INFO]  nlbd.host1: x",
+		"[DEBUG] nlbd.host1: x":  "<7>[DEBUG] nlbd.host1: x",
+		"something else entirely": "<6>something else entirely",
+	} {
+		var b bytes.Buffer
+		n, err := journalWriter{&b}.Write([]byte(line))
+		if err != nil || n != len(line) || b.String() != want {
+			t.Errorf("%q: wrote %q (%d, %v), want %q", line, b.String(), n, err, want)
+		}
+	}
+	var b bytes.Buffer
+	if underJournald(&b) {
+		t.Error("a buffer is not the journal")
+	}
+}

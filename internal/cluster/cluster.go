@@ -105,6 +105,8 @@ type Host struct {
 	DataDir string
 	BPFFS   string
 	Log     string
+	// Env is added to the agent's environment (NOTIFY_SOCKET, …).
+	Env []string
 
 	c    *Cluster
 	mu   sync.Mutex

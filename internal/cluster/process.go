@@ -77,6 +77,7 @@ func (c *Cluster) Start(id uint8) {
 	cmd := exec.Command("nsenter", "--net="+h.NS.Path(), "--", c.Opts.Nlbd, "--config", h.Config,
 		"--run-dir", h.RunDir, "--data-dir", h.DataDir, "--bpffs", h.BPFFS, "--log-level", "info")
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), h.Env...)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		c.T.Fatalf("start host %d: %v", id, err)
