@@ -35,10 +35,10 @@ func TestCheckConfig(t *testing.T) {
 // TestJournalWriter: each log line gets its syslog priority for journald.
 func TestJournalWriter(t *testing.T) {
 	for line, want := range map[string]string{
-		"[ERROR] nlbd.host1: x":  "<3>[ERROR] nlbd.host1: x",
-		"[WARN]  nlbd.host1: x":  "<4>[WARN]  nlbd.host1: x",
-		"[INFO]  nlbd.host1: x":  "<6>[INFO]  nlbd.host1: x",
-		"[DEBUG] nlbd.host1: x":  "<7>[DEBUG] nlbd.host1: x",
+		"[ERROR] nlbd.host1: x":   "<3>[ERROR] nlbd.host1: x",
+		"[WARN]  nlbd.host1: x":   "<4>[WARN]  nlbd.host1: x",
+		"[INFO]  nlbd.host1: x":   "<6>[INFO]  nlbd.host1: x",
+		"[DEBUG] nlbd.host1: x":   "<7>[DEBUG] nlbd.host1: x",
 		"something else entirely": "<6>something else entirely",
 	} {
 		var b bytes.Buffer
