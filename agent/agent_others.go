@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/nlbproject/nlb/config"
 	"github.com/nlbproject/nlb/convergence"
 )
 
@@ -19,3 +20,11 @@ func (a *Agent) scan() (convergence.HeldScan, error) {
 func (a *Agent) packetTotals() (accepted, dropped uint64) { return 0, 0 }
 
 func monotonicUsec() int64 { return 0 }
+
+// UnitPaths are where nlbd.service is looked for.
+var UnitPaths []string
+
+// Preflight needs Linux.
+func Preflight(*config.Resolved, string, []string) []Check {
+	return []Check{{Name: "kernel", Verdict: Fail, Detail: "nlbd runs on Linux only"}}
+}

@@ -129,7 +129,7 @@ func TestLoad(t *testing.T) {
 	}
 	bad := dir + "/bad.yaml"
 	os.WriteFile(bad, []byte("cluster: {colour: blue}"), 0o600)
-	if _, err := Load(bad); err == nil || !strings.HasPrefix(err.Error(), bad+": parse") {
+	if _, err := Load(bad); err == nil || !strings.HasPrefix(err.Error(), bad+": cluster.colour: unknown key") {
 		t.Errorf("bad yaml: %v", err)
 	}
 	invalid := dir + "/invalid.yaml"

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -210,5 +211,37 @@ func TestKeyFiles(t *testing.T) {
 	r, err = load("  key_file: "+good, "", "    admin_key_file: "+admin)
 	if err != nil || string(r.Keys.Admin) != strings.Repeat("d", 32) || string(r.Keys.Monitor) != strings.Repeat("d", 32) {
 		t.Errorf("admin key: %v %+v", err, r.Keys)
+	}
+}
+
+// TestAllErrorsAtOnce: a file with several mistakes gets every one
+// reported, in config terms, misspelt keys with the likely intended one.
+func TestAllErrorsAtOnce(t *testing.T) {
+	y := exampleConfig(t)
+	y = strings.Replace(y, "loss_tolerance:", "loss_tolerence:", 1)
+	y = strings.Replace(y, "id: 1", "id: 0", 1)
+	y = strings.Replace(y, "mac_mode: unicast", "mac_mode: broadcast", 1)
+	if strings.Count(y, "loss_tolerence") != 1 || !strings.Contains(y, "id: 0") || !strings.Contains(y, "broadcast") {
+		t.Fatal("the example changed: adjust the edits")
+	}
+	_, err := Parse([]byte(y))
+	if err == nil || !strings.Contains(err.Error(), `cluster.heartbeat.loss_tolerence: unknown key`) ||
+		!strings.Contains(err.Error(), `did you mean "loss_tolerance"?`) {
+		t.Fatalf("misspelt key: %v", err)
+	}
+	y = strings.Replace(y, "loss_tolerence:", "loss_tolerance:", 1)
+	c, err := Parse([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Resolve()
+	var errs Errors
+	if !errors.As(err, &errs) || len(errs) != 2 {
+		t.Fatalf("want 2 errors, got %v", err)
+	}
+	for _, want := range []string{"cluster.mac_mode", "host.id"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("%s not reported: %v", want, err)
+		}
 	}
 }

@@ -37,13 +37,26 @@ func Load(path string) (*Resolved, error) {
 	}
 	c, err := Parse(b)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, inFile(path, err)
 	}
 	r, err := c.Resolve()
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, inFile(path, err)
 	}
 	return r, nil
+}
+
+// inFile prefixes each error with the file's path, as compilers do.
+func inFile(path string, err error) error {
+	errs, ok := err.(Errors)
+	if !ok {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	out := make(Errors, len(errs))
+	for i, e := range errs {
+		out[i] = fmt.Errorf("%s: %w", path, e)
+	}
+	return out
 }
 
 // Parse parses YAML strictly (unknown keys are errors) over the
@@ -56,7 +69,7 @@ func Parse(b []byte) (*Config, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, errors.New("config is empty")
 		}
-		return nil, fmt.Errorf("parse: %w", err)
+		return nil, yamlErrors(err)
 	}
 	return &c, nil
 }

@@ -60,30 +60,36 @@ type HostRule struct {
 // resolved. Every error names the offending key and value.
 func (c *Config) Resolve() (*Resolved, error) {
 	r := &Resolved{Raw: *c, Name: c.Cluster.Name}
+	var errs Errors
+	fail := func(err error) { errs = append(errs, err) }
 	if c.Cluster.Name == "" || len(c.Cluster.Name) > 64 {
-		return nil, cerr("cluster.name", c.Cluster.Name, "must be 1 to 64 characters")
+		fail(cerr("cluster.name", c.Cluster.Name, "must be 1 to 64 characters"))
 	}
 	if len(c.Cluster.VIPs) == 0 {
-		return nil, cerr("cluster.vips", "", "at least one VIP is required")
+		fail(cerr("cluster.vips", "", "at least one VIP is required"))
 	}
 	if len(c.Cluster.VIPs) > filter.MaxVIPs {
-		return nil, cerr("cluster.vips", "", "%d VIPs, at most %d", len(c.Cluster.VIPs), filter.MaxVIPs)
+		fail(cerr("cluster.vips", "", "%d VIPs, at most %d", len(c.Cluster.VIPs), filter.MaxVIPs))
 	}
+vips:
 	for i, s := range c.Cluster.VIPs {
 		key := fmt.Sprintf("cluster.vips[%d]", i)
 		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return nil, cerr(key, s, "not an IP address")
-		}
-		if !a.Is4() {
-			return nil, cerr(key, s, "only IPv4 VIPs are supported")
-		}
-		if !a.IsGlobalUnicast() {
-			return nil, cerr(key, s, "a VIP must be a unicast address")
+		switch {
+		case err != nil:
+			fail(cerr(key, s, "not an IP address"))
+			continue
+		case !a.Is4():
+			fail(cerr(key, s, "only IPv4 VIPs are supported"))
+			continue
+		case !a.IsGlobalUnicast():
+			fail(cerr(key, s, "a VIP must be a unicast address"))
+			continue
 		}
 		for _, v := range r.VIPs {
 			if v == a {
-				return nil, cerr(key, s, "duplicate VIP")
+				fail(cerr(key, s, "duplicate VIP"))
+				continue vips
 			}
 		}
 		r.VIPs = append(r.VIPs, a)
@@ -92,31 +98,31 @@ func (c *Config) Resolve() (*Resolved, error) {
 	case macmode.Unicast, macmode.Multicast, macmode.IGMP:
 		r.MACMode = m
 	default:
-		return nil, cerr("cluster.mac_mode", c.Cluster.MACMode, "must be unicast, multicast or igmp")
+		fail(cerr("cluster.mac_mode", c.Cluster.MACMode, "must be unicast, multicast or igmp"))
 	}
 	r.Period = time.Duration(c.Cluster.Heartbeat.Period)
 	if r.Period < 10*time.Millisecond || r.Period > 10*time.Second {
-		return nil, cerr("cluster.heartbeat.period", r.Period.String(), "must be between 10ms and 10s")
+		fail(cerr("cluster.heartbeat.period", r.Period.String(), "must be between 10ms and 10s"))
 	}
 	r.LossTolerance = c.Cluster.Heartbeat.LossTolerance
 	if r.LossTolerance < 2 || r.LossTolerance > 100 {
-		return nil, cerr("cluster.heartbeat.loss_tolerance", strconv.Itoa(r.LossTolerance), "must be between 2 and 100")
+		fail(cerr("cluster.heartbeat.loss_tolerance", strconv.Itoa(r.LossTolerance), "must be between 2 and 100"))
 	}
 	if err := r.resolveKeys(c); err != nil {
-		return nil, err
+		fail(err)
 	}
 	if c.Cluster.HashSeed == "" {
 		copy(r.Seed[:], seedFromKey(r.Keys.Cluster))
 	} else {
 		b, err := hex.DecodeString(strings.TrimPrefix(c.Cluster.HashSeed, "0x"))
 		if err != nil || len(b) != len(r.Seed) {
-			return nil, cerr("cluster.hash_seed", c.Cluster.HashSeed, "must be 32 hex digits (128 bits)")
+			fail(cerr("cluster.hash_seed", c.Cluster.HashSeed, "must be 32 hex digits (128 bits)"))
 		}
 		copy(r.Seed[:], b)
 	}
 	if c.Cluster.RemoteControl.Enabled {
 		if c.Cluster.RemoteControl.Port == 0 {
-			return nil, cerr("cluster.remote_control.port", "0", "must be 1..65535")
+			fail(cerr("cluster.remote_control.port", "0", "must be 1..65535"))
 		}
 		r.RemotePort = c.Cluster.RemoteControl.Port
 	}
@@ -125,37 +131,38 @@ func (c *Config) Resolve() (*Resolved, error) {
 		r.Quorum = true
 	case "off":
 	default:
-		return nil, cerr("cluster.quorum", c.Cluster.Quorum, "must be majority (the default) or off")
+		fail(cerr("cluster.quorum", c.Cluster.Quorum, "must be majority (the default) or off"))
 	}
 	if q := c.Cluster.QuorumVoters; q < 0 || q > filter.MaxHostID || q == 1 || q == 2 {
-		return nil, cerr("cluster.quorum_voters", strconv.Itoa(q), "must be 0 (the last agreed members) or 3..%d: with 1 or 2 fixed voters one failure stops the cluster", filter.MaxHostID)
+		fail(cerr("cluster.quorum_voters", strconv.Itoa(q), "must be 0 (the last agreed members) or 3..%d: with 1 or 2 fixed voters one failure stops the cluster", filter.MaxHostID))
 	}
 	if c.Cluster.QuorumVoters != 0 && !r.Quorum {
-		return nil, cerr("cluster.quorum_voters", strconv.Itoa(c.Cluster.QuorumVoters), "needs quorum: majority")
+		fail(cerr("cluster.quorum_voters", strconv.Itoa(c.Cluster.QuorumVoters), "needs quorum: majority"))
 	}
 	r.QuorumVoters = c.Cluster.QuorumVoters
 	r.Grace = time.Duration(c.Cluster.Grace)
 	if r.Grace < 0 || r.Grace > time.Hour {
-		return nil, cerr("cluster.grace", r.Grace.String(), "must be between 0s and 1h")
+		fail(cerr("cluster.grace", r.Grace.String(), "must be between 0s and 1h"))
 	}
-	if err := r.resolveRules(c); err != nil {
-		return nil, err
-	}
-	if err := r.resolveHost(c); err != nil {
-		return nil, err
+	errs = append(errs, r.resolveRules(c)...)
+	errs = append(errs, r.resolveHost(c)...)
+	if len(errs) > 0 {
+		return nil, errs
 	}
 	return r, nil
 }
 
-func (r *Resolved) resolveRules(c *Config) error {
+func (r *Resolved) resolveRules(c *Config) (errs Errors) {
+	fail := func(err error) { errs = append(errs, err) }
 	if len(c.Cluster.PortRules) > filter.MaxRules {
-		return cerr("cluster.port_rules", "", "%d rules, at most %d", len(c.Cluster.PortRules), filter.MaxRules)
+		return Errors{cerr("cluster.port_rules", "", "%d rules, at most %d", len(c.Cluster.PortRules), filter.MaxRules)}
 	}
 	type named struct {
 		rule filter.PortRule
 		name string
 	}
 	var rules []named
+rules:
 	for i, pr := range c.Cluster.PortRules {
 		key := fmt.Sprintf("cluster.port_rules[%d]", i)
 		var rule filter.PortRule
@@ -164,20 +171,23 @@ func (r *Resolved) resolveRules(c *Config) error {
 		default:
 			a, err := netip.ParseAddr(pr.VIP)
 			if err != nil {
-				return cerr(key+".vip", pr.VIP, "not an IP address or \"all\"")
+				fail(cerr(key+".vip", pr.VIP, "not an IP address or \"all\""))
+				continue rules
 			}
 			found := false
 			for _, v := range r.VIPs {
 				found = found || v == a
 			}
 			if !found {
-				return cerr(key+".vip", pr.VIP, "not one of cluster.vips")
+				fail(cerr(key+".vip", pr.VIP, "not one of cluster.vips"))
+				continue rules
 			}
 			rule.VIP = a
 		}
 		lo, hi, err := parsePorts(pr.Ports)
 		if err != nil {
-			return cerr(key+".ports", pr.Ports, "%v", err)
+			fail(cerr(key+".ports", pr.Ports, "%v", err))
+			continue rules
 		}
 		rule.StartPort, rule.EndPort = lo, hi
 		switch pr.Protocol {
@@ -188,7 +198,8 @@ func (r *Resolved) resolveRules(c *Config) error {
 		case "both", "":
 			rule.Protocol = filter.ProtoBoth
 		default:
-			return cerr(key+".protocol", pr.Protocol, "must be tcp, udp or both")
+			fail(cerr(key+".protocol", pr.Protocol, "must be tcp, udp or both"))
+			continue rules
 		}
 		switch pr.Mode {
 		case "multiple", "":
@@ -198,7 +209,8 @@ func (r *Resolved) resolveRules(c *Config) error {
 		case "disabled":
 			rule.Mode = filter.ModeDisabled
 		default:
-			return cerr(key+".mode", pr.Mode, "must be multiple, single or disabled")
+			fail(cerr(key+".mode", pr.Mode, "must be multiple, single or disabled"))
+			continue rules
 		}
 		switch pr.Affinity {
 		case "none":
@@ -208,11 +220,13 @@ func (r *Resolved) resolveRules(c *Config) error {
 		case "network":
 			rule.Affinity = filter.AffinityNetwork
 		default:
-			return cerr(key+".affinity", pr.Affinity, "must be none, single or network")
+			fail(cerr(key+".affinity", pr.Affinity, "must be none, single or network"))
+			continue rules
 		}
 		if r.RemotePort != 0 && rule.Protocol&filter.ProtoUDP != 0 &&
 			r.RemotePort >= rule.StartPort && r.RemotePort <= rule.EndPort && rule.StartPort == rule.EndPort {
-			return cerr(key+".ports", pr.Ports, "UDP port %d is the remote-control port", r.RemotePort)
+			fail(cerr(key+".ports", pr.Ports, "UDP port %d is the remote-control port", r.RemotePort))
+			continue rules
 		}
 		name := pr.Name
 		if name == "" {
@@ -220,10 +234,12 @@ func (r *Resolved) resolveRules(c *Config) error {
 		}
 		for j, o := range rules {
 			if o.name == name {
-				return cerr(key+".name", name, "duplicate rule name (rule %d)", j)
+				fail(cerr(key+".name", name, "duplicate rule name (rule %d)", j))
+				continue rules
 			}
 			if filter.Overlap(o.rule, rule) {
-				return cerr(key+".ports", pr.Ports, "overlaps rule %q (same VIP, ports and protocol)", o.name)
+				fail(cerr(key+".ports", pr.Ports, "overlaps rule %q (same VIP, ports and protocol)", o.name))
+				continue rules
 			}
 		}
 		rules = append(rules, named{rule, name})
@@ -243,7 +259,7 @@ func (r *Resolved) resolveRules(c *Config) error {
 			}
 		}
 	}
-	return nil
+	return errs
 }
 
 func parsePorts(s string) (uint16, uint16, error) {
@@ -267,23 +283,24 @@ func parsePorts(s string) (uint16, uint16, error) {
 	return uint16(a), uint16(b), nil
 }
 
-func (r *Resolved) resolveHost(c *Config) error {
+func (r *Resolved) resolveHost(c *Config) (errs Errors) {
+	fail := func(err error) { errs = append(errs, err) }
 	h := c.Host
 	if h.ID < 1 || h.ID > filter.MaxHostID {
-		return cerr("host.id", strconv.Itoa(h.ID), "must be 1..%d", filter.MaxHostID)
+		fail(cerr("host.id", strconv.Itoa(h.ID), "must be 1..%d", filter.MaxHostID))
 	}
 	r.HostID = uint8(h.ID)
 	if h.Interface == "" || len(h.Interface) > 15 || strings.ContainsAny(h.Interface, "/ \t") {
-		return cerr("host.interface", h.Interface, "must be an interface name (1-15 characters)")
+		fail(cerr("host.interface", h.Interface, "must be an interface name (1-15 characters)"))
 	}
 	r.Interface = h.Interface
 	p, err := netip.ParsePrefix(h.DedicatedIP)
 	if err != nil || !p.Addr().Is4() {
-		return cerr("host.dedicated_ip", h.DedicatedIP, "must be an IPv4 address with prefix length, e.g. 198.18.1.1/24")
+		fail(cerr("host.dedicated_ip", h.DedicatedIP, "must be an IPv4 address with prefix length, e.g. 198.18.1.1/24"))
 	}
 	for _, v := range r.VIPs {
-		if v == p.Addr() {
-			return cerr("host.dedicated_ip", h.DedicatedIP, "is a VIP; the dedicated IP must be the host's own")
+		if err == nil && v == p.Addr() {
+			fail(cerr("host.dedicated_ip", h.DedicatedIP, "is a VIP; the dedicated IP must be the host's own"))
 		}
 	}
 	r.DedicatedIP = p
@@ -291,11 +308,11 @@ func (r *Resolved) resolveHost(c *Config) error {
 	case StartStarted, StartStopped, StartSuspended:
 		r.InitialState = s
 	default:
-		return cerr("host.initial_state", h.InitialState, "must be started, stopped or suspended")
+		fail(cerr("host.initial_state", h.InitialState, "must be started, stopped or suspended"))
 	}
 	if h.MetricsAddress != "" {
 		if _, err := netip.ParseAddrPort(h.MetricsAddress); err != nil {
-			return cerr("host.metrics_address", h.MetricsAddress, "must be IP:port, e.g. 127.0.0.1:9425")
+			fail(cerr("host.metrics_address", h.MetricsAddress, "must be IP:port, e.g. 127.0.0.1:9425"))
 		}
 	}
 	r.MetricsAddr = h.MetricsAddress
@@ -303,11 +320,11 @@ func (r *Resolved) resolveHost(c *Config) error {
 	case ExitDrainStop, ExitStop, ExitKeep:
 		r.OnExit = m
 	default:
-		return cerr("host.on_exit", h.OnExit, "must be drainstop, stop or keep")
+		fail(cerr("host.on_exit", h.OnExit, "must be drainstop, stop or keep"))
 	}
 	r.DrainTimeout = time.Duration(h.DrainTimeout)
 	if r.DrainTimeout < 0 {
-		return cerr("host.drain_timeout", r.DrainTimeout.String(), "must not be negative")
+		fail(cerr("host.drain_timeout", r.DrainTimeout.String(), "must not be negative"))
 	}
 	known := map[string]int{}
 	for i, n := range r.RuleNames {
@@ -315,7 +332,7 @@ func (r *Resolved) resolveHost(c *Config) error {
 	}
 	for name := range h.Rules {
 		if _, ok := known[name]; !ok {
-			return cerr("host.rules", name, "no port rule has this name (rules: %s)", strings.Join(r.RuleNames, ", "))
+			fail(cerr("host.rules", name, "no port rule has this name%s (rules: %s)", didYouMean(name, r.RuleNames), strings.Join(r.RuleNames, ", ")))
 		}
 	}
 	r.HostRules = make([]HostRule, len(r.Rules))
@@ -328,29 +345,29 @@ func (r *Resolved) resolveHost(c *Config) error {
 		default:
 			w, err := strconv.ParseUint(set.Weight, 10, 8)
 			if err != nil || w > 100 {
-				return cerr(key+".weight", set.Weight, "must be 0..100 or equal")
+				fail(cerr(key+".weight", set.Weight, "must be 0..100 or equal"))
 			}
 			hr.Weight = uint32(w)
 		}
 		if set.Priority != 0 {
 			if set.Priority < 1 || set.Priority > filter.MaxHostID {
-				return cerr(key+".priority", strconv.Itoa(set.Priority), "must be 1..%d", filter.MaxHostID)
+				fail(cerr(key+".priority", strconv.Itoa(set.Priority), "must be 1..%d", filter.MaxHostID))
 			}
 			if r.Rules[i].Mode != filter.ModeSingle {
-				return cerr(key+".priority", strconv.Itoa(set.Priority), "only single-host rules have a handling priority")
+				fail(cerr(key+".priority", strconv.Itoa(set.Priority), "only single-host rules have a handling priority"))
 			}
 			hr.Priority = set.Priority
 		}
 		if set.Health != nil {
 			c, err := resolveHealth(key+".health", name, set.Health)
 			if err != nil {
-				return err
+				fail(err)
 			}
 			hr.Health = c
 		}
 		r.HostRules[i] = hr
 	}
-	return nil
+	return errs
 }
 
 // RuleIndex finds a rule by name ("web", "all:80/tcp") or by port ("80",

@@ -4,6 +4,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -28,7 +30,7 @@ func main() {
 func run(args []string, stdout, stderr io.Writer) int {
 	var configPath, checkPath, logFormat, logLevel string
 	var layout agent.Layout
-	var restore bool
+	var restore, checkJSON bool
 	root := &cobra.Command{
 		Use:   "nlbd --config FILE | --check-config FILE | --restore --config FILE",
 		Short: "nlb agent: distributed load balancing without a dispatcher",
@@ -46,12 +48,7 @@ reloads the configuration.`,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if checkPath != "" {
-				r, err := config.Load(checkPath)
-				if err != nil {
-					return err
-				}
-				config.PrintSummary(cmd.OutOrStdout(), r)
-				return nil
+				return checkConfig(cmd.OutOrStdout(), checkPath, layout.BPFFS, checkJSON)
 			}
 			if configPath == "" {
 				return fmt.Errorf("--config or --check-config is required")
@@ -121,6 +118,7 @@ reloads the configuration.`,
 	f := root.Flags()
 	f.StringVar(&configPath, "config", "", "configuration file")
 	f.StringVar(&checkPath, "check-config", "", "validate FILE, print a summary and exit; touches nothing")
+	f.BoolVar(&checkJSON, "json", false, "with --check-config: print the result as JSON")
 	f.BoolVar(&restore, "restore", false, "undo what a killed agent changed (NIC MAC, addresses, sysctls, pinned eBPF), and exit")
 	f.StringVar(&layout.RunDir, "run-dir", remote.DefaultRunDir, "directory of the NIC state file and the control socket")
 	f.StringVar(&layout.RunDir, "state-dir", remote.DefaultRunDir, "old name of --run-dir")
@@ -176,4 +174,55 @@ func (j journalWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// errCheckFailed makes nlbd --check-config exit 1 after its report.
+var errCheckFailed = errors.New("check failed")
+
+// checkConfig is nlbd --check-config: every configuration error at once,
+// then (for a valid file) the host's preflight checks, as PASS/WARN/FAIL
+// lines or one JSON document. It changes nothing on the host.
+func checkConfig(w io.Writer, path, bpffs string, asJSON bool) error {
+	type report struct {
+		Config string        `json:"config"`
+		OK     bool          `json:"ok"`
+		Errors []string      `json:"errors"`
+		Checks []agent.Check `json:"checks"`
+	}
+	rep := report{Config: path, Errors: []string{}, Checks: []agent.Check{}}
+	r, err := config.Load(path)
+	if err != nil {
+		var errs config.Errors
+		if errors.As(err, &errs) {
+			for _, e := range errs {
+				rep.Errors = append(rep.Errors, e.Error())
+			}
+		} else {
+			rep.Errors = append(rep.Errors, err.Error())
+		}
+	} else {
+		rep.Checks = agent.Preflight(r, bpffs, agent.UnitPaths)
+	}
+	rep.OK = len(rep.Errors) == 0 && !agent.Failed(rep.Checks)
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(rep); err != nil {
+			return err
+		}
+	} else {
+		for _, e := range rep.Errors {
+			fmt.Fprintln(w, "FAIL  config  "+e)
+		}
+		if r != nil {
+			config.PrintSummary(w, r)
+			fmt.Fprintln(w)
+			agent.PrintChecks(w, rep.Checks)
+		}
+	}
+	if !rep.OK {
+		return errCheckFailed
+	}
+	return nil
 }

@@ -2,12 +2,16 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 )
 
+// TestCheckConfig: a valid file gets its summary and the host's checks
+// (on lo, which every machine has); a file with three mistakes gets all
+// three, in config terms, and exit 1; --json says the same.
 func TestCheckConfig(t *testing.T) {
 	dir := t.TempDir()
 	key := filepath.Join(dir, "key")
@@ -16,19 +20,46 @@ func TestCheckConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	y := strings.Replace(strings.Replace(string(b), "/etc/nlb/cluster.key", key, 1), "interface: eth0", "interface: lo", 1)
 	good := filepath.Join(dir, "good.yaml")
-	os.WriteFile(good, []byte(strings.Replace(string(b), "/etc/nlb/cluster.key", key, 1)), 0o600)
+	os.WriteFile(good, []byte(y), 0o600)
 	bad := filepath.Join(dir, "bad.yaml")
-	os.WriteFile(bad, []byte(strings.Replace(strings.Replace(string(b), "/etc/nlb/cluster.key", key, 1), "id: 1", "id: 99", 1)), 0o600)
+	bad3 := strings.NewReplacer("id: 1", "id: 99", "mac_mode: unicast", "mac_mode: broadcast", "period: 100ms", "period: 1ms").Replace(y)
+	os.WriteFile(bad, []byte(bad3), 0o600)
 
 	var out, errb bytes.Buffer
-	if code := run([]string{"--check-config", good}, &out, &errb); code != 0 || !strings.Contains(out.String(), "config ok") {
-		t.Fatalf("good config: exit %d\n%s%s", code, out.String(), errb.String())
+	code := run([]string{"--check-config", good}, &out, &errb)
+	for _, want := range []string{"config ok", "PASS  kernel", "interface      lo", "drain timeout"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("good config: no %q in\n%s", want, out.String())
+		}
+	}
+	if os.Geteuid() == 0 {
+		if code != 0 || !strings.Contains(out.String(), "PASS  ebpf") {
+			t.Errorf("good config as root: exit %d\n%s%s", code, out.String(), errb.String())
+		}
+	} else if code != 1 || !strings.Contains(out.String(), "FAIL  capabilities") {
+		t.Errorf("good config without root: exit %d, want 1 and a capabilities failure\n%s", code, out.String())
 	}
 	out.Reset()
 	errb.Reset()
-	if code := run([]string{"--check-config", bad}, &out, &errb); code == 0 || !strings.Contains(errb.String(), "host.id") {
-		t.Fatalf("bad config: exit %d, stderr %q", code, errb.String())
+	if code := run([]string{"--check-config", bad}, &out, &errb); code != 1 || strings.Count(out.String(), "FAIL  config") != 3 {
+		t.Fatalf("bad config: exit %d, want 1 and three errors:\n%s", code, out.String())
+	}
+	for _, want := range []string{"host.id", "cluster.mac_mode", "cluster.heartbeat.period"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("bad config: %s not reported:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	run([]string{"--check-config", bad, "--json"}, &out, &errb)
+	var rep struct {
+		OK     bool     `json:"ok"`
+		Errors []string `json:"errors"`
+		Checks []any    `json:"checks"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || rep.OK || len(rep.Errors) != 3 || rep.Checks == nil {
+		t.Errorf("--json: %v %+v\n%s", err, rep, out.String())
 	}
 }
 
