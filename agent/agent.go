@@ -11,6 +11,7 @@ import (
 	"github.com/nlbproject/nlb/config"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/nlbproject/nlb/filter"
 	"github.com/nlbproject/nlb/filter/datapath"
@@ -93,6 +94,10 @@ type Agent struct {
 	// voters, agreed in votersEpoch: the voter set recorded before this
 	// start.
 	voters, votersEpoch uint64
+	// convHist holds every convergence's duration; convSeen is how many
+	// it has (onState, from the node's loop).
+	convHist prometheus.Histogram
+	convSeen uint64
 }
 
 // New returns an agent for a validated configuration; it touches nothing.
@@ -101,7 +106,10 @@ func New(cfg *config.Resolved, opts Options) *Agent {
 		opts.Log = hclog.NewNullLogger()
 	}
 	opts.Layout = opts.Layout.withDefaults()
-	return &Agent{opts: opts, log: opts.Log, cfg: cfg, exit: make(chan config.ExitMode, 1)}
+	return &Agent{opts: opts, log: opts.Log, cfg: cfg, exit: make(chan config.ExitMode, 1),
+		convHist: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nlb_convergence_duration_seconds",
+			Help:    "How long each convergence took, from converging to converged.",
+			Buckets: []float64{0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30}})}
 }
 
 // Exit asks a running agent to leave in the given way; Run then returns.

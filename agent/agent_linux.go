@@ -222,7 +222,12 @@ func (a *Agent) onState(from, to convergence.State) {
 	node := a.node
 	a.mu.Unlock()
 	if node != nil {
-		a.notify("STATUS=" + statusLine(node.Status()))
+		st := node.Status()
+		a.notify("STATUS=" + statusLine(st))
+		if st.Convergences > a.convSeen {
+			a.convSeen = st.Convergences
+			a.convHist.Observe(st.LastConvergence.Seconds())
+		}
 	}
 	serving := func(s convergence.State) bool {
 		return s == convergence.StateConverged || s == convergence.StateDefault || s == convergence.StateDraining

@@ -69,6 +69,9 @@ var (
 		"Data-plane pins (maps, links) found removed under the running agent and pinned again.", nil, nil)
 	descScrapeErr = prometheus.NewDesc("nlb_scrape_error",
 		"1 when this scrape could not read the kernel counters.", nil, nil)
+	descPeerUp = prometheus.NewDesc("nlb_peer_up",
+		"1 while this host hears the peer (its heartbeats admitted within the dead-after time), 0 for a member or recently heard peer it does not hear.",
+		[]string{"peer"}, nil)
 	descBuildInfo = prometheus.NewDesc("nlb_build_info",
 		"Always 1: the agent's version and the Go release it was built with.", []string{"version", "goversion"}, nil)
 )
@@ -78,11 +81,16 @@ type collector struct{ a *Agent }
 // allDescs lists every metric the collector exports.
 var allDescs = []*prometheus.Desc{descPackets, descBuckets, descState, descEpoch, descMembers,
 	descConvergences, descLastConv, descLease, descHBSent, descHBRecv, descHBRefused, descHBOverflow, descHBUnverified, descHBLost,
-	descRemote, descRemoteRefused, descHealth, descHealthRuns, descRepins, descScrapeErr, descBuildInfo}
+	descRemote, descRemoteRefused, descHealth, descHealthRuns, descRepins, descScrapeErr, descBuildInfo, descPeerUp}
 
 // Describe sends every descriptor: the set is fixed, whatever a scrape
 // finds.
-func (c collector) Describe(ch chan<- *prometheus.Desc) { c.describeAll(ch) }
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	c.describeAll(ch)
+	if c.a.convHist != nil {
+		c.a.convHist.Describe(ch)
+	}
+}
 
 func (collector) describeAll(ch chan<- *prometheus.Desc) {
 	for _, d := range allDescs {
@@ -117,6 +125,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	gauge(descBuildInfo, 1, version.String(), version.Go())
+	if a.convHist != nil {
+		a.convHist.Collect(ch)
+	}
 	if dp != nil {
 		cs, err := dp.Counters()
 		scrapeErr := 0.0
@@ -172,6 +183,20 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(descConvergences, st.Convergences)
 		gauge(descLastConv, st.LastConvergence.Seconds())
+		peers := st.Heard
+		if st.Epoch != nil {
+			peers |= st.Epoch.Members
+		}
+		for id := range st.Silent {
+			peers |= 1 << (id - 1)
+		}
+		for _, id := range members(peers &^ (1 << (cfg.HostID - 1))) {
+			up := 0.0
+			if st.Heard&(1<<(id-1)) != 0 {
+				up = 1
+			}
+			gauge(descPeerUp, up, strconv.Itoa(int(id)))
+		}
 		counter(descHBSent, node.FramesSent())
 		for id := uint8(1); id <= filter.MaxHostID; id++ {
 			if n := node.FramesReceived(id); n > 0 {
