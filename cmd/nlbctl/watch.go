@@ -36,6 +36,7 @@ func watchCommand(t *target) *cobra.Command {
 			w := c.OutOrStdout()
 			tty := isTerminal(w)
 			prev := map[uint8]sample{}
+			var res *remote.Result
 			for i := 0; count == 0 || i < count; i++ {
 				if i > 0 {
 					select {
@@ -44,8 +45,8 @@ func watchCommand(t *target) *cobra.Command {
 					case <-time.After(interval):
 					}
 				}
-				res, err := t.send(remote.CmdQuery, remote.Args{})
-				if err != nil {
+				var err error
+				if res, err = t.send(remote.CmdQuery, remote.Args{}); err != nil {
 					return err
 				}
 				var b strings.Builder
@@ -57,7 +58,9 @@ func watchCommand(t *target) *cobra.Command {
 				}
 				io.WriteString(w, b.String())
 			}
-			return nil
+			// With --count, exit as query would on the last refresh (3:
+			// nobody answered, 4: some did not), for scripts.
+			return outcome(res)
 		},
 	}
 	c.Flags().DurationVar(&interval, "interval", time.Second, "refresh interval")

@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	inetns "github.com/nlbproject/nlb/internal/netns"
 	"github.com/nlbproject/nlb/remote"
 )
 
@@ -37,6 +41,34 @@ func TestDrawWatch(t *testing.T) {
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("watch output lacks %q:\n%s", want, got)
+		}
+	}
+}
+
+// TestWatchExitsLikeQuery: watch --count 1 with nobody answering exits 3,
+// as query does, so that a script can tell. It asks a dedicated IP in a
+// namespace of its own, where nothing listens.
+func TestWatchExitsLikeQuery(t *testing.T) {
+	inetns.RequireRoot(t)
+	ns := inetns.New(t, "watch")
+	h := ns.Netlink(t)
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		t.Fatal(err)
+	}
+	inetns.Addr(t, h, lo, "198.18.7.1/32")
+	key := filepath.Join(t.TempDir(), "k")
+	os.WriteFile(key, bytes.Repeat([]byte("k"), 32), 0o600)
+	for _, cmd := range [][]string{{"query"}, {"watch", "--count", "1"}} {
+		args := append([]string{"--host", "198.18.7.1", "--key-file", key, "--timeout", "200ms"}, cmd...)
+		var code int
+		var errOut string
+		ns.Do(func() error { code, _, errOut = runCtl(args...); return nil })
+		if code != 3 {
+			t.Errorf("%v with nobody answering: exit %d, want 3 (%s)", cmd, code, errOut)
 		}
 	}
 }
