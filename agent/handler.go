@@ -67,7 +67,12 @@ func (a *Agent) Handle(ctx context.Context, cmd remote.Command, args remote.Args
 			Heard: members(st.Heard), Convergences: st.Convergences,
 			LastConvergenceMS: float64(st.LastConvergence.Microseconds()) / 1000,
 			Owned:             map[string]int{}, LeaseValid: fst.LeaseValid, Incarnation: st.Incarnation,
-			Uptime: time.Since(a.started).Round(time.Second).String(), Version: version.String()}
+			Uptime: time.Since(a.started).Round(time.Second).String(), Version: version.String(),
+			PriorityConflicts: []remote.PriorityConflict{}}
+		for _, pc := range st.PriorityConflicts {
+			q.PriorityConflicts = append(q.PriorityConflicts, remote.PriorityConflict{
+				Rule: a.ruleName(cfg, pc.Rule), Priority: pc.Priority, Hosts: pc.Hosts})
+		}
 		if st.Epoch != nil {
 			q.Epoch, q.Members = st.Epoch.Num, members(st.Epoch.Members)
 			if len(q.Members) > 0 {

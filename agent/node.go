@@ -84,6 +84,9 @@ type Status struct {
 	// Incarnation is this host's current one; Unverified counts peers'
 	// heartbeats not admitted because they did not echo it.
 	Incarnation, Unverified uint64
+	// PriorityConflicts are single-host rules whose handling priority
+	// live members share (convergence.PriorityConflicts).
+	PriorityConflicts []convergence.PriorityConflict
 
 	convergingSince time.Time
 }
@@ -319,6 +322,7 @@ func (n *Node) step(now time.Time, ev convergence.Event) error {
 	st := &n.status
 	st.State, st.Epoch, st.Heard, st.Silent = to, n.m.Epoch(), n.m.Heard(now), n.m.Silent(now)
 	st.Incarnation, st.Unverified = n.m.Incarnation(), n.m.Unverified()
+	st.PriorityConflicts = n.m.PriorityConflicts()
 	if why != "" {
 		st.Why = why
 	}

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nlbproject/nlb/filter"
@@ -260,4 +261,26 @@ func (m *Machine) adopt(now time.Time, e *Epoch) {
 		m.setVoters(e.Num, e.Members)
 	}
 	m.events = append(m.events, Notice{Kind: NoticeEpoch, Host: m.cfg.HostID, Msg: "adopted"})
+	m.checkPriorities(e.Members)
 }
+
+// checkPriorities reports, once per change, single-host rules whose
+// handling priority two live members share (the lower ID takes them).
+func (m *Machine) checkPriorities(members uint64) {
+	settings, _ := m.memberSettings(members)
+	pc := PriorityConflicts(m.cfg.Rules, settings)
+	if slices.EqualFunc(pc, m.priorityConflicts, func(a, b PriorityConflict) bool {
+		return a.Rule == b.Rule && a.Priority == b.Priority && slices.Equal(a.Hosts, b.Hosts)
+	}) {
+		return
+	}
+	m.priorityConflicts = pc
+	for _, c := range pc {
+		m.events = append(m.events, Notice{Kind: NoticePriorityConflict, Host: c.Hosts[0],
+			Msg: fmt.Sprintf("rule %d (%s): hosts %v share handling priority %d; host %d takes it (priorities must be unique)",
+				c.Rule, m.cfg.Rules[c.Rule], c.Hosts, c.Priority, c.Hosts[0])})
+	}
+}
+
+// PriorityConflicts are the conflicts in the epoch this host adopted last.
+func (m *Machine) PriorityConflicts() []PriorityConflict { return slices.Clone(m.priorityConflicts) }

@@ -104,6 +104,9 @@ const (
 	NoticeIncarnation NoticeKind = "incarnation"  // this host took a later incarnation
 	NoticeEpoch       NoticeKind = "epoch"        // an epoch proposed or adopted
 	NoticeDrained     NoticeKind = "drained"      // a drainstop completed
+	// NoticePriorityConflict: live hosts share a single-host rule's
+	// handling priority.
+	NoticePriorityConflict NoticeKind = "priority-conflict"
 	// NoticeTablesRefused: a leader's tables failed this host's checks
 	// (verifyTables): a lying or broken leader.
 	NoticeTablesRefused NoticeKind = "tables-refused"

@@ -121,6 +121,8 @@ type Machine struct {
 	// refusedEpoch is the last epoch whose tables failed verifyTables
 	// (reported once).
 	refusedEpoch uint64
+	// priorityConflicts were found in the last adopted epoch (reported once).
+	priorityConflicts []PriorityConflict
 	// lossUntil: this host's receive path lost frames recently; until
 	// then deadAfter is doubled.
 	lossUntil time.Time

@@ -5,8 +5,10 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/nlbproject/nlb/filter"
 )
@@ -283,4 +285,36 @@ func BenchmarkBucketTable(b *testing.B) {
 		b.ReportMetric(maxDeviation(out, next), "dev-buckets")
 		b.ReportMetric(float64(moved(prev, out))/float64(optimalMoves(prev, next)), "moved/optimal")
 	})
+}
+
+// TestPriorityConflicts: hosts sharing a single-host rule's priority are
+// found (multiple-host rules and hosts out of the rule are not).
+func TestPriorityConflicts(t *testing.T) {
+	rules := []filter.PortRule{{Mode: filter.ModeMultiple}, {Mode: filter.ModeSingle}, {Mode: filter.ModeSingle}}
+	s := func(p1, p2 int) []filter.RuleSetting {
+		return []filter.RuleSetting{{Weight: 50, Priority: 1}, {Priority: p1}, {Priority: p2}}
+	}
+	got := PriorityConflicts(rules, map[uint8][]filter.RuleSetting{1: s(1, 1), 2: s(2, 0), 3: s(2, 0), 4: s(3, 0)})
+	want := []PriorityConflict{{Rule: 1, Priority: 2, Hosts: []uint8{2, 3}}}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+}
+
+// TestPriorityConflictReported: when a host takes another's priority for
+// a single-host rule, every host reports the conflict in the next epoch.
+func TestPriorityConflictReported(t *testing.T) {
+	s := formed(t, 31, 3)
+	h := s.hosts[3]
+	s.apply(h, h.m.Step(s.clock(h), Command{Op: OpSetSettings, Settings: []filter.RuleSetting{{Weight: 50, Priority: 3}, {Weight: 50, Priority: 2}}}))
+	s.changed = true
+	if s.settle(10*time.Second) < 0 {
+		s.fail(t, "no settle after the settings change")
+	}
+	for id := uint8(1); id <= 3; id++ {
+		pc := s.hosts[id].m.PriorityConflicts()
+		if len(pc) != 1 || pc[0].Rule != 1 || pc[0].Priority != 2 || !reflect.DeepEqual(pc[0].Hosts, []uint8{2, 3}) {
+			t.Errorf("host %d: conflicts %+v", id, pc)
+		}
+	}
 }

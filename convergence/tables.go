@@ -1,6 +1,8 @@
 package convergence
 
 import (
+	"slices"
+
 	"github.com/nlbproject/nlb/filter"
 )
 
@@ -89,4 +91,43 @@ func (t *Tables) Marks(id uint8) [filter.MaxRules + 1]*filter.Marks {
 		}
 	}
 	return m
+}
+
+// PriorityConflict is a single-host rule to which two or more hosts give
+// the same handling priority: the lowest ID among them takes it, which an
+// operator did not choose (docs/config.md: priorities must be unique).
+type PriorityConflict struct {
+	Rule     int
+	Priority int
+	Hosts    []uint8 // ascending
+}
+
+// PriorityConflicts finds them among hosts' settings, by rule then
+// priority.
+func PriorityConflicts(rules []filter.PortRule, hosts map[uint8][]filter.RuleSetting) []PriorityConflict {
+	var out []PriorityConflict
+	for i, r := range rules {
+		if r.Mode != filter.ModeSingle {
+			continue
+		}
+		by := map[int][]uint8{}
+		for id, s := range hosts {
+			if i < len(s) && s[i].Priority > 0 {
+				by[s[i].Priority] = append(by[s[i].Priority], id)
+			}
+		}
+		prios := make([]int, 0, len(by))
+		for p, ids := range by {
+			if len(ids) > 1 {
+				prios = append(prios, p)
+			}
+		}
+		slices.Sort(prios)
+		for _, p := range prios {
+			ids := by[p]
+			slices.Sort(ids)
+			out = append(out, PriorityConflict{Rule: i, Priority: p, Hosts: ids})
+		}
+	}
+	return out
 }

@@ -25,21 +25,7 @@ import (
 // the leader has not heard a settings change yet passes once it has (the
 // leader proposes again). It returns "" or what is wrong.
 func (m *Machine) verifyTables(e *Epoch) string {
-	n := len(m.cfg.Rules)
-	settings := map[uint8][]filter.RuleSetting{}
-	complete := true
-	for v := e.Members; v != 0; v &= v - 1 {
-		id := uint8(bits.TrailingZeros64(v) + 1)
-		if id == m.cfg.HostID {
-			settings[id] = toSettings(m.effective(), n)
-			continue
-		}
-		if p := m.peers[id]; p != nil && p.hb != nil && p.refused == "" {
-			settings[id] = toSettings(p.hb.Rules, n)
-		} else {
-			complete = false
-		}
-	}
+	settings, complete := m.memberSettings(e.Members)
 	member := func(id uint8) bool { return id != 0 && id <= filter.MaxHostID && e.Members&(1<<(id-1)) != 0 }
 	for i, r := range m.cfg.Rules {
 		tab := e.Tables[i]
@@ -118,4 +104,25 @@ func singleOnly(settings map[uint8][]filter.RuleSetting, i int) map[uint8][]filt
 		}
 	}
 	return out
+}
+
+// memberSettings is every member's rule settings as this host knows them
+// (its own, and its peers' last admitted heartbeats); complete is false
+// if a member's are unknown.
+func (m *Machine) memberSettings(members uint64) (settings map[uint8][]filter.RuleSetting, complete bool) {
+	n := len(m.cfg.Rules)
+	settings, complete = map[uint8][]filter.RuleSetting{}, true
+	for v := members; v != 0; v &= v - 1 {
+		id := uint8(bits.TrailingZeros64(v) + 1)
+		if id == m.cfg.HostID {
+			settings[id] = toSettings(m.effective(), n)
+			continue
+		}
+		if p := m.peers[id]; p != nil && p.hb != nil && p.refused == "" {
+			settings[id] = toSettings(p.hb.Rules, n)
+		} else {
+			complete = false
+		}
+	}
+	return settings, complete
 }

@@ -32,6 +32,9 @@ type QueryResult struct {
 	Uptime      string         `json:"uptime"`
 	// Version is the agent's build (nlbd --version).
 	Version string `json:"version"`
+	// PriorityConflicts lists single-host rules whose handling priority
+	// two or more live hosts share (the lowest ID takes the rule).
+	PriorityConflicts []PriorityConflict `json:"priority_conflicts"`
 	// RemoteRefused counts remote-control datagrams refused, by reason.
 	RemoteRefused map[string]uint64 `json:"remote_refused"`
 	// Accepted and Dropped count VIP packets this host's data plane
@@ -152,4 +155,11 @@ func (h *HostIDs) UnmarshalJSON(b []byte) error {
 		(*h)[i] = uint8(v)
 	}
 	return nil
+}
+
+// PriorityConflict is one rule's shared handling priority.
+type PriorityConflict struct {
+	Rule     string  `json:"rule"`
+	Priority int     `json:"priority"`
+	Hosts    HostIDs `json:"hosts"`
 }

@@ -332,6 +332,9 @@ func notes(q *remote.QueryResult) string {
 			out = append(out, "health "+r+": "+h)
 		}
 	}
+	for _, pc := range q.PriorityConflicts {
+		out = append(out, fmt.Sprintf("priority %d of rule %s shared by hosts %s", pc.Priority, pc.Rule, ids(pc.Hosts)))
+	}
 	if !q.LeaseValid && q.State != "stopped" && q.State != "suspended" {
 		out = append(out, "lease expired")
 	}
