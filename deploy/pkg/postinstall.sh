@@ -5,11 +5,14 @@
 # the running agent over to the new binary without dropping a connection:
 # SIGUSR2 makes it exit keeping its data plane and NIC, and systemd
 # (Restart=always) starts the new nlbd, which adopts them.
+# NLB_TEST_SYSTEMCTL stands in for systemctl in the package-upgrade test
+# (deploy.TestPackageUpgrade), which has no systemd to restart the agent.
 set -e
-if [ -d /run/systemd/system ]; then
-	systemctl daemon-reload >/dev/null 2>&1 || true
-	if systemctl is-active --quiet nlbd.service; then
-		systemctl kill --signal=USR2 nlbd.service || true
+systemctl=${NLB_TEST_SYSTEMCTL:-systemctl}
+if [ -d /run/systemd/system ] || [ -n "${NLB_TEST_SYSTEMCTL:-}" ]; then
+	$systemctl daemon-reload >/dev/null 2>&1 || true
+	if $systemctl is-active --quiet nlbd.service; then
+		$systemctl kill --signal=USR2 nlbd.service || true
 	fi
 fi
 exit 0
