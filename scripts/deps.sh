@@ -1,6 +1,15 @@
 #!/usr/bin/env bash
-# Installs what a fresh Debian 12 machine lacks to build and test nlb.
+# Installs what a fresh Debian or Ubuntu machine lacks to build and test
+# nlb (docs/operations.md, "Supported systems"), and warns when the running
+# kernel is too old for the data plane.
 set -euo pipefail
+kernel=$(uname -r)
+major=${kernel%%.*}
+rest=${kernel#*.}
+minor=${rest%%[!0-9]*}
+if [ "$major" -lt 6 ] || { [ "$major" -eq 6 ] && [ "$minor" -lt 6 ]; }; then
+	echo "deps: warning: kernel $kernel is older than 6.6: nlb's data plane needs TCX (docs/operations.md, Supported systems)" >&2
+fi
 need=()
 command -v clang >/dev/null || need+=(clang llvm)
 [ -e /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
