@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -58,12 +59,13 @@ Exit codes: 0 every targeted host answered and succeeded; 1 error;
 	for _, add := range extraCommands {
 		add(root)
 	}
+	usageArgs(root)
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(stderr, "nlbctl:", err)
 		var u usageError
 		var e codeError
 		switch {
-		case errors.As(err, &u):
+		case errors.As(err, &u), strings.HasPrefix(err.Error(), "unknown command"):
 			return exitUsage
 		case errors.As(err, &e):
 			return e.code
@@ -75,6 +77,21 @@ Exit codes: 0 every targeted host answered and succeeded; 1 error;
 
 func commands(t *target) []*cobra.Command {
 	return append(remoteCommands(t), filterCommand(t), watchCommand(t), keygenCommand(), versionCommand(t))
+}
+
+// usageArgs makes every command's argument errors usage errors (exit 2).
+func usageArgs(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return usageError{err}
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		usageArgs(sub)
+	}
 }
 
 // extraCommands add build-time commands to the root (the man page

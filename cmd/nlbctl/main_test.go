@@ -122,3 +122,12 @@ func TestJSONNotHTMLEscaped(t *testing.T) {
 		t.Errorf("escaped: %s", b.String())
 	}
 }
+
+// TestUsageExitCodes: every kind of command-line mistake exits 2.
+func TestUsageExitCodes(t *testing.T) {
+	for _, args := range [][]string{{"--bogus", "query"}, {"query", "extra"}, {"nosuchcmd"}, {"watch", "--interval", "1ms"}, {"filter", "--client", "x"}} {
+		if code, _, _ := runCtl(args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+}

@@ -42,8 +42,13 @@ Signals: SIGTERM/SIGINT leave as host.on_exit says (default: drainstop,
 then restore the NIC); SIGUSR2 exits at once keeping the data plane and
 NIC for the next agent (upgrades: no connection is dropped); SIGHUP
 reloads the configuration.`,
-		Version:       version.String(),
-		Args:          cobra.NoArgs,
+		Version: version.String(),
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := cobra.NoArgs(cmd, args); err != nil {
+				return usageError{err}
+			}
+			return nil
+		},
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -51,7 +56,7 @@ reloads the configuration.`,
 				return checkConfig(cmd.OutOrStdout(), checkPath, layout.BPFFS, checkJSON)
 			}
 			if configPath == "" {
-				return fmt.Errorf("--config or --check-config is required")
+				return usageError{fmt.Errorf("--config or --check-config is required")}
 			}
 			r, err := config.Load(configPath)
 			if err != nil {
@@ -115,6 +120,7 @@ reloads the configuration.`,
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.SetArgs(args)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	f := root.Flags()
 	f.StringVar(&configPath, "config", "", "configuration file")
 	f.StringVar(&checkPath, "check-config", "", "validate FILE, print a summary and exit; touches nothing")
@@ -132,10 +138,19 @@ reloads the configuration.`,
 	}
 	if err := root.Execute(); err != nil {
 		fmt.Fprintln(stderr, "nlbd:", err)
+		var u usageError
+		if errors.As(err, &u) {
+			return 2
+		}
 		return 1
 	}
 	return 0
 }
+
+// usageError is a mistake in the command line: exit 2, as nlbctl's.
+type usageError struct{ error }
+
+func (u usageError) Unwrap() error { return u.error }
 
 // extraCommands add build-time commands to the root (the man page
 // generator, build tag mangen): the shipped binary has none.

@@ -83,3 +83,17 @@ func TestJournalWriter(t *testing.T) {
 		t.Error("a buffer is not the journal")
 	}
 }
+
+// TestUsageExitCode: command-line mistakes exit 2, a failed check 1.
+func TestUsageExitCode(t *testing.T) {
+	for _, args := range [][]string{{"--bogus"}, {"extra"}, {}} {
+		var out, errb bytes.Buffer
+		if code := run(args, &out, &errb); code != 2 {
+			t.Errorf("%v: exit %d, want 2 (%s)", args, code, errb.String())
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := run([]string{"--check-config", "/nonexistent/nlb.yaml"}, &out, &errb); code != 1 {
+		t.Errorf("--check-config of a missing file: exit %d, want 1", code)
+	}
+}
