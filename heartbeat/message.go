@@ -258,47 +258,92 @@ func (c *TableChunk) Marshal(key *Key) ([]byte, error) {
 // Unmarshal authenticates and decodes one message from a frame payload
 // (which may carry Ethernet padding after the message). It returns a
 // *Heartbeat or a *TableChunk; decoded values never alias b. Errors wrap
-// one of the Err* reasons.
+// one of the Err* reasons. The tag is checked before any field is read
+// beyond the header and length.
 func Unmarshal(b []byte, key *Key) (Message, error) {
+	n, err := messageLen(b)
+	if err != nil {
+		return nil, err
+	}
+	if !tagValid(b[:n], key) {
+		return nil, ErrAuth
+	}
+	return decodeBody(b, n)
+}
+
+// Decode decodes a message without authenticating it, for tools that
+// show what is on the wire (nlbctl capture): never for admission.
+func Decode(b []byte) (Message, error) {
+	n, err := messageLen(b)
+	if err != nil {
+		return nil, err
+	}
+	return decodeBody(b, n)
+}
+
+// Authentic reports whether message b (header, length and tag) verifies
+// under one of keys.
+func Authentic(b []byte, keys Keyring) bool {
+	n, err := messageLen(b)
+	if err != nil {
+		return false
+	}
+	for i := range keys {
+		if tagValid(b[:n], &keys[i]) {
+			return true
+		}
+	}
+	return false
+}
+
+func tagValid(msg []byte, key *Key) bool {
+	body, mac := msg[:len(msg)-MACLen], msg[len(msg)-MACLen:]
+	m := hmac.New(sha256.New, key[:])
+	m.Write(body)
+	return hmac.Equal(m.Sum(nil), mac)
+}
+
+// messageLen checks the header and the length a message must have, and
+// returns it.
+func messageLen(b []byte) (int, error) {
 	if len(b) < headerLen {
-		return nil, fmt.Errorf("%w: %d bytes", ErrShort, len(b))
+		return 0, fmt.Errorf("%w: %d bytes", ErrShort, len(b))
 	}
 	if binary.BigEndian.Uint32(b[0:4]) != Magic {
-		return nil, ErrMagic
+		return 0, ErrMagic
 	}
 	if b[4] != Version {
-		return nil, fmt.Errorf("%w %d", ErrVersion, b[4])
+		return 0, fmt.Errorf("%w %d", ErrVersion, b[4])
 	}
 	n := int(binary.BigEndian.Uint16(b[6:8]))
 	if n > MaxMessageLen {
-		return nil, fmt.Errorf("%w: length %d", ErrOversized, n)
+		return 0, fmt.Errorf("%w: length %d", ErrOversized, n)
 	}
 	if len(b) < n {
-		return nil, fmt.Errorf("%w: %d of %d bytes", ErrShort, len(b), n)
+		return 0, fmt.Errorf("%w: %d of %d bytes", ErrShort, len(b), n)
 	}
 	typ := b[5]
 	var want int
 	switch typ {
 	case TypeHeartbeat:
 		if n < heartbeatFixLen+MACLen {
-			return nil, fmt.Errorf("%w: heartbeat of %d bytes", ErrLength, n)
+			return 0, fmt.Errorf("%w: heartbeat of %d bytes", ErrLength, n)
 		}
 		want = heartbeatFixLen + ruleSettingLen*int(b[93]) + echoLen*bits.OnesCount64(binary.BigEndian.Uint64(b[112:120])) + MACLen
 	case TypeTableChunk:
 		want = MaxMessageLen
 	default:
-		return nil, fmt.Errorf("%w %d", ErrType, typ)
+		return 0, fmt.Errorf("%w %d", ErrType, typ)
 	}
 	if n != want {
-		return nil, fmt.Errorf("%w: %d bytes, want %d", ErrLength, n, want)
+		return 0, fmt.Errorf("%w: %d bytes, want %d", ErrLength, n, want)
 	}
-	body, mac := b[:n-MACLen], b[n-MACLen:n]
-	m := hmac.New(sha256.New, key[:])
-	m.Write(body)
-	if !hmac.Equal(m.Sum(nil), mac) {
-		return nil, ErrAuth
-	}
-	if typ == TypeTableChunk {
+	return n, nil
+}
+
+// decodeBody decodes a message of length n that messageLen accepted.
+func decodeBody(b []byte, n int) (Message, error) {
+	if b[5] == TypeTableChunk {
 		c := &TableChunk{
 			ClusterVIP:  netip.AddrFrom4([4]byte(b[8:12])),
 			HostID:      b[12],
