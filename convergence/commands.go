@@ -40,7 +40,7 @@ func (m *Machine) command(now time.Time, c Command) {
 		}
 		m.setState(now, s, "operator")
 	case OpDrainStop:
-		if m.state.active() && m.state != StateDraining {
+		if m.state.Active() && m.state != StateDraining {
 			m.drainStart = now
 			m.setState(now, StateDraining, "drainstop")
 		}

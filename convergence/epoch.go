@@ -97,7 +97,9 @@ func (m *Machine) effective() []heartbeat.RuleSetting {
 	return out
 }
 
-func toSettings(rs []heartbeat.RuleSetting, n int) []filter.RuleSetting {
+// ToSettings converts heartbeat rule settings to the tables' (a disabled
+// or draining rule has no handling priority), for n rules.
+func ToSettings(rs []heartbeat.RuleSetting, n int) []filter.RuleSetting {
 	out := make([]filter.RuleSetting, n)
 	for i := range out {
 		if i < len(rs) {
@@ -132,10 +134,10 @@ func (m *Machine) chunks() []Action {
 
 // lead proposes a new epoch when the membership or settings changed.
 func (m *Machine) lead(now time.Time, view uint64) {
-	settings := map[uint8][]filter.RuleSetting{m.cfg.HostID: toSettings(m.effective(), len(m.cfg.Rules))}
+	settings := map[uint8][]filter.RuleSetting{m.cfg.HostID: ToSettings(m.effective(), len(m.cfg.Rules))}
 	for id, p := range m.peers {
 		if view&(1<<(id-1)) != 0 {
-			settings[id] = toSettings(p.hb.Rules, len(m.cfg.Rules))
+			settings[id] = ToSettings(p.hb.Rules, len(m.cfg.Rules))
 		}
 	}
 	if m.epoch != nil && m.epoch.Members == view && sameSettings(m.epoch.Settings, settings) && !m.conflict(now) {

@@ -80,7 +80,7 @@ func (m *Machine) barrier(now time.Time) bool {
 	view := m.view(now)
 	var unheard uint64
 	for _, p := range m.peers {
-		if m.alive(now, p) && State(p.hb.State).active() {
+		if m.alive(now, p) && State(p.hb.State).Active() {
 			unheard |= p.hb.View
 		}
 	}
@@ -144,7 +144,7 @@ func (m *Machine) suspect(now time.Time) uint64 {
 		if now.Sub(p.lastHeard) >= m.cfg.DeadAfter()+m.cfg.Grace {
 			continue
 		}
-		if State(p.hb.State).active() {
+		if State(p.hb.State).Active() {
 			bits |= all
 		}
 		bits |= p.hb.Retaining & all

@@ -292,7 +292,7 @@ func (m *Machine) tick(now time.Time) []Action {
 		live := m.alive(now, p)
 		wasLive := p.live
 		p.live = live
-		if wasLive && !live && p.hb != nil && p.refused == "" && State(p.hb.State).active() {
+		if wasLive && !live && p.hb != nil && p.refused == "" && State(p.hb.State).Active() {
 			m.events = append(m.events, Notice{Kind: NoticeEvict, Host: id, Msg: "no heartbeat"})
 			if m.cfg.FlapWindow > 0 && p.evictions > 0 && now.Sub(p.lastEvict) > m.cfg.FlapWindow {
 				p.evictions = 0 // stable for a window: forgiven
@@ -317,7 +317,7 @@ func (m *Machine) tick(now time.Time) []Action {
 	// The source of the tables (normally the leader) resends them while a
 	// host it hears lags behind; so does a relay for a lagging host that
 	// does not hear the leader.
-	if m.epoch != nil && m.state.active() {
+	if m.epoch != nil && m.state.Active() {
 		src, lead := m.source(now), m.leader(now)
 		for id, p := range m.peers {
 			if !m.alive(now, p) || id == m.cfg.HostID || State(p.hb.State) == StateRefused ||
@@ -336,7 +336,7 @@ func (m *Machine) tick(now time.Time) []Action {
 		m.phase = phaseNone
 		m.setState(now, StateStopped, "drain timeout")
 	}
-	if m.state.active() && m.quorum(now) {
+	if m.state.Active() && m.quorum(now) {
 		out = append(out, Lease{For: m.cfg.LeaseFor()})
 	} else if m.state != StateJoining {
 		out = append(out, Lease{For: 0})
@@ -346,7 +346,7 @@ func (m *Machine) tick(now time.Time) []Action {
 
 // evaluate moves the machine towards the cluster's agreed state.
 func (m *Machine) evaluate(now time.Time) {
-	if !m.state.active() && m.state != StateJoining {
+	if !m.state.Active() && m.state != StateJoining {
 		m.dropDrained() // a stopped host's held flows end in their own time
 		return
 	}
@@ -428,7 +428,7 @@ func (m *Machine) updateState(now time.Time, view uint64, leader uint8) {
 	}
 	settled := m.phase == phaseOpen
 	for _, p := range m.peers {
-		if m.alive(now, p) && State(p.hb.State).active() {
+		if m.alive(now, p) && State(p.hb.State).Active() {
 			settled = settled && p.hb.Epoch == m.epoch.Num && p.hb.Phase == phaseOpen
 		}
 	}

@@ -64,7 +64,7 @@ func (m *Machine) Heard(now time.Time) uint64 {
 func (m *Machine) Silent(now time.Time) map[uint8]time.Duration {
 	var out map[uint8]time.Duration
 	for id, p := range m.peers {
-		if p.hb == nil || p.refused != "" || !State(p.hb.State).active() {
+		if p.hb == nil || p.refused != "" || !State(p.hb.State).Active() {
 			continue
 		}
 		if d := now.Sub(p.lastHeard); d > 2*m.cfg.Period {
@@ -98,11 +98,11 @@ func (m *Machine) deadAfter(now time.Time) time.Duration {
 // we do), as a bitmap.
 func (m *Machine) view(now time.Time) uint64 {
 	var v uint64
-	if m.state.active() {
+	if m.state.Active() {
 		v |= 1 << (m.cfg.HostID - 1)
 	}
 	for id, p := range m.peers {
-		if m.alive(now, p) && State(p.hb.State).active() && now.Sub(p.heardSince) >= m.holdDown(p) {
+		if m.alive(now, p) && State(p.hb.State).Active() && now.Sub(p.heardSince) >= m.holdDown(p) {
 			v |= 1 << (id - 1)
 		}
 	}
@@ -171,7 +171,7 @@ func (m *Machine) receive(now time.Time, r Received) []Action {
 			} else {
 				m.events = append(m.events, Notice{Kind: NoticeJoin, Host: msg.HostID, Msg: "heard"})
 			}
-		} else if was, is := State(p.hb.State), State(msg.State); was.active() && !is.active() {
+		} else if was, is := State(p.hb.State), State(msg.State); was.Active() && !is.Active() {
 			m.events = append(m.events, Notice{Kind: NoticeLeave, Host: msg.HostID, Msg: is.String()})
 		}
 		if msg.VotersEpoch > m.votersEpoch {
@@ -195,7 +195,7 @@ func (m *Machine) receive(now time.Time, r Received) []Action {
 func (m *Machine) leader(now time.Time) uint8 {
 	v := m.view(now)
 	for _, p := range m.peers {
-		if m.alive(now, p) && State(p.hb.State).active() {
+		if m.alive(now, p) && State(p.hb.State).Active() {
 			v |= p.hb.View
 		}
 	}
@@ -215,7 +215,7 @@ func (m *Machine) guide(now time.Time, leader uint8) uint8 {
 	}
 	best := uint8(0)
 	for id, p := range m.peers {
-		if m.alive(now, p) && State(p.hb.State).active() && p.hb.View&(1<<(leader-1)) != 0 && p.hb.Epoch != 0 && (best == 0 || id < best) {
+		if m.alive(now, p) && State(p.hb.State).Active() && p.hb.View&(1<<(leader-1)) != 0 && p.hb.Epoch != 0 && (best == 0 || id < best) {
 			best = id
 		}
 	}
@@ -229,7 +229,7 @@ func (m *Machine) guide(now time.Time, leader uint8) uint8 {
 func (m *Machine) source(now time.Time) uint8 {
 	best := uint8(0)
 	for id, p := range m.peers {
-		if m.alive(now, p) && State(p.hb.State).active() && p.hb.Epoch != 0 && (best == 0 || id < best) {
+		if m.alive(now, p) && State(p.hb.State).Active() && p.hb.Epoch != 0 && (best == 0 || id < best) {
 			best = id
 		}
 	}
@@ -301,7 +301,7 @@ func (m *Machine) setVoters(num, voters uint64) {
 // independently; a fresh epoch above both settles it.
 func (m *Machine) conflict(now time.Time) bool {
 	for _, p := range m.peers {
-		if m.alive(now, p) && State(p.hb.State).active() && p.hb.Epoch >= m.epoch.Num && p.hb.EpochDigest != m.epoch.Digest {
+		if m.alive(now, p) && State(p.hb.State).Active() && p.hb.Epoch >= m.epoch.Num && p.hb.EpochDigest != m.epoch.Digest {
 			return true
 		}
 	}
@@ -311,7 +311,7 @@ func (m *Machine) conflict(now time.Time) bool {
 // mismatched: an active host with other cluster settings is heard.
 func (m *Machine) mismatched(now time.Time) bool {
 	for _, p := range m.peers {
-		if p.refused != "" && p.hb != nil && now.Sub(p.lastHeard) < m.cfg.DeadAfter() && State(p.hb.State).active() {
+		if p.refused != "" && p.hb != nil && now.Sub(p.lastHeard) < m.cfg.DeadAfter() && State(p.hb.State).Active() {
 			return true
 		}
 	}

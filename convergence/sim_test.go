@@ -593,7 +593,7 @@ func (s *sim) settled() bool {
 	// Every host's own settings (operator and health overrides included)
 	// are those of the epoch: a change not yet heard is not settled.
 	for _, h := range up {
-		if e.Members&(1<<(h.id-1)) != 0 && !slices.Equal(e.Settings[h.id], toSettings(h.m.effective(), len(s.cfg.Rules))) {
+		if e.Members&(1<<(h.id-1)) != 0 && !slices.Equal(e.Settings[h.id], ToSettings(h.m.effective(), len(s.cfg.Rules))) {
 			return false
 		}
 	}

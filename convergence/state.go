@@ -60,8 +60,8 @@ func (s State) String() string {
 	return fmt.Sprintf("state(%d)", uint8(s))
 }
 
-// active reports whether a host in state s takes part in the membership.
-func (s State) active() bool {
+// Active reports whether a host in state s takes part in the membership.
+func (s State) Active() bool {
 	return s == StateConverging || s == StateConverged || s == StateDefault || s == StateDraining
 }
 

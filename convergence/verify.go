@@ -115,11 +115,11 @@ func (m *Machine) memberSettings(members uint64) (settings map[uint8][]filter.Ru
 	for v := members; v != 0; v &= v - 1 {
 		id := uint8(bits.TrailingZeros64(v) + 1)
 		if id == m.cfg.HostID {
-			settings[id] = toSettings(m.effective(), n)
+			settings[id] = ToSettings(m.effective(), n)
 			continue
 		}
 		if p := m.peers[id]; p != nil && p.hb != nil && p.refused == "" {
-			settings[id] = toSettings(p.hb.Rules, n)
+			settings[id] = ToSettings(p.hb.Rules, n)
 		} else {
 			complete = false
 		}

@@ -4,15 +4,17 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
+	"text/tabwriter"
 
+	"github.com/nlbproject/nlb/capture"
 	"github.com/nlbproject/nlb/config"
 
 	"github.com/spf13/cobra"
 
-	"github.com/nlbproject/nlb/convergence"
 	"github.com/nlbproject/nlb/filter"
 	"github.com/nlbproject/nlb/remote"
 )
@@ -33,7 +35,7 @@ type filterResult struct {
 }
 
 func filterCommand(t *target) *cobra.Command {
-	var members, clientStr, vipStr, proto string
+	var members, clientStr, vipStr, proto, pcap string
 	c := &cobra.Command{
 		Use:   "filter --client IP:PORT --vip IP:PORT [--proto tcp|udp] [--config FILE --members 1,2,3]",
 		Short: "Show which host accepts a client flow",
@@ -48,6 +50,9 @@ formed it, each with this file's weights and priorities. It is the same
 model the kernel program is tested against.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if pcap != "" {
+				return t.filterPcap(cmd, pcap, members)
+			}
 			if clientStr == "" || vipStr == "" {
 				return usageError{fmt.Errorf("--client and --vip are required")}
 			}
@@ -96,7 +101,88 @@ model the kernel program is tested against.`,
 	f.StringVar(&clientStr, "client", "", "client address and port")
 	f.StringVar(&vipStr, "vip", "", "VIP address and port")
 	f.StringVar(&proto, "proto", "tcp", "tcp or udp")
+	f.StringVar(&pcap, "pcap", "", "replay the VIP traffic of a pcap file (needs --config): per host, flows, packets and shares; the busiest buckets")
 	return c
+}
+
+// filterPcap replays a capture through the model (--members) or the live
+// tables (every distinct flow asked of the agents, as filter does).
+func (t *target) filterPcap(cmd *cobra.Command, path, members string) error {
+	if t.config == "" {
+		return usageError{fmt.Errorf("--pcap needs --config (the VIPs, rules and hash seed)")}
+	}
+	r, err := config.Load(t.config)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var ids []uint8
+	var take capture.Taker
+	if members != "" {
+		if ids, err = parseMembers(members); err != nil {
+			return usageError{err}
+		}
+		hosts := map[uint8][]filter.RuleSetting{}
+		for _, id := range ids {
+			hosts[id] = r.Settings()
+		}
+		take = capture.ModelTaker(capture.NewModel(r, hosts))
+	} else {
+		seen := map[uint8]bool{}
+		take = func(_ []byte, fl capture.Flow) (uint8, error) {
+			res, err := t.send(remote.CmdFilter, remote.Args{Client: fl.Client.String(), Dest: fl.VIP.String(), Proto: fl.Proto})
+			if err != nil {
+				return 0, err
+			}
+			var taker uint8
+			for _, rep := range res.Replies {
+				seen[rep.Host] = true
+				var fr remote.FilterResult
+				if rep.Status == remote.StatusOK && json.Unmarshal(rep.Result, &fr) == nil && fr.Verdict == "accept" {
+					taker = rep.Host
+				}
+			}
+			return taker, nil
+		}
+		// The members are the hosts that answered; known after the
+		// replay, so count them first with one query.
+		res, err := t.send(remote.CmdQuery, remote.Args{})
+		if err != nil {
+			return err
+		}
+		for _, rep := range res.Replies {
+			ids = append(ids, rep.Host)
+		}
+		if len(ids) == 0 {
+			return outcome(res)
+		}
+	}
+	rep, err := capture.Replay(f, r, ids, take)
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	w := cmd.OutOrStdout()
+	if t.asJSON {
+		return writeJSON(w, rep)
+	}
+	fmt.Fprintf(w, "%d frames, %d to the VIPs, %d flows (%d taken by no host)\n\n", rep.Frames, rep.VIPFrames, rep.Flows, rep.Untaken)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "HOST\tFLOWS\tSHARE\tEXPECTED\tIMBALANCE\tPACKETS")
+	for _, h := range rep.Hosts {
+		fmt.Fprintf(tw, "%d\t%d\t%.1f%%\t%.1f%%\t%.2f\t%d\n", h.Host, h.Flows, 100*h.Share, 100*h.Expected, h.Imbalance, h.Packets)
+	}
+	tw.Flush()
+	fmt.Fprintln(w, "\nbusiest buckets:")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "RULE\tBUCKET\tHOST\tFLOWS\tPACKETS")
+	for _, b := range rep.Busiest {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\n", b.Rule, b.Bucket, b.Host, b.Flows, b.Packets)
+	}
+	return tw.Flush()
 }
 
 // liveFilter asks the agents.
@@ -166,11 +252,9 @@ func evaluate(r *config.Resolved, ids []uint8, p *filter.Packet) filterResult {
 	for _, id := range ids {
 		hosts[id] = r.Settings()
 	}
-	tables := convergence.ComputeTables(r.Rules, hosts, nil)
-	frame := p.Frame()
 	res := filterResult{Bucket: -1, Accepted: []uint8{}}
-	for _, id := range ids {
-		d := filter.Decide(frame, r.ModelState(tables.Marks(id)), nil)
+	ds := capture.NewModel(r, hosts).Decide(p.Frame())
+	for _, d := range ds {
 		switch {
 		case d.Rule == filter.DefaultRule:
 			res.Rule, res.RuleSpec = "default", "no rule matches: default host"
@@ -182,11 +266,9 @@ func evaluate(r *config.Resolved, ids []uint8, p *filter.Packet) filterResult {
 			res.Rule, res.RuleSpec = "none", "not filtered"
 		}
 		res.Bucket = d.Bucket
-		res.Hosts = append(res.Hosts, filterHost{ID: id, Verdict: d.Verdict.String(), Reason: d.Reason.String()})
-		if d.Verdict == filter.Accept || d.Verdict == filter.Pass {
-			res.Accepted = append(res.Accepted, id)
-		}
+		res.Hosts = append(res.Hosts, filterHost{ID: d.ID, Verdict: d.Verdict.String(), Reason: d.Reason.String()})
 	}
+	res.Accepted = append(res.Accepted, capture.Takers(ds)...)
 	return res
 }
 

@@ -76,7 +76,7 @@ Exit codes: 0 every targeted host answered and succeeded; 1 error;
 }
 
 func commands(t *target) []*cobra.Command {
-	return append(remoteCommands(t), filterCommand(t), watchCommand(t), keygenCommand(), versionCommand(t))
+	return append(remoteCommands(t), filterCommand(t), watchCommand(t), keygenCommand(), versionCommand(t), captureCommand(t))
 }
 
 // usageArgs makes every command's argument errors usage errors (exit 2).
@@ -110,6 +110,13 @@ func versionCommand(t *target) *cobra.Command {
 			return nil
 		},
 	}
+}
+
+// writeJSONLine writes v as one compact line (streams of events).
+func writeJSONLine(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }
 
 // writeJSON is every --json output: indented, one document, and no HTML
