@@ -195,7 +195,7 @@ func (c *Cluster) WaitConverged(ids []uint8, timeout time.Duration) (uint64, err
 				states = append(states, fmt.Sprintf("%d: %v", id, err))
 				continue
 			}
-			states = append(states, fmt.Sprintf("%d: %s e%d %v", id, q.State, q.Epoch, q.Members))
+			states = append(states, fmt.Sprintf("%d: %s e%d %v heard %v", id, q.State, q.Epoch, q.Members, q.Heard))
 			if q.State != "converged" && q.State != "converged as default" || epoch != 0 && q.Epoch != epoch || !sameIDs(q.Members, ids) {
 				ok = false
 			}
@@ -207,7 +207,18 @@ func (c *Cluster) WaitConverged(ids []uint8, timeout time.Duration) (uint64, err
 		last = strings.Join(states, "; ")
 		time.Sleep(50 * time.Millisecond)
 	}
-	return 0, fmt.Errorf("hosts %v did not converge in %v: %s", ids, timeout, last)
+	return 0, fmt.Errorf("hosts %v did not converge in %v: %s\n%s", ids, timeout, last, c.logTails(ids, 12))
+}
+
+// logTails is the last n lines of each host's log, for a failure report.
+func (c *Cluster) logTails(ids []uint8, n int) string {
+	var b strings.Builder
+	for _, id := range ids {
+		data, _ := os.ReadFile(c.Hosts[id].Log)
+		lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+		fmt.Fprintf(&b, "--- host %d, last %d log lines:\n%s\n", id, n, strings.Join(lines[max(0, len(lines)-n):], "\n"))
+	}
+	return b.String()
 }
 
 func sameIDs(a, b []uint8) bool {
