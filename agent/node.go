@@ -376,7 +376,7 @@ func (n *Node) bind(now time.Time, msg heartbeat.Message, source [6]byte) {
 		return
 	}
 	if b.mac != source {
-		n.log.Debug("heartbeat source bound", "host", hb.HostID, "mac", net.HardwareAddr(source[:]).String())
+		n.log.Info("heartbeat source bound", "host", hb.HostID, "mac", net.HardwareAddr(source[:]).String())
 	}
 	*b = binding{mac: source, at: now}
 }
