@@ -1,6 +1,10 @@
 package filter
 
 import (
+	"math/rand/v2"
+
+	"github.com/nlbproject/nlb/internal/framegen"
+
 	"net/netip"
 	"testing"
 )
@@ -13,6 +17,12 @@ func FuzzDecide(f *testing.F) {
 	f.Add(udp(client, 1000, vip1, 53).Frame())
 	f.Add((&Packet{Src: netip.MustParseAddr("198.18.0.1"), Dst: vip1, Proto: 1, ICMPType: 3, Inner: tcp(vip1, 80, client, 40000, tcpFlagACK)}).Frame())
 	f.Add([]byte{0, 1, 2})
+	// Seeds from gopacket, an independent builder: options, VLAN tags,
+	// fragments, both protocols.
+	r := rand.New(rand.NewPCG(9, 9))
+	for i := 0; i < 16; i++ {
+		f.Add(framegen.Frame(r, client, uint16(1024+i), vip1, 80))
+	}
 	holds := func(c, v netip.AddrPort) bool { return c.Port()%2 == 0 }
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		d := Decide(frame, s, holds)

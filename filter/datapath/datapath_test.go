@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/nlbproject/nlb/filter"
+	"github.com/nlbproject/nlb/internal/framegen"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -335,6 +336,10 @@ func (g *gen) frame() []byte {
 		et := []uint16{0x0806, 0x886F, 0x86dd, 0x8100, uint16(r.Uint32())}[r.IntN(5)]
 		f[12], f[13] = byte(et>>8), byte(et)
 		return f
+	case 3, 4: // built by gopacket, an independent frame builder
+		vip := []netip.Addr{dVIP, dVIP2, dVIP}[r.IntN(3)]
+		client, cport := g.client()
+		return framegen.Frame(r, client, cport, vip, g.port())
 	case 1: // random bytes behind an IPv4 ethertype
 		f := make([]byte, 14+r.IntN(120))
 		for i := range f {
