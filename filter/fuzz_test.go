@@ -2,11 +2,10 @@ package filter
 
 import (
 	"math/rand/v2"
-
-	"github.com/nlbproject/nlb/internal/framegen"
-
 	"net/netip"
 	"testing"
+
+	"github.com/nlbproject/nlb/internal/framegen"
 )
 
 // FuzzDecide: the model never panics on arbitrary frames, its verdict
