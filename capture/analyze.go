@@ -14,6 +14,7 @@ import (
 	"github.com/nlbproject/nlb/convergence"
 	"github.com/nlbproject/nlb/filter"
 	"github.com/nlbproject/nlb/heartbeat"
+	"github.com/nlbproject/nlb/remote"
 )
 
 // Event is one line of nlbctl capture: what was seen, or (Problem set)
@@ -58,6 +59,16 @@ type Analyzer struct {
 	// such a cluster; without it the owner of a flow is known only from
 	// captured chunks.
 	AssumeFormed bool
+	// Lookup, if set, asks the cluster which host takes a flow (the live
+	// tables, through the agents: nlbctl's filter). It runs in the
+	// background, a few lookups at a time; a flow's answers are checked
+	// against it when it returns. Flows whose lookup cannot be queued are
+	// not checked.
+	Lookup Taker
+
+	lookups chan lookupJob
+	results chan lookupResult
+	pending int
 
 	hosts   map[uint8]*hostSeen
 	macHost map[[6]byte]uint8
@@ -76,10 +87,26 @@ type hostSeen struct {
 }
 
 type flowSeen struct {
+	key          string
 	owner        uint8
-	answered     []uint8
-	twice, wrong bool // reported
+	answered     []uint8 // hosts that answered
+	opened       []uint8 // of those, hosts whose answer opens the flow (SYN-ACK, UDP)
+	twice, wrong bool    // reported
 }
+
+type lookupJob struct {
+	f     *flowSeen
+	flow  Flow
+	frame []byte
+}
+
+type lookupResult struct {
+	f     *flowSeen
+	owner uint8
+}
+
+// lookupWorkers is how many lookups run at once.
+const lookupWorkers = 4
 
 type chunkSet struct {
 	tables convergence.Tables
@@ -98,6 +125,7 @@ func (a *Analyzer) Packet(p gopacket.Packet) []Event {
 	at := p.Metadata().Timestamp
 	var out []Event
 	out = append(out, a.gaps(at)...)
+	out = append(out, a.looked(at, false)...)
 	eth, _ := p.Layer(layers.LayerTypeEthernet).(*layers.Ethernet)
 	if eth == nil {
 		return out
@@ -118,7 +146,73 @@ func (a *Analyzer) Packet(p gopacket.Packet) []Event {
 // heartbeats stopped before it ended.
 func (a *Analyzer) Finish(at time.Time) []Event {
 	a.init()
-	return a.gaps(at)
+	return append(a.looked(at, true), a.gaps(at)...)
+}
+
+// lookup queues a background lookup of f's owner.
+func (a *Analyzer) lookup(f *flowSeen, flow Flow, frame []byte) {
+	if a.lookups == nil {
+		a.lookups, a.results = make(chan lookupJob, 1024), make(chan lookupResult, 1024)
+		for range lookupWorkers {
+			go func() {
+				for j := range a.lookups {
+					owner, err := a.Lookup(j.frame, j.flow)
+					if err != nil {
+						owner = 0
+					}
+					a.results <- lookupResult{j.f, owner}
+				}
+			}()
+		}
+	}
+	select {
+	case a.lookups <- lookupJob{f, flow, append([]byte(nil), frame...)}:
+		a.pending++
+	default: // too many at once: this flow goes unchecked
+	}
+}
+
+// looked takes the lookups that returned (all of them, waiting up to 3 s,
+// when wait) and checks their flows' answers.
+func (a *Analyzer) looked(at time.Time, wait bool) []Event {
+	var out []Event
+	deadline := time.After(3 * time.Second)
+	for a.pending > 0 {
+		var r lookupResult
+		if wait {
+			select {
+			case r = <-a.results:
+			case <-deadline:
+				return out
+			}
+		} else {
+			select {
+			case r = <-a.results:
+			default:
+				return out
+			}
+		}
+		a.pending--
+		if r.owner == 0 {
+			continue
+		}
+		r.f.owner = r.owner
+		for _, h := range r.f.opened {
+			out = append(out, a.checkOwner(at, r.f, h)...)
+		}
+	}
+	return out
+}
+
+// checkOwner reports an answer that opened f from a host that is not its
+// owner.
+func (a *Analyzer) checkOwner(at time.Time, f *flowSeen, host uint8) []Event {
+	if f.owner == 0 || host == f.owner || f.wrong {
+		return nil
+	}
+	f.wrong = true
+	return []Event{{Time: at, Kind: "problem", Flow: f.key, Host: host, Owner: f.owner,
+		Text: fmt.Sprintf("%s answered by host %d, but the tables give it to host %d", f.key, host, f.owner)}}
 }
 
 func problem(at time.Time, host uint8, format string, args ...any) Event {
@@ -254,19 +348,24 @@ func (a *Analyzer) ip(at time.Time, src [6]byte, p gopacket.Packet) []Event {
 	default:
 		return nil
 	}
-	if len(a.VIPs) == 0 {
-		return nil
+	if len(a.VIPs) == 0 || proto == "udp" && a.remoteControl(dst, dport, from, sport) {
+		return nil // remote control: every host answers, by design
 	}
 	switch {
 	case slices.Contains(a.VIPs, dst): // client -> VIP
 		key := fmt.Sprintf("%s:%d -> %s:%d/%s", from, sport, dst, dport, proto)
 		f := a.flows[key]
-		if f == nil || syn && len(f.answered) > 0 {
+		fresh := f == nil || syn && len(f.answered) > 0
+		if fresh {
 			// A new flow, or a later connection on a reused port.
-			f = &flowSeen{}
+			f = &flowSeen{key: key}
 			a.flows[key] = f
 		}
-		f.owner = a.owner(p.Data())
+		if o := a.owner(p.Data()); o != 0 {
+			f.owner = o
+		} else if fresh && a.Lookup != nil && (syn || proto == "udp") {
+			a.lookup(f, Flow{Client: netip.AddrPortFrom(from, sport), VIP: netip.AddrPortFrom(dst, dport), Proto: proto}, p.Data())
+		}
 		if !syn && proto == "tcp" {
 			return nil
 		}
@@ -283,7 +382,7 @@ func (a *Analyzer) ip(at time.Time, src [6]byte, p gopacket.Packet) []Event {
 		}
 		f := a.flows[key]
 		if f == nil {
-			f = &flowSeen{}
+			f = &flowSeen{key: key}
 			a.flows[key] = f
 		}
 		var out []Event
@@ -291,6 +390,7 @@ func (a *Analyzer) ip(at time.Time, src [6]byte, p gopacket.Packet) []Event {
 			f.answered = append(f.answered, host)
 			slices.Sort(f.answered)
 			if synAck || proto == "udp" {
+				f.opened = append(f.opened, host)
 				out = append(out, Event{Time: at, Kind: "answer", Flow: key, Host: host, Owner: f.owner, Text: fmt.Sprintf("%s answered by host %d", key, host)})
 			}
 		}
@@ -299,14 +399,30 @@ func (a *Analyzer) ip(at time.Time, src [6]byte, p gopacket.Packet) []Event {
 			out = append(out, Event{Time: at, Kind: "problem", Flow: key, Hosts: slices.Clone(f.answered),
 				Text: fmt.Sprintf("%s answered by %d hosts: %s", key, len(f.answered), idsText(f.answered))})
 		}
-		if f.owner != 0 && host != f.owner && (synAck || proto == "udp") && !f.wrong {
-			f.wrong = true
-			out = append(out, Event{Time: at, Kind: "problem", Flow: key, Host: host, Owner: f.owner,
-				Text: fmt.Sprintf("%s answered by host %d, but the tables give it to host %d", key, host, f.owner)})
+		if synAck || proto == "udp" {
+			out = append(out, a.checkOwner(at, f, host)...)
 		}
 		return out
 	}
 	return nil
+}
+
+// remoteControl reports whether a UDP datagram is remote control (to or
+// from a VIP's remote-control port), which every host answers.
+func (a *Analyzer) remoteControl(dst netip.Addr, dport uint16, src netip.Addr, sport uint16) bool {
+	return remoteControl(a.Config, a.VIPs, dst, dport, src, sport)
+}
+
+// remoteControl: the remote-control port is r's (the default without a
+// configuration; none when r turns remote control off).
+func remoteControl(r *config.Resolved, vips []netip.Addr, dst netip.Addr, dport uint16, src netip.Addr, sport uint16) bool {
+	port := uint16(remote.DefaultPort)
+	if r != nil {
+		if port = r.RemotePort; port == 0 {
+			return false
+		}
+	}
+	return slices.Contains(vips, dst) && dport == port || slices.Contains(vips, src) && sport == port
 }
 
 // owner is the host the tables say takes frame (0: unknown): captured

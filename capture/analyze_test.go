@@ -176,3 +176,41 @@ func TestAnalyzer(t *testing.T) {
 		t.Errorf("%d verified heartbeats, want 43", verified)
 	}
 }
+
+// TestAnalyzerLookup: with a Lookup (the live tables), a flow answered by
+// a host other than the one the cluster names is reported once the
+// lookup returns, even after the answer; remote-control datagrams, which
+// every host answers, are not flows.
+func TestAnalyzerLookup(t *testing.T) {
+	r := exampleConfig(t)
+	key := r.Keys.Heartbeat()[0]
+	vip := r.VIPs[0]
+	a := &Analyzer{Config: r, VIPs: r.VIPs, Keys: r.Keys.Heartbeat(),
+		Lookup: func(_ []byte, f Flow) (uint8, error) { return 2, nil }}
+	t0 := time.Unix(1000, 0)
+	var evs []Event
+	for _, id := range []uint8{1, 2, 3} {
+		evs = append(evs, a.Packet(hbPacket(t, t0, r, &key, vip, id))...)
+	}
+	c := netip.MustParseAddrPort("198.19.0.5:40000")
+	v := netip.AddrPortFrom(vip, 80)
+	evs = append(evs, a.Packet(tcpPacket(t, t0, clientMAC, c, v, true, false))...)
+	evs = append(evs, a.Packet(tcpPacket(t, t0, hostMAC(3), v, c, true, true))...)
+	rc := netip.AddrPortFrom(vip, r.RemotePort)
+	for _, id := range []uint8{1, 2, 3} {
+		udp := &layers.UDP{SrcPort: layers.UDPPort(rc.Port()), DstPort: 40001}
+		ip := &layers.IPv4{Version: 4, TTL: 64, Protocol: layers.IPProtocolUDP, SrcIP: vip.AsSlice(), DstIP: c.Addr().AsSlice()}
+		udp.SetNetworkLayerForChecksum(ip)
+		evs = append(evs, a.Packet(packetOf(t, t0, &layers.Ethernet{SrcMAC: hostMAC(id), DstMAC: clientMAC, EthernetType: layers.EthernetTypeIPv4}, ip, udp))...)
+	}
+	evs = append(evs, a.Finish(t0)...)
+	var problems []string
+	for _, e := range evs {
+		if e.Kind == "problem" {
+			problems = append(problems, e.Text)
+		}
+	}
+	if len(problems) != 1 || !strings.Contains(problems[0], "answered by host 3, but the tables give it to host 2") {
+		t.Errorf("problems %q", problems)
+	}
+}

@@ -68,8 +68,9 @@ type Report struct {
 
 // Replay reads a pcap of Ethernet frames and counts, per host, the flows
 // and packets to the VIPs that the taker gives it. Only frames from
-// clients to VIPs count (replies are the same flows); a flow is a TCP or
-// UDP 5-tuple. Weights are r's (this host's view of every member's).
+// clients to VIPs count (replies are the same flows), and not remote
+// control; a flow is a TCP or UDP 5-tuple (a TCP SYN after other frames
+// starts a new one). Weights are r's (this host's view of every member's).
 func Replay(in io.Reader, r *config.Resolved, members []uint8, take Taker) (*Report, error) {
 	pr, err := pcapgo.NewReader(in)
 	if err != nil {
@@ -113,6 +114,9 @@ func Replay(in io.Reader, r *config.Resolved, members []uint8, take Taker) (*Rep
 		case p.Layer(layers.LayerTypeUDP) != nil:
 			u := p.Layer(layers.LayerTypeUDP).(*layers.UDP)
 			f.Client, f.VIP, f.Proto = netip.AddrPortFrom(client, uint16(u.SrcPort)), netip.AddrPortFrom(dst, uint16(u.DstPort)), "udp"
+			if remoteControl(r, r.VIPs, dst, uint16(u.DstPort), client, uint16(u.SrcPort)) {
+				continue // remote control: every host answers, not a flow
+			}
 		default:
 			continue
 		}

@@ -32,8 +32,10 @@ func captureCommand(t *target) *cobra.Command {
 		Short: "Show the cluster's traffic live, annotated, and flag what is wrong",
 		Long: `capture shows heartbeats (host, state, epoch, phase, view, incarnation,
 verified or not), table chunks, ARP for the VIPs, and VIP flows with the
-host the tables say should take them (from table chunks it captured, or,
-with --assume-formed, as if the hosts heard had just formed the cluster).
+host the tables say should take them: with --cluster (or --host), the
+live tables, each new flow asked of the agents in the background; else
+from table chunks it captured, or, with --assume-formed, as if the hosts
+heard had just formed the cluster.
 It flags what is wrong: a flow
 answered by two hosts, a flow answered by a host the tables do not give it
 to, frames of another cluster, heartbeats whose tag does not verify,
@@ -53,6 +55,9 @@ frames to one. It exits 4 when it reported a problem.`,
 				return err
 			}
 			a.AssumeFormed = assumeFormed
+			if t.cluster != "" || t.host != "" {
+				a.Lookup = t.liveTaker // the live tables, through the agents
+			}
 			if ifname == "" {
 				ifname = iface
 			}

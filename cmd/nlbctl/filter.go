@@ -105,6 +105,23 @@ model the kernel program is tested against.`,
 	return c
 }
 
+// liveTaker asks the agents which host takes a flow: the one whose
+// filter accepts it now (0 if none does).
+func (t *target) liveTaker(_ []byte, fl capture.Flow) (uint8, error) {
+	res, err := t.send(remote.CmdFilter, remote.Args{Client: fl.Client.String(), Dest: fl.VIP.String(), Proto: fl.Proto})
+	if err != nil {
+		return 0, err
+	}
+	var taker uint8
+	for _, rep := range res.Replies {
+		var fr remote.FilterResult
+		if rep.Status == remote.StatusOK && json.Unmarshal(rep.Result, &fr) == nil && fr.Verdict == "accept" {
+			taker = rep.Host
+		}
+	}
+	return taker, nil
+}
+
 // filterPcap replays a capture through the model (--members) or the live
 // tables (every distinct flow asked of the agents, as filter does).
 func (t *target) filterPcap(cmd *cobra.Command, path, members string) error {
@@ -132,22 +149,7 @@ func (t *target) filterPcap(cmd *cobra.Command, path, members string) error {
 		}
 		take = capture.ModelTaker(capture.NewModel(r, hosts))
 	} else {
-		seen := map[uint8]bool{}
-		take = func(_ []byte, fl capture.Flow) (uint8, error) {
-			res, err := t.send(remote.CmdFilter, remote.Args{Client: fl.Client.String(), Dest: fl.VIP.String(), Proto: fl.Proto})
-			if err != nil {
-				return 0, err
-			}
-			var taker uint8
-			for _, rep := range res.Replies {
-				seen[rep.Host] = true
-				var fr remote.FilterResult
-				if rep.Status == remote.StatusOK && json.Unmarshal(rep.Result, &fr) == nil && fr.Verdict == "accept" {
-					taker = rep.Host
-				}
-			}
-			return taker, nil
-		}
+		take = t.liveTaker
 		// The members are the hosts that answered; known after the
 		// replay, so count them first with one query.
 		res, err := t.send(remote.CmdQuery, remote.Args{})
