@@ -21,7 +21,7 @@ import (
 // what is wrong.
 type Event struct {
 	Time time.Time `json:"time"`
-	// Kind: heartbeat, chunk, arp, flow, answer, problem.
+	// Kind: heartbeat, chunk, arp, ndp, flow, answer, problem.
 	Kind string `json:"kind"`
 	// Host is the sender of a heartbeat or chunk, the host that answered
 	// a flow, or a host a problem is about (0: none).
@@ -136,6 +136,8 @@ func (a *Analyzer) Packet(p gopacket.Packet) []Event {
 		out = append(out, a.nlb(at, src, p.Layer(LayerTypeNLB).(*NLB))...)
 	case p.Layer(layers.LayerTypeARP) != nil:
 		out = append(out, a.arp(at, p.Layer(layers.LayerTypeARP).(*layers.ARP))...)
+	case p.Layer(layers.LayerTypeICMPv6NeighborSolicitation) != nil || p.Layer(layers.LayerTypeICMPv6NeighborAdvertisement) != nil:
+		out = append(out, a.ndp(at, p)...)
 	case p.Layer(layers.LayerTypeIPv4) != nil:
 		out = append(out, a.ip(at, src, p)...)
 	}
@@ -328,6 +330,27 @@ func (a *Analyzer) arp(at time.Time, p *layers.ARP) []Event {
 		return []Event{{Time: at, Kind: "arp", Text: fmt.Sprintf("who has %s? tell %s", tpa, spa)}}
 	case p.Operation == layers.ARPReply && a.ourVIP(spa) && len(a.VIPs) > 0:
 		return []Event{{Time: at, Kind: "arp", Text: fmt.Sprintf("%s is at %s", spa, macString([6]byte(p.SourceHwAddress)))}}
+	}
+	return nil
+}
+
+// ndp shows neighbour discovery for IPv6 VIPs (the IPv6 counterpart of
+// ARP).
+func (a *Analyzer) ndp(at time.Time, p gopacket.Packet) []Event {
+	if ns, ok := p.Layer(layers.LayerTypeICMPv6NeighborSolicitation).(*layers.ICMPv6NeighborSolicitation); ok {
+		if t, ok := netip.AddrFromSlice(ns.TargetAddress); ok && len(a.VIPs) > 0 && a.ourVIP(t) {
+			return []Event{{Time: at, Kind: "ndp", Text: fmt.Sprintf("neighbour solicitation for %s", t)}}
+		}
+	}
+	if na, ok := p.Layer(layers.LayerTypeICMPv6NeighborAdvertisement).(*layers.ICMPv6NeighborAdvertisement); ok {
+		if t, ok := netip.AddrFromSlice(na.TargetAddress); ok && len(a.VIPs) > 0 && a.ourVIP(t) {
+			for _, o := range na.Options {
+				if o.Type == layers.ICMPv6OptTargetAddress && len(o.Data) >= 6 {
+					return []Event{{Time: at, Kind: "ndp", Text: fmt.Sprintf("%s is at %s", t, macString([6]byte(o.Data[:6])))}}
+				}
+			}
+			return []Event{{Time: at, Kind: "ndp", Text: fmt.Sprintf("neighbour advertisement for %s", t)}}
+		}
 	}
 	return nil
 }

@@ -214,3 +214,19 @@ func TestAnalyzerLookup(t *testing.T) {
 		t.Errorf("problems %q", problems)
 	}
 }
+
+// TestAnalyzerNDP: neighbour discovery for an IPv6 VIP shows, like ARP.
+func TestAnalyzerNDP(t *testing.T) {
+	vip := netip.MustParseAddr("2001:2::100")
+	a := &Analyzer{VIPs: []netip.Addr{vip}}
+	ip := &layers.IPv6{Version: 6, HopLimit: 255, NextHeader: layers.IPProtocolICMPv6,
+		SrcIP: netip.MustParseAddr("2001:2::5").AsSlice(), DstIP: netip.MustParseAddr("ff02::1:ff00:100").AsSlice()}
+	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(layers.ICMPv6TypeNeighborSolicitation, 0)}
+	icmp.SetNetworkLayerForChecksum(ip)
+	ns := &layers.ICMPv6NeighborSolicitation{TargetAddress: vip.AsSlice()}
+	p := packetOf(t, time.Unix(1, 0), &layers.Ethernet{SrcMAC: clientMAC, DstMAC: net.HardwareAddr{0x33, 0x33, 0xff, 0, 1, 0}, EthernetType: layers.EthernetTypeIPv6}, ip, icmp, ns)
+	evs := a.Packet(p)
+	if len(evs) != 1 || evs[0].Kind != "ndp" || !strings.Contains(evs[0].Text, "2001:2::100") {
+		t.Errorf("events %+v", evs)
+	}
+}
