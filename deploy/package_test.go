@@ -16,10 +16,11 @@ import (
 	"github.com/nlbproject/nlb/internal/netns"
 )
 
-// TestDebianPackage builds the packages (make package), installs the .deb
-// with dpkg -i on this machine, checks the files, the man pages, the unit
-// and nlbd --version, then purges it and checks that nothing is left.
-func TestDebianPackage(t *testing.T) {
+// mayInstall skips a test that installs the nlb package unless this
+// machine is root, has dpkg, and has no nlb installed (by the package or
+// by make install PREFIX=/usr) that the test would overwrite.
+func mayInstall(t *testing.T) {
+	t.Helper()
 	netns.RequireRoot(t)
 	if _, err := exec.LookPath("dpkg"); err != nil {
 		t.Skip("dpkg not found: not a Debian-based machine")
@@ -30,6 +31,13 @@ func TestDebianPackage(t *testing.T) {
 	if _, err := os.Stat("/usr/sbin/nlbd"); err == nil {
 		t.Skip("/usr/sbin/nlbd exists outside a package (make install PREFIX=/usr?): not touching it")
 	}
+}
+
+// TestDebianPackage builds the packages (make package), installs the .deb
+// with dpkg -i on this machine, checks the files, the man pages, the unit
+// and nlbd --version, then purges it and checks that nothing is left.
+func TestDebianPackage(t *testing.T) {
+	mayInstall(t)
 	root, err := filepath.Abs("..")
 	if err != nil {
 		t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/nlbproject/nlb/internal/cluster"
-	"github.com/nlbproject/nlb/internal/netns"
 )
 
 // buildPackage runs make package with a version and returns a copy of the
@@ -49,16 +48,7 @@ func buildPackage(t *testing.T, root, version string) string {
 // version 2. (No systemd runs here: a stand-in systemctl signals the
 // agents, and the test restarts them as Restart=always would.)
 func TestPackageUpgrade(t *testing.T) {
-	netns.RequireRoot(t)
-	if _, err := exec.LookPath("dpkg"); err != nil {
-		t.Skip("dpkg not found: not a Debian-based machine")
-	}
-	if exec.Command("dpkg", "-s", "nlb").Run() == nil {
-		t.Skip("the nlb package is installed on this machine: not touching it")
-	}
-	if _, err := os.Stat("/usr/sbin/nlbd"); err == nil {
-		t.Skip("/usr/sbin/nlbd exists outside a package: not touching it")
-	}
+	mayInstall(t)
 	root, _ := filepath.Abs("..")
 	v1, v2 := "0.8.0~upgrade1", "0.8.0~upgrade2"
 	deb1, deb2 := buildPackage(t, root, v1), buildPackage(t, root, v2)
@@ -118,7 +108,7 @@ func TestPackageUpgrade(t *testing.T) {
 	dir := t.TempDir()
 	var pids []string
 	for _, id := range all {
-		pids = append(pids, fmt.Sprint(c.PID(id)))
+		pids = append(pids, fmt.Sprint(c.Pid(id)))
 	}
 	fake := filepath.Join(dir, "systemctl")
 	script := fmt.Sprintf("#!/bin/sh\necho \"$@\" >> %s/calls\ncase \"$1\" in\nkill) kill -USR2 %s ;;\nesac\nexit 0\n", dir, strings.Join(pids, " "))

@@ -87,17 +87,6 @@ func (c *Cluster) Start(id uint8) {
 	h.cmd, h.done = cmd, done
 }
 
-// PID is host id's agent's process ID (0 when it is not running).
-func (c *Cluster) PID(id uint8) int {
-	h := c.Hosts[id]
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.cmd == nil || h.cmd.Process == nil {
-		return 0
-	}
-	return h.cmd.Process.Pid
-}
-
 // Signal sends sig to host id's agent.
 func (c *Cluster) Signal(id uint8, sig syscall.Signal) {
 	h := c.Hosts[id]
