@@ -41,6 +41,8 @@ type HostShare struct {
 	Flows   int     `json:"flows"`
 	Packets int     `json:"packets"`
 	Share   float64 `json:"flow_share"`
+	// PacketShare is the host's part of the VIP packets.
+	PacketShare float64 `json:"packet_share"`
 	// Expected is the host's share of the weights of the flows' rules
 	// (equal weights: 1/N), Imbalance its share over that (1 = exact).
 	Expected  float64 `json:"expected_share"`
@@ -166,6 +168,9 @@ func Replay(in io.Reader, r *config.Resolved, members []uint8, take Taker) (*Rep
 	}
 	for _, id := range members {
 		hs := HostShare{Host: id, Flows: perHost[id], Packets: packets[id]}
+		if rep.VIPFrames > 0 {
+			hs.PacketShare = float64(packets[id]) / float64(rep.VIPFrames)
+		}
 		if taken := rep.Flows - rep.Untaken; taken > 0 {
 			hs.Share = float64(perHost[id]) / float64(taken)
 			hs.Expected = expected[id] / float64(taken)

@@ -173,9 +173,9 @@ func (t *target) filterPcap(cmd *cobra.Command, path, members string) error {
 	}
 	fmt.Fprintf(w, "%d frames, %d to the VIPs, %d flows (%d taken by no host)\n\n", rep.Frames, rep.VIPFrames, rep.Flows, rep.Untaken)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "HOST\tFLOWS\tSHARE\tEXPECTED\tIMBALANCE\tPACKETS")
+	fmt.Fprintln(tw, "HOST\tFLOWS\tSHARE\tEXPECTED\tIMBALANCE\tPACKETS\tSHARE")
 	for _, h := range rep.Hosts {
-		fmt.Fprintf(tw, "%d\t%d\t%.1f%%\t%.1f%%\t%.2f\t%d\n", h.Host, h.Flows, 100*h.Share, 100*h.Expected, h.Imbalance, h.Packets)
+		fmt.Fprintf(tw, "%d\t%d\t%.1f%%\t%.1f%%\t%.2f\t%d\t%.1f%%\n", h.Host, h.Flows, 100*h.Share, 100*h.Expected, h.Imbalance, h.Packets, 100*h.PacketShare)
 	}
 	tw.Flush()
 	fmt.Fprintln(w, "\nbusiest buckets:")
