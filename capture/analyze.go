@@ -21,7 +21,8 @@ import (
 // what is wrong.
 type Event struct {
 	Time time.Time `json:"time"`
-	// Kind: heartbeat, chunk, arp, ndp, flow, answer, problem.
+	// Kind: heartbeat, chunk, arp, ndp, flow, owner (a flow's owner from
+	// the live tables), answer, problem.
 	Kind string `json:"kind"`
 	// Host is the sender of a heartbeat or chunk, the host that answered
 	// a flow, or a host a problem is about (0: none).
@@ -199,6 +200,8 @@ func (a *Analyzer) looked(at time.Time, wait bool) []Event {
 			continue
 		}
 		r.f.owner = r.owner
+		out = append(out, Event{Time: at, Kind: "owner", Flow: r.f.key, Owner: r.owner,
+			Text: fmt.Sprintf("%s: host %d takes it (live tables)", r.f.key, r.owner)})
 		for _, h := range r.f.opened {
 			out = append(out, a.checkOwner(at, r.f, h)...)
 		}

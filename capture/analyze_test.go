@@ -213,6 +213,15 @@ func TestAnalyzerLookup(t *testing.T) {
 	if len(problems) != 1 || !strings.Contains(problems[0], "answered by host 3, but the tables give it to host 2") {
 		t.Errorf("problems %q", problems)
 	}
+	owners := 0
+	for _, e := range evs {
+		if e.Kind == "owner" && e.Owner == 2 {
+			owners++
+		}
+	}
+	if owners != 1 {
+		t.Errorf("%d owner annotations, want 1", owners)
+	}
 }
 
 // TestAnalyzerNDP: neighbour discovery for an IPv6 VIP shows, like ARP.
