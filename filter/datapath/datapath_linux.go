@@ -506,26 +506,45 @@ func (d *Datapath) maps() []namedMap {
 // pinDir and deletes the pins: what `nlbd --restore` does after a killed
 // agent. A missing pinDir means nothing to do.
 func RemovePinned(pinDir string) error {
-	if _, err := os.Stat(pinDir); errors.Is(err, os.ErrNotExist) {
+	entries, err := os.ReadDir(pinDir)
+	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
-	d, err := Load(DatapathOptions{PinDir: pinDir})
 	if err != nil {
 		return err
 	}
-	for _, p := range []struct {
-		name string
-		dst  *link.Link
-	}{{pinIngressLink, &d.ingress}, {pinEgressLink, &d.egress}} {
-		l, err := link.LoadPinnedLink(filepath.Join(pinDir, p.name), nil)
-		if err == nil {
-			*p.dst = l
-		} else if !errors.Is(err, os.ErrNotExist) {
-			d.Close()
-			return fmt.Errorf("load pinned link: %w", err)
+	// By path, without loading the maps: a data plane of another layout
+	// (an older release's) is removed as well. A link goes when its pin
+	// and our handle are gone; so does a map.
+	var errs []error
+	for _, name := range []string{pinIngressLink, pinEgressLink} {
+		l, err := link.LoadPinnedLink(filepath.Join(pinDir, name), nil)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("load pinned link %s: %w", name, err))
+			continue
+		}
+		if err := l.Unpin(); err != nil {
+			errs = append(errs, err)
+		}
+		if err := l.Close(); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	return d.Detach()
+	for _, e := range entries {
+		if e.Name() == pinIngressLink || e.Name() == pinEgressLink {
+			continue
+		}
+		if err := os.Remove(filepath.Join(pinDir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(pinDir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		errs = append(errs, fmt.Errorf("remove pin directory: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // EnsureBPFFS mounts a bpffs at dir unless one is already mounted there

@@ -10,11 +10,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
 
 	"github.com/nlbproject/nlb/filter"
 	"github.com/nlbproject/nlb/internal/framegen"
@@ -611,4 +614,41 @@ func TestMapsListed(t *testing.T) {
 	for name := range listed {
 		t.Errorf("Datapath.maps lists %s, which the object file lacks", name)
 	}
+}
+
+// TestRemovePinnedOtherLayout: pins left by a release whose maps have
+// another layout cannot be adopted (Load says so), and RemovePinned (what
+// nlbd --restore does) still removes them, by path; then a fresh Load
+// works.
+func TestRemovePinnedOtherLayout(t *testing.T) {
+	inetns.RequireRoot(t)
+	pin := bpffsDir(t)
+	if err := os.MkdirAll(pin, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for name, size := range map[string]uint32{"nlb_states": 135656, "nlb_old_map": 8} {
+		m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: size, MaxEntries: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := m.Pin(filepath.Join(pin, name)); err != nil {
+			t.Fatal(err)
+		}
+		m.Close()
+	}
+	if d, err := Load(DatapathOptions{PinDir: pin}); err == nil {
+		d.Close()
+		t.Fatal("pins of another layout were adopted")
+	}
+	if err := RemovePinned(pin); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(pin); !os.IsNotExist(err) {
+		t.Fatalf("pin directory left: %v", err)
+	}
+	d, err := Load(DatapathOptions{PinDir: pin})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Detach()
 }
