@@ -41,12 +41,12 @@ func buildPackage(t *testing.T, root, version string) string {
 }
 
 // TestPackageUpgrade: a 3-host cluster runs the packaged nlbd (version 1)
-// under live traffic; the package is upgraded to version 2 with dpkg -i.
-// Its post-install script hands every running agent over (SIGUSR2: exit
-// keeping the data plane) and the supervisor starts the new binary,
-// which adopts it. No connection fails, and every host then runs
-// version 2. (No systemd runs here: a stand-in systemctl signals the
-// agents, and the test restarts them as Restart=always would.)
+// under live traffic; host by host, the package is upgraded to version 2
+// with dpkg -i. Its post-install script hands the running agent over
+// (SIGUSR2: exit keeping the data plane) and the supervisor starts the
+// new binary, which adopts it. No connection fails, and every host then
+// runs version 2. (No systemd runs here: a stand-in systemctl signals the
+// agent, and the test restarts it as Restart=always would.)
 func TestPackageUpgrade(t *testing.T) {
 	mayInstall(t)
 	root, _ := filepath.Abs("..")
@@ -104,34 +104,34 @@ func TestPackageUpgrade(t *testing.T) {
 	}
 	time.Sleep(time.Second)
 
-	// The stand-in systemctl: the unit is active; kill signals the agents.
+	// A rolling upgrade: each host in turn installs the package (the first
+	// an upgrade, the others a reinstall of it: one file system serves all
+	// three here), its post-install script hands that host's agent over
+	// through a stand-in systemctl (the unit is active; kill signals the
+	// agent), and the test starts the new binary as Restart=always would.
 	dir := t.TempDir()
-	var pids []string
 	for _, id := range all {
-		pids = append(pids, fmt.Sprint(c.Pid(id)))
-	}
-	fake := filepath.Join(dir, "systemctl")
-	script := fmt.Sprintf("#!/bin/sh\necho \"$@\" >> %s/calls\ncase \"$1\" in\nkill) kill -USR2 %s ;;\nesac\nexit 0\n", dir, strings.Join(pids, " "))
-	if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	up := exec.Command("dpkg", "-i", deb2)
-	up.Env = append(os.Environ(), "NLB_TEST_SYSTEMCTL="+fake)
-	if out, err := up.CombinedOutput(); err != nil {
-		t.Fatalf("dpkg -i %s: %v\n%s", deb2, err, out)
-	}
-	calls, _ := os.ReadFile(filepath.Join(dir, "calls"))
-	if !strings.Contains(string(calls), "kill --signal=USR2 nlbd.service") {
-		t.Fatalf("the post-install script did not hand the agent over; systemctl calls:\n%s", calls)
-	}
-	for _, id := range all { // Restart=always
+		fake := filepath.Join(dir, fmt.Sprintf("systemctl%d", id))
+		script := fmt.Sprintf("#!/bin/sh\necho \"$@\" >> %s/calls%d\ncase \"$1\" in\nkill) kill -USR2 %d ;;\nesac\nexit 0\n", dir, id, c.Pid(id))
+		if err := os.WriteFile(fake, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		up := exec.Command("dpkg", "-i", deb2)
+		up.Env = append(os.Environ(), "NLB_TEST_SYSTEMCTL="+fake)
+		if out, err := up.CombinedOutput(); err != nil {
+			t.Fatalf("host %d: dpkg -i %s: %v\n%s", id, deb2, err, out)
+		}
+		calls, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("calls%d", id)))
+		if !strings.Contains(string(calls), "kill --signal=USR2 nlbd.service") {
+			t.Fatalf("host %d: the post-install script did not hand the agent over; systemctl calls:\n%s", id, calls)
+		}
 		if err := c.Wait(id, 10*time.Second); err != nil {
 			t.Fatalf("host %d after the hand-over: %v", id, err)
 		}
 		c.Start(id)
-	}
-	if _, err := c.WaitConverged(all, 20*time.Second); err != nil {
-		t.Fatal(err)
+		if _, err := c.WaitConverged(all, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
 	}
 	time.Sleep(time.Second)
 	close(stop)
