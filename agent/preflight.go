@@ -44,12 +44,15 @@ func PrintChecks(w io.Writer, cs []Check) {
 	}
 }
 
-// kernelAtLeast compares a uname release ("6.12.48+deb13-amd64") with
-// major.minor.
-func kernelAtLeast(release string, major, minor int) bool {
-	var ma, mi int
+// kernelAtLeast compares a uname release ("6.12.48+deb13-amd64") with a
+// major.minor version ("6.6").
+func kernelAtLeast(release, least string) bool {
+	var ma, mi, lma, lmi int
 	if n, _ := fmt.Sscanf(release, "%d.%d", &ma, &mi); n < 2 {
 		return false
 	}
-	return ma > major || ma == major && mi >= minor
+	if n, _ := fmt.Sscanf(least, "%d.%d", &lma, &lmi); n < 2 {
+		return false
+	}
+	return ma > lma || ma == lma && mi >= lmi
 }

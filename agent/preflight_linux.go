@@ -15,10 +15,6 @@ import (
 	"github.com/nlbproject/nlb/filter/datapath"
 )
 
-// MinKernel is the oldest kernel the data plane runs on: TCX attachment
-// (6.6).
-const MinKernel = "6.6"
-
 // UnitPaths are where nlbd.service is looked for, most specific first.
 var UnitPaths = []string{"/etc/systemd/system/nlbd.service", "/usr/lib/systemd/system/nlbd.service", "/lib/systemd/system/nlbd.service"}
 
@@ -34,10 +30,10 @@ func Preflight(r *config.Resolved, bpffs string, unitPaths []string) []Check {
 	var uts unix.Utsname
 	if err := unix.Uname(&uts); err != nil {
 		add("kernel", Fail, "uname: %v", err)
-	} else if rel := unix.ByteSliceToString(uts.Release[:]); kernelAtLeast(rel, 6, 6) {
-		add("kernel", Pass, "%s (the data plane needs %s or later: TCX)", rel, MinKernel)
+	} else if rel := unix.ByteSliceToString(uts.Release[:]); kernelAtLeast(rel, datapath.MinKernel) {
+		add("kernel", Pass, "%s (the data plane needs %s or later: TCX)", rel, datapath.MinKernel)
 	} else {
-		add("kernel", Fail, "%s is older than %s: the data plane attaches with TCX (docs/operations.md, supported systems)", rel, MinKernel)
+		add("kernel", Fail, "%s is older than %s: the data plane attaches with TCX (docs/operations.md, supported systems)", rel, datapath.MinKernel)
 	}
 	if ifi, err := net.InterfaceByName(r.Interface); err != nil {
 		add("interface", Fail, "%s: %v", r.Interface, err)
