@@ -21,6 +21,9 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
 	"github.com/nlbproject/nlb/filter"
@@ -278,11 +281,18 @@ func (t *floodTopo) udpNoPorts(b *testing.B) int64 {
 //   - stack: no filter, the stack drops the datagram (no socket on the port);
 //   - nftables: a CLUSTERIP-style rule in prerouting at raw priority,
 //     `ip daddr VIP jhash ip saddr . udp sport mod 3 seed S != K drop`;
-//   - nlb: the nlb TC ingress program, bucket owned by another host.
+//   - nlb: the nlb TC ingress program, bucket owned by another host;
+//
+// and three references for the floor of a drop:
+//
+//   - tc-drop: a trivial TCX ingress program that returns TC_ACT_SHOT;
+//   - xdp-native, xdp-generic: a trivial XDP_DROP program on the veth, in
+//     driver (veth's native XDP) and generic mode.
 //
 // Metrics: pps/core (packets per CPU-second, whole pipeline), ns/pkt (CPU
 // per packet), rx-ns/pkt (minus the gen-only baseline: the host's receive
-// and drop cost) and the ratio of nftables' to nlb's rx-ns/pkt.
+// and drop cost), nlb's cost over the tc-drop floor, and the ratio of
+// nftables' to nlb's rx-ns/pkt, over the baseline and over the floor.
 func BenchmarkNonOwnerDrop(b *testing.B) {
 	netns.RequireRoot(b)
 	if _, err := exec.LookPath("nft"); err != nil {
@@ -291,7 +301,7 @@ func BenchmarkNonOwnerDrop(b *testing.B) {
 	t := newFloodTopo(b)
 	const n = 2_000_000
 	const rounds = 8 // each variant runs twice in each position of a round
-	variants := []string{"gen-only", "stack", "nftables", "nlb"}
+	variants := []string{"gen-only", "stack", "nftables", "nlb", "tc-drop", "xdp-native", "xdp-generic"}
 	nsPer := map[string][]float64{}
 	setup := map[string]func() func(){
 		"gen-only": func() func() { return func() {} },
@@ -341,6 +351,10 @@ func BenchmarkNonOwnerDrop(b *testing.B) {
 			return func() { d.Detach(); d.Close() }
 		},
 	}
+	for name, mode := range map[string]link.XDPAttachFlags{"xdp-native": link.XDPDriverMode, "xdp-generic": link.XDPGenericMode} {
+		setup[name] = func() func() { return t.attachTrivial(b, ebpf.XDP, 1 /* XDP_DROP */, mode) }
+	}
+	setup["tc-drop"] = func() func() { return t.attachTrivial(b, ebpf.SchedCLS, 2 /* TC_ACT_SHOT */, 0) }
 	t.flood(b, n, nil) // warm up: the first floods of a fresh topology run slower
 	b.ResetTimer()
 	for range b.N {
@@ -384,8 +398,37 @@ func BenchmarkNonOwnerDrop(b *testing.B) {
 	// The noise of this machine: how far apart the baseline's rounds are.
 	b.ReportMetric(100*(slices.Max(nsPer["gen-only"])-base)/base, "gen-only-spread-%")
 	b.ReportMetric((best("nftables")-base)/(best("nlb")-base), "nft/nlb-rx-cost")
+	floor := best("tc-drop")
+	b.ReportMetric(best("nlb")-floor, "nlb-over-floor-ns/pkt")
+	b.ReportMetric(best("nftables")-floor, "nftables-over-floor-ns/pkt")
+	b.ReportMetric((best("nftables")-floor)/(best("nlb")-floor), "nft/nlb-over-floor")
 	b.ReportMetric(best("nftables")/best("nlb"), "nlb/nft-pps")
 	b.ReportMetric(0, "ns/op")
+}
+
+// attachTrivial attaches a program that only returns ret to the host's
+// veth: TCX ingress for SchedCLS, XDP in mode for XDP. It returns the
+// detach.
+func (t *floodTopo) attachTrivial(b *testing.B, typ ebpf.ProgramType, ret int32, mode link.XDPAttachFlags) func() {
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{Type: typ, License: "GPL",
+		Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, ret), asm.Return()}})
+	if err != nil {
+		b.Fatalf("trivial %v program: %v", typ, err)
+	}
+	var l link.Link
+	err = t.h.Do(func() (err error) {
+		if typ == ebpf.XDP {
+			l, err = link.AttachXDP(link.XDPOptions{Program: prog, Interface: t.hIfindex, Flags: mode})
+		} else {
+			l, err = link.AttachTCX(link.TCXOptions{Program: prog, Interface: t.hIfindex, Attach: ebpf.AttachTCXIngress})
+		}
+		return err
+	})
+	if err != nil {
+		prog.Close()
+		b.Fatalf("attach trivial %v program: %v", typ, err)
+	}
+	return func() { l.Close(); prog.Close() }
 }
 
 func nft(rules string) error {
