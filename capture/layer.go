@@ -50,18 +50,11 @@ func (n *NLB) NextLayerType() gopacket.LayerType { return gopacket.LayerTypeZero
 func (n *NLB) DecodeFromBytes(data []byte, _ gopacket.DecodeFeedback) error {
 	n.Msg, n.Err = heartbeat.Decode(data)
 	size := len(data)
-	if n.Err == nil {
-		size = messageLen(n.Msg, data)
+	if n.Err == nil { // a decoded message has its length at bytes 6-7
+		size = min(int(data[6])<<8|int(data[7]), len(data))
 	}
 	n.BaseLayer = layers.BaseLayer{Contents: data[:size], Payload: data[size:]} // Payload: Ethernet padding
 	return nil
-}
-
-// messageLen is the length field of a decoded message (the rest of the
-// frame is padding).
-func messageLen(_ heartbeat.Message, data []byte) int {
-	n := int(data[6])<<8 | int(data[7])
-	return min(n, len(data))
 }
 
 // Verify reports whether the message's tag verifies under one of keys.
