@@ -56,9 +56,12 @@ func (m *Machine) command(now time.Time, c Command) {
 			if c.Rule < 0 || c.Rule == i {
 				m.ruleFlags[i] = f
 				if f == heartbeat.RuleDisabled {
-					// Disable also ends the flows this host holds.
+					// Disable takes effect at once on this host: it takes
+					// no packet of the rule from now on (new flows, and
+					// the flows it holds, which end), without waiting for
+					// the epoch that gives its buckets to the others.
 					for b := range m.marks[i] {
-						if m.marks[i][b] == filter.MarkRetained {
+						if m.marks[i][b] != filter.MarkNone {
 							m.setMark(i, b, filter.MarkNone)
 						}
 					}
