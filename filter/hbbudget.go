@@ -73,7 +73,9 @@ func (h *HeartbeatSources) Admit(b HeartbeatBudget, frame []byte, now uint64) Re
 	interval, tolerance := b.OpenInterval, b.OpenTolerance
 	if s.verified {
 		if [6]byte(frame[6:12]) != s.mac {
-			if now-s.last < uint64(b.Stale) {
+			// Signed, as in the kernel: a holder stamped after now (by
+			// another CPU) is fresh.
+			if int64(now-s.last) < int64(b.Stale) {
 				return ReasonDropHBSource
 			}
 			s.verified = false // the bound source went silent: unbound

@@ -51,6 +51,9 @@ func TestHeartbeatSourcesBudget(t *testing.T) {
 	want(1, 2, now+149*ms, ReasonDropHBSource)
 	want(1, 2, now+150*ms, ReasonPassHeartbeat) // silent for Stale: unbound
 	want(1, 1, now+150*ms, ReasonPassHeartbeat) // anyone, within the shared budget
+	// A holder stamped after now (another CPU) is fresh, not stale.
+	h.Bind(5, [6]byte{2, 0, 0, 0, 0, 5}, now+ms)
+	want(5, 6, now, ReasonDropHBSource)
 	want(0, 1, now, ReasonDropMalformed)
 	want(MaxHostID+1, 1, now, ReasonDropMalformed)
 	want(MaxHostID, 1, now, ReasonPassHeartbeat)

@@ -242,7 +242,9 @@ static __always_inline __u32 hb_admit(struct nlb_state *st, __u8 id, __u8 *mac)
 		for (int i = 0; i < 6; i++)
 			same &= s->mac[i] == mac[i];
 		if (!same) {
-			if (now - s->last < st->hb_stale_ns)
+			/* Signed: another CPU may have stamped last after we
+			 * read now; that is a fresh holder, not a stale one. */
+			if ((__s64)(now - s->last) < (__s64)st->hb_stale_ns)
 				return R_DROP_HB_SOURCE;
 			s->verified = 0; /* the bound source went silent: unbound */
 		} else {
