@@ -98,6 +98,30 @@ type Agent struct {
 	// it has (onState, from the node's loop).
 	convHist prometheus.Histogram
 	convSeen uint64
+	// events is the host's event history; hooks runs host.notify on
+	// each.
+	events *eventRing
+	hooks  *hookRunner
+}
+
+// event records an event in the history (and hands it to the notify
+// hook).
+func (a *Agent) event(kind string, host uint8, detail, source string) {
+	a.events.add(time.Now(), kind, host, detail, source)
+}
+
+// hookConfig is host.notify as the running configuration has it.
+func (a *Agent) hookConfig() (*config.Notify, hookEnv) {
+	a.mu.Lock()
+	cfg, node := a.cfg, a.node
+	a.mu.Unlock()
+	env := hookEnv{cluster: cfg.Name, hostID: cfg.HostID, state: func() string {
+		if node == nil {
+			return "starting"
+		}
+		return node.Status().State.String()
+	}}
+	return cfg.Notify, env
 }
 
 // New returns an agent for a validated configuration; it touches nothing.
@@ -106,10 +130,15 @@ func New(cfg *config.Resolved, opts Options) *Agent {
 		opts.Log = hclog.NewNullLogger()
 	}
 	opts.Layout = opts.Layout.withDefaults()
-	return &Agent{opts: opts, log: opts.Log, cfg: cfg, exit: make(chan config.ExitMode, 1),
+	a := &Agent{opts: opts, log: opts.Log, cfg: cfg, exit: make(chan config.ExitMode, 1),
 		convHist: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "nlb_convergence_duration_seconds",
 			Help:    "How long each convergence took, from converging to converged.",
-			Buckets: []float64{0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30}})}
+			Buckets: []float64{0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 1.5, 2, 3, 5, 10, 30}}),
+		events: newEventRing(time.Now())}
+	a.hooks = newHookRunner(a.hookConfig, opts.Log.Named("notify"))
+	// A hook's own failures are logged and counted, not fed back to it.
+	a.events.sink = a.hooks.enqueue
+	return a
 }
 
 // Exit asks a running agent to leave in the given way; Run then returns.

@@ -188,8 +188,10 @@ func (a *Agent) healthChanged(ctx context.Context, node *Node, rule string, up b
 	if up {
 		op = convergence.OpHealthUp
 		a.log.Info("health", "rule", rule, "status", "up", "action", "rule enabled on this host")
+		a.event("health", cfg.HostID, "rule "+rule+" up: enabled on this host", "")
 	} else {
 		a.log.Warn("health", "rule", rule, "status", "down", "detail", detail, "action", "rule drained on this host")
+		a.event("health", cfg.HostID, "rule "+rule+" down ("+detail+"): drained on this host", "")
 	}
 	if err := node.Do(ctx, convergence.Command{Op: op, Rule: i}); err != nil && ctx.Err() == nil {
 		a.log.Error("health: could not apply", "rule", rule, "error", err)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/nlbproject/nlb/config"
 	"github.com/nlbproject/nlb/convergence"
+	"github.com/nlbproject/nlb/filter"
 )
 
 // Run needs Linux (eBPF, AF_PACKET, netlink).
@@ -18,6 +19,12 @@ func (a *Agent) scan() (convergence.HeldScan, error) {
 }
 
 func (a *Agent) packetTotals() (accepted, dropped uint64) { return 0, 0 }
+
+func (a *Agent) ruleTotals() (t [filter.MaxRules + 1]ruleTotal) { return t }
+
+func (a *Agent) connections() (n [filter.MaxRules + 1]int, err error) {
+	return n, errors.New("connections are counted on Linux only")
+}
 
 func monotonicUsec() int64 { return 0 }
 

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -49,8 +50,41 @@ func (a *Agent) ruleName(cfg *config.Resolved, t int) string {
 	return cfg.RuleNames[t]
 }
 
-// Handle implements remote.Handler.
+// Handle implements remote.Handler. Commands that change something are
+// recorded in the event history with their source and outcome, and, with
+// host.retain_state, the operator state they leave is written to disk.
 func (a *Agent) Handle(ctx context.Context, cmd remote.Command, args remote.Args) (any, error) {
+	res, err := a.handle(ctx, cmd, args)
+	if !cmd.Changes() || cmd == remote.CmdReload {
+		return res, err // reload records its own event
+	}
+	a.mu.Lock()
+	cfg, node := a.cfg, a.node
+	a.mu.Unlock()
+	detail := cmd.String()
+	if args.Rule != "" {
+		detail += " " + args.Rule
+	}
+	if err != nil {
+		detail += ": failed: " + err.Error()
+	}
+	src := ""
+	if s, ok := remote.SourceFrom(ctx); ok {
+		src = s.String()
+	}
+	a.event("command", cfg.HostID, detail, src)
+	if err == nil && node != nil && cfg.RetainState {
+		r := retainedFrom(node.Status(), cfg.RuleNames)
+		r.By = detail + " from " + cmp.Or(src, "the agent")
+		if werr := writeRetained(a.opts.Layout.RetainedFile(cfg.Interface), r); werr != nil {
+			a.log.Error("host.retain_state: could not record the operator state", "error", werr)
+			return res, fmt.Errorf("done, but not retained: %w", werr)
+		}
+	}
+	return res, err
+}
+
+func (a *Agent) handle(ctx context.Context, cmd remote.Command, args remote.Args) (any, error) {
 	a.mu.Lock()
 	cfg, node, fst, srv, hc := a.cfg, a.node, a.fstate, a.srv, a.health
 	a.mu.Unlock()
@@ -145,6 +179,10 @@ func (a *Agent) Handle(ctx context.Context, cmd remote.Command, args remote.Args
 		return ip2mac(cfg, vip)
 	case remote.CmdFilter:
 		return a.filterFlow(cfg, node, &fst, args)
+	case remote.CmdEvents:
+		return a.events.since(args.Since, args.SinceTime, args.Limit), nil
+	case remote.CmdPorts:
+		return a.ports(cfg, node, &fst, args)
 	}
 	return nil, fmt.Errorf("command %v is not implemented", cmd)
 }
@@ -234,12 +272,20 @@ func (a *Agent) Reload(ctx context.Context) (*remote.Params, error) {
 		}
 		a.notify("READY=1\nSTATUS=" + st)
 	}()
+	src := "SIGHUP"
+	if s, ok := remote.SourceFrom(ctx); ok {
+		src = s.String()
+	}
 	next, err := config.Load(a.opts.ConfigPath)
 	if err != nil {
-		return nil, fmt.Errorf("reload refused, running configuration kept: %w", err)
+		err = fmt.Errorf("reload refused, running configuration kept: %w", err)
+		a.event("reload", cur.HostID, err.Error(), src)
+		return nil, err
 	}
 	if what := restartNeeded(cur, next); what != "" {
-		return nil, fmt.Errorf("reload refused, running configuration kept: %s changed, which needs a restart", what)
+		err := fmt.Errorf("reload refused, running configuration kept: %s changed, which needs a restart", what)
+		a.event("reload", cur.HostID, err.Error(), src)
+		return nil, err
 	}
 	if node != nil {
 		if err := node.Do(ctx, convergence.Command{Op: convergence.OpSetSettings, Settings: next.Settings()}); err != nil {
@@ -259,6 +305,7 @@ func (a *Agent) Reload(ctx context.Context) (*remote.Params, error) {
 	a.cfg = next
 	a.mu.Unlock()
 	a.log.Info("configuration reloaded", "path", a.opts.ConfigPath)
+	a.event("reload", next.HostID, "configuration reloaded from "+a.opts.ConfigPath, src)
 	return paramsOf(next), nil
 }
 

@@ -27,6 +27,14 @@ var (
 	descPackets = prometheus.NewDesc("nlb_packets_total",
 		"Packets the data plane decided, per rule (\"default\": VIP traffic matching no rule; \"none\": not VIP traffic) and reason.",
 		[]string{"rule", "verdict", "reason"}, nil)
+	descBytes = prometheus.NewDesc("nlb_bytes_total",
+		"Bytes (as the frame's length at ingress) of the packets the data plane decided, per rule, verdict and reason.",
+		[]string{"rule", "verdict", "reason"}, nil)
+	descNotify = prometheus.NewDesc("nlb_notify_runs_total",
+		"Runs of host.notify's command, by result: ok, failed (non-zero exit, or no start), timeout (killed), dropped (queue full).",
+		[]string{"result"}, nil)
+	descEvents = prometheus.NewDesc("nlb_events_total",
+		"Events recorded in the host's event history since the agent started (nlbctl events).", nil, nil)
 	descBuckets = prometheus.NewDesc("nlb_buckets",
 		"Buckets per rule and handoff mark: owned and dirty take new flows; retained ones only carry flows this host holds.",
 		[]string{"rule", "mark"}, nil)
@@ -81,7 +89,8 @@ type collector struct{ a *Agent }
 // allDescs lists every metric the collector exports.
 var allDescs = []*prometheus.Desc{descPackets, descBuckets, descState, descEpoch, descMembers,
 	descConvergences, descLastConv, descLease, descHBSent, descHBRecv, descHBRefused, descHBOverflow, descHBUnverified, descHBLost,
-	descRemote, descRemoteRefused, descHealth, descHealthRuns, descRepins, descScrapeErr, descBuildInfo, descPeerUp}
+	descRemote, descRemoteRefused, descHealth, descHealthRuns, descRepins, descScrapeErr, descBuildInfo, descPeerUp,
+	descBytes, descNotify, descEvents}
 
 // Describe sends every descriptor: the set is fixed, whatever a scrape
 // finds.
@@ -125,6 +134,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	gauge(descBuildInfo, 1, version.String(), version.Go())
+	for _, r := range hookResults {
+		counter(descNotify, a.hooks.Runs(r), r)
+	}
+	counter(descEvents, a.events.since(^uint64(0), 0, 0).Last)
 	if a.convHist != nil {
 		a.convHist.Collect(ch)
 	}
@@ -135,16 +148,19 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			a.log.Warn("metrics: kernel counters", "error", err)
 			scrapeErr = 1
 		} else {
-			for t := range cs {
+			for t := range cs.Packets {
 				if t < filter.MaxRules && t >= len(cfg.Rules) {
 					continue
 				}
-				for r, n := range cs[t] {
+				for r, n := range cs.Packets[t] {
 					reason := filter.Reason(r)
 					if reason == filter.ReasonInvalid || (n == 0 && !interesting(t, reason)) {
 						continue
 					}
 					counter(descPackets, n, rule(t), reason.Verdict().String(), reason.String())
+					if n > 0 {
+						counter(descBytes, cs.Bytes[t][r], rule(t), reason.Verdict().String(), reason.String())
+					}
 				}
 			}
 		}
@@ -241,6 +257,33 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // packetTotals sums the VIP packets accepted and dropped over all rules.
+// ruleTotals returns per table the packets accepted and dropped and the
+// bytes accepted since the data plane was loaded.
+func (a *Agent) ruleTotals() (t [filter.MaxRules + 1]ruleTotal) {
+	a.mu.Lock()
+	dp := a.dp
+	a.mu.Unlock()
+	if dp == nil {
+		return t
+	}
+	cs, err := dp.Counters()
+	if err != nil {
+		return t
+	}
+	for i := range t {
+		for r, n := range cs.Packets[i] {
+			switch filter.Reason(r).Verdict() {
+			case filter.Accept:
+				t[i].accepted += n
+				t[i].bytes += cs.Bytes[i][r]
+			case filter.Drop:
+				t[i].dropped += n
+			}
+		}
+	}
+	return t
+}
+
 func (a *Agent) packetTotals() (accepted, dropped uint64) {
 	a.mu.Lock()
 	dp := a.dp
@@ -252,11 +295,11 @@ func (a *Agent) packetTotals() (accepted, dropped uint64) {
 	if err != nil {
 		return 0, 0
 	}
-	for t := range cs {
+	for t := range cs.Packets {
 		if t == datapath.NoTable {
 			continue
 		}
-		for r, n := range cs[t] {
+		for r, n := range cs.Packets[t] {
 			switch filter.Reason(r).Verdict() {
 			case filter.Accept:
 				accepted += n

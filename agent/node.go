@@ -41,6 +41,9 @@ type Node struct {
 	// again every second, since the data plane unbinds a source that fell
 	// silent.
 	Bind func(id uint8, mac [6]byte) error
+	// OnNotice, if set, hears every notice (from the loop; it must not
+	// block): the event history.
+	OnNotice func(convergence.Notice)
 
 	bound    [filter.MaxHostID + 1]binding // loop only
 	lastStep atomic.Int64                  // UnixNano of the last step's end
@@ -87,6 +90,10 @@ type Status struct {
 	// PriorityConflicts are single-host rules whose handling priority
 	// live members share (convergence.PriorityConflicts).
 	PriorityConflicts []convergence.PriorityConflict
+	// RuleFlags are the operator's per-rule overrides (heartbeat.Rule*)
+	// and HealthDown the rules drained by their health check.
+	RuleFlags  []uint8
+	HealthDown []bool
 
 	convergingSince time.Time
 }
@@ -306,6 +313,12 @@ func (n *Node) step(now time.Time, ev convergence.Event) error {
 		case convergence.Notice:
 			// Stable keys for log pipelines: event, host, detail.
 			n.log.Info("cluster event", "event", a.Kind, "host", a.Host, "detail", a.Msg)
+			if n.OnNotice != nil {
+				if e := n.m.Epoch(); a.Kind == convergence.NoticeEpoch && a.Msg == "adopted" && e != nil {
+					a.Msg = fmt.Sprintf("adopted epoch %d, members %s", e.Num, joinIDs(members(e.Members)))
+				}
+				n.OnNotice(a)
+			}
 			if a.Kind == convergence.NoticeState {
 				why = a.Msg
 			}
@@ -323,6 +336,7 @@ func (n *Node) step(now time.Time, ev convergence.Event) error {
 	st.State, st.Epoch, st.Heard, st.Silent = to, n.m.Epoch(), n.m.Heard(now), n.m.Silent(now)
 	st.Incarnation, st.Unverified = n.m.Incarnation(), n.m.Unverified()
 	st.PriorityConflicts = n.m.PriorityConflicts()
+	st.RuleFlags, st.HealthDown = n.m.RuleFlags(), n.m.HealthDown()
 	if why != "" {
 		st.Why = why
 	}

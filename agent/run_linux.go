@@ -21,6 +21,7 @@ import (
 	"github.com/nlbproject/nlb/filter/datapath"
 	"github.com/nlbproject/nlb/health"
 	"github.com/nlbproject/nlb/heartbeat"
+	"github.com/nlbproject/nlb/internal/version"
 	"github.com/nlbproject/nlb/macmode"
 	"github.com/nlbproject/nlb/macmode/nic"
 	"github.com/nlbproject/nlb/remote"
@@ -206,7 +207,28 @@ func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 		}
 	}
 
-	// 5. Convergence.
+	// 5. Convergence, in the operator state retained from the last run
+	// (host.retain_state) or else the configured initial state.
+	startedAs := "host.initial_state " + string(cfg.InitialState)
+	if rpath := a.opts.Layout.RetainedFile(cfg.Interface); cfg.RetainState {
+		r, ok, rerr := readRetained(rpath)
+		switch {
+		case rerr != nil:
+			log.Warn("host.retain_state: the retained state is unreadable; starting as host.initial_state says", "error", rerr)
+			startedAs += " (retained state unreadable)"
+		case ok:
+			if unknown := r.apply(cfg, &mcfg); len(unknown) > 0 {
+				log.Warn("host.retain_state: retained rules no longer configured, ignored", "rules", unknown)
+			}
+			log.Info("retained operator state restored", "state", r.State, "rules", r.Rules, "by", r.By, "saved", r.Saved)
+			startedAs = "retained state " + r.State
+			if len(r.Rules) > 0 {
+				startedAs += fmt.Sprintf(", rules %v", r.Rules)
+			}
+		}
+	} else if err := os.Remove(rpath); err == nil {
+		log.Info("host.retain_state is off: removed the retained state", "path", rpath)
+	}
 	m := convergence.NewMachine(mcfg)
 	if restoreMarks != nil {
 		m.Restore(time.Now(), *restoreMarks, leaseLeft)
@@ -219,7 +241,12 @@ func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 	s.node.Scan = a.scan
 	s.node.OnState = a.onState
 	s.node.Bind = a.dp.BindHeartbeatSource
+	s.node.OnNotice = func(n convergence.Notice) { a.event(string(n.Kind), n.Host, n.Msg, "") }
 	srv := remote.NewServer(cfg.Keys.Remote(), remote.Local{Addrs: servedAddrs(cfg), HostID: cfg.HostID}, a.started, a, log.Named("remote"))
+	srv.OnRefusal = func(src netip.Addr, why remote.Refusal, more uint64) {
+		a.event("refusal", cfg.HostID, fmt.Sprintf("remote request refused: %s (%d more since the last report)", why, more), src.String())
+	}
+	a.event("agent", cfg.HostID, fmt.Sprintf("started %s, incarnation %d, in %s", version.String(), a.inc, startedAs), "")
 	a.mu.Lock()
 	a.node, a.health, a.srv = s.node, s.health, srv
 	a.mu.Unlock()
@@ -246,6 +273,7 @@ func (a *Agent) serve(ctx context.Context, s *session) (config.ExitMode, error) 
 		g.Go(func() error { return a.serveMetrics(gctx, s.metricsL) })
 	}
 	g.Go(func() error { a.watchPins(gctx, s.dp); return nil })
+	g.Go(func() error { a.hooks.run(gctx); return nil })
 	if s.health != nil {
 		s.health.OnChange = func(rule string, up bool, detail string) { a.healthChanged(gctx, s.node, rule, up, detail) }
 		g.Go(func() error { s.health.Run(gctx); return nil })

@@ -6,6 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nlbproject/nlb/convergence"
+	"github.com/nlbproject/nlb/filter"
 )
 
 // scan reports the buckets in which this host holds TCP flows: every
@@ -24,22 +25,35 @@ func (a *Agent) scan() (convergence.HeldScan, error) {
 	// Stamped before the dump begins: a flow opened after that may be
 	// missing from it, so it cannot release a bucket retained since.
 	hs := convergence.HeldScan{At: time.Now()}
+	err := a.heldFlows(func(t, b int) {
+		if hs.Held[t] == nil {
+			hs.Held[t] = map[uint16]bool{}
+		}
+		hs.Held[t][uint16(b)] = true
+	})
+	return hs, err
+}
+
+// heldFlows calls fn with the table and bucket of each TCP connection
+// this host holds on a VIP.
+func (a *Agent) heldFlows(fn func(t, b int)) error {
 	socks, err := dumpTCP4(heldStates)
 	if err != nil {
-		return hs, err
+		return err
 	}
 	a.mu.Lock()
 	st := a.fstate
 	a.mu.Unlock()
 	for _, s := range socks {
-		t, b, ok := st.Flow(s.remote, s.local, unix.IPPROTO_TCP)
-		if !ok {
-			continue
+		if t, b, ok := st.Flow(s.remote, s.local, unix.IPPROTO_TCP); ok {
+			fn(t, b)
 		}
-		if hs.Held[t] == nil {
-			hs.Held[t] = map[uint16]bool{}
-		}
-		hs.Held[t][uint16(b)] = true
 	}
-	return hs, nil
+	return nil
+}
+
+// connections counts the TCP connections this host holds per table.
+func (a *Agent) connections() (n [filter.MaxRules + 1]int, err error) {
+	err = a.heldFlows(func(t, _ int) { n[t]++ })
+	return n, err
 }

@@ -1,10 +1,13 @@
 package config
 
 import (
+	"cmp"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -48,7 +51,23 @@ type Resolved struct {
 	MetricsAddr  string
 	OnExit       ExitMode
 	DrainTimeout time.Duration
+	RetainState  bool
+	// Notify is host.notify (nil: none).
+	Notify *Notify
 }
+
+// Notify is the resolved host.notify.
+type Notify struct {
+	Command []string
+	Timeout time.Duration
+	// Events is the set of kinds that run the command (nil: all).
+	Events map[string]bool
+}
+
+// EventKinds are the kinds of events a host records (docs/observability.md).
+var EventKinds = []string{"agent", "command", "reload", "health", "refusal", "state", "join", "leave",
+	"evict", "damped", "refused", "duplicate-id", "quorum", "incarnation", "epoch", "drained",
+	"priority-conflict", "tables-refused"}
 
 // HostRule is this host's resolved setting for one rule.
 type HostRule struct {
@@ -325,6 +344,29 @@ func (r *Resolved) resolveHost(c *Config) (errs Errors) {
 	r.DrainTimeout = time.Duration(h.DrainTimeout)
 	if r.DrainTimeout < 0 {
 		fail(cerr("host.drain_timeout", r.DrainTimeout.String(), "must not be negative"))
+	}
+	r.RetainState = h.RetainState
+	if n := h.Notify; n != nil {
+		r.Notify = &Notify{Command: n.Command, Timeout: cmp.Or(time.Duration(n.Timeout), 10*time.Second)}
+		switch {
+		case len(n.Command) == 0 || n.Command[0] == "":
+			fail(cerr("host.notify.command", "", "must name a program (a list: [program, args...])"))
+		case !filepath.IsAbs(n.Command[0]):
+			fail(cerr("host.notify.command", n.Command[0], "must be an absolute path (no shell, no PATH lookup)"))
+		}
+		if n.Timeout < 0 || time.Duration(n.Timeout) > time.Hour {
+			fail(cerr("host.notify.timeout", time.Duration(n.Timeout).String(), "must be between 0 (default 10s) and 1h"))
+		}
+		for i, k := range n.Events {
+			if !slices.Contains(EventKinds, k) {
+				fail(cerr(fmt.Sprintf("host.notify.events[%d]", i), k, "unknown event kind%s; known: %s", didYouMean(k, EventKinds), strings.Join(EventKinds, ", ")))
+				continue
+			}
+			if r.Notify.Events == nil {
+				r.Notify.Events = map[string]bool{}
+			}
+			r.Notify.Events[k] = true
+		}
 	}
 	known := map[string]int{}
 	for i, n := range r.RuleNames {

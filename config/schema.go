@@ -118,6 +118,23 @@ type HostConfig struct {
 	// AllowReadableKeyFiles accepts key files that group or others can
 	// read (refused by default).
 	AllowReadableKeyFiles bool `yaml:"allow_readable_key_files"`
+	// RetainState keeps the operator's state (started, stopped,
+	// suspended; rules disabled or drained) across agent restarts and
+	// reboots, in the data directory; it then overrides InitialState.
+	RetainState bool `yaml:"retain_state"`
+	// Notify runs a command on each event of this host.
+	Notify *NotifyConfig `yaml:"notify"`
+}
+
+// NotifyConfig is host.notify: a command run (no shell) on each event
+// with the event in NLB_EVENT_* environment variables.
+type NotifyConfig struct {
+	// Command is the program and its arguments.
+	Command []string `yaml:"command"`
+	// Timeout kills a run that takes longer (default 10s).
+	Timeout Duration `yaml:"timeout"`
+	// Events limits the kinds that run it (default: every kind).
+	Events []string `yaml:"events"`
 }
 
 // HostRuleConfig is this host's setting for one port rule.

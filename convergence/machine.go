@@ -3,6 +3,7 @@ package convergence
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/nlbproject/nlb/filter"
@@ -58,6 +59,10 @@ type Config struct {
 	// HealthDown lists the rules (indexes) whose health check failed at
 	// start: the host joins with them drained.
 	HealthDown []int
+	// RuleFlags are the operator's per-rule overrides at start
+	// (heartbeat.RuleDisabled, RuleDraining; index = rule), as retained
+	// across a restart; shorter than Rules or nil: the rest enabled.
+	RuleFlags []uint8
 }
 
 // Machine is one host's convergence state machine. It is pure: Step takes
@@ -139,6 +144,7 @@ func NewMachine(cfg Config) *Machine {
 			m.healthDown[i] = true
 		}
 	}
+	copy(m.ruleFlags, cfg.RuleFlags)
 	for t := range m.count {
 		m.count[t][filter.MarkNone] = filter.Buckets
 	}
@@ -184,6 +190,12 @@ func (m *Machine) Restore(now time.Time, marks [filter.MaxRules + 1]*filter.Mark
 
 // State returns the current state.
 func (m *Machine) State() State { return m.state }
+
+// RuleFlags returns the operator's per-rule overrides (heartbeat.Rule*).
+func (m *Machine) RuleFlags() []uint8 { return slices.Clone(m.ruleFlags) }
+
+// HealthDown returns, per rule, whether its local health check drained it.
+func (m *Machine) HealthDown() []bool { return slices.Clone(m.healthDown) }
 
 // Marks returns the current mark of bucket b of table t.
 func (m *Machine) Mark(t, b int) filter.Mark { return m.marks[t][b] }

@@ -58,11 +58,16 @@ const (
 	CmdReload
 	CmdIP2MAC
 	CmdFilter
+	// CmdEvents reads the host's event history (EventsResult).
+	CmdEvents
+	// CmdPorts reads per-rule state, counters and bucket owners
+	// (PortsResult): queryport, display and the web view.
+	CmdPorts
 	numCommands
 )
 
 var commandNames = [numCommands]string{"", "query", "start", "stop", "drainstop", "suspend",
-	"resume", "enable", "disable", "drain", "params", "reload", "ip2mac", "filter"}
+	"resume", "enable", "disable", "drain", "params", "reload", "ip2mac", "filter", "events", "ports"}
 
 func (c Command) String() string {
 	if c > 0 && c < numCommands {
@@ -87,7 +92,7 @@ func ParseCommand(s string) (Command, error) {
 // Changes reports whether c changes the cluster (as opposed to reading).
 func (c Command) Changes() bool {
 	switch c {
-	case CmdQuery, CmdParams, CmdIP2MAC, CmdFilter:
+	case CmdQuery, CmdParams, CmdIP2MAC, CmdFilter, CmdEvents, CmdPorts:
 		return false
 	}
 	return true

@@ -163,3 +163,70 @@ type PriorityConflict struct {
 	Priority int     `json:"priority"`
 	Hosts    HostIDs `json:"hosts"`
 }
+
+// Event is one entry of a host's event history (nlbctl events). Kinds
+// are the convergence notices (join, leave, evict, state, …) and
+// "command", "health", "reload", "refusal", "agent", "hook".
+type Event struct {
+	Seq  uint64 `json:"seq"`
+	Time string `json:"time"` // RFC 3339 with nanoseconds, UTC
+	Kind string `json:"kind"`
+	// Host is the host the event is about (this host, or a peer).
+	Host   uint8  `json:"host"`
+	Detail string `json:"detail"`
+	// Source is who asked, for commands: "local socket" or
+	// "ADDR (admin key)".
+	Source string `json:"source,omitempty"`
+}
+
+// EventsResult answers events: the oldest events after the request's
+// Since that fit in one reply.
+type EventsResult struct {
+	// Boot identifies the agent run whose sequence numbers these are
+	// (its start, Unix ns): after a restart, sequences begin again at 1.
+	Boot int64 `json:"boot"`
+	// First is the oldest sequence number still held; Last the newest.
+	First  uint64  `json:"first"`
+	Last   uint64  `json:"last"`
+	Events []Event `json:"events"`
+	// More: events after the last one returned did not fit.
+	More bool `json:"more"`
+}
+
+// PortsResult answers ports: each rule's state on this host, its
+// setting, buckets, counters and connections (queryport).
+type PortsResult struct {
+	Host  uint8      `json:"host"`
+	State string     `json:"state"`
+	Epoch uint64     `json:"epoch"`
+	Rules []PortRule `json:"rules"`
+}
+
+// PortRule is one port rule ("default" for VIP traffic matching none) as
+// one host sees it.
+type PortRule struct {
+	Name string `json:"name"`
+	Spec string `json:"spec"`
+	// State on this host: enabled, disabled, draining, or
+	// "health-down" (drained by a failing check).
+	State    string `json:"state"`
+	Weight   uint32 `json:"weight"`
+	Priority int    `json:"priority"`
+	// Owned buckets take new flows here; Retained only carry held ones.
+	Owned    int `json:"owned_buckets"`
+	Retained int `json:"retained_buckets"`
+	// Accepted and Dropped packets and accepted bytes since the data
+	// plane was loaded.
+	Accepted      uint64 `json:"accepted_packets"`
+	Dropped       uint64 `json:"dropped_packets"`
+	AcceptedBytes uint64 `json:"accepted_bytes"`
+	// Connections this host holds for the rule (TCP sockets on a VIP).
+	Connections int `json:"connections"`
+	// Owners is the agreed owner of each bucket, two hex digits per
+	// bucket in bucket order ("00": none), and Marks this host's handoff
+	// mark of each, one character per bucket ("o" owned, "d" dirty, "r"
+	// retained, "-" none); sent when asked for (Args.Buckets), for the
+	// rule Args.Rule names (a map of 4096 buckets is 12 KB).
+	Owners string `json:"owners,omitempty"`
+	Marks  string `json:"marks,omitempty"`
+}

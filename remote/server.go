@@ -28,6 +28,43 @@ type Args struct {
 	Client string `json:"client,omitempty"`
 	Dest   string `json:"dest,omitempty"`
 	Proto  string `json:"proto,omitempty"`
+	// Since (events): only events after this sequence number; SinceTime
+	// (Unix ns): only events at or after this time. Limit bounds the
+	// events in one reply (0: as many as fit).
+	Since     uint64 `json:"since,omitempty"`
+	SinceTime int64  `json:"since_time,omitempty"`
+	Limit     int    `json:"limit,omitempty"`
+	// Buckets (ports): include each rule's bucket owners and marks.
+	Buckets bool `json:"buckets,omitempty"`
+}
+
+// Source is who sent a request: the local socket, or an address with the
+// key's role. Handlers read it with SourceFrom (the event history records
+// each command with its source).
+type Source struct {
+	Local bool
+	Addr  netip.Addr
+	Role  Role
+}
+
+func (s Source) String() string {
+	if s.Local {
+		return "local socket"
+	}
+	return s.Addr.String() + " (" + s.Role.String() + " key)"
+}
+
+type sourceKey struct{}
+
+// WithSource returns ctx carrying src.
+func WithSource(ctx context.Context, src Source) context.Context {
+	return context.WithValue(ctx, sourceKey{}, src)
+}
+
+// SourceFrom returns the request source ctx carries, if any.
+func SourceFrom(ctx context.Context) (Source, bool) {
+	s, ok := ctx.Value(sourceKey{}).(Source)
+	return s, ok
 }
 
 // Reply is a reply's JSON body.
@@ -62,6 +99,11 @@ type Server struct {
 	logMu      sync.Mutex
 	lastLogged [numRefusals]time.Time
 	unlogged   [numRefusals]uint64
+
+	// OnRefusal, if set, hears refusals at the rate they are logged
+	// (one per reason per refusalLogEvery, with how many more were not
+	// reported since the last): the event history's feed.
+	OnRefusal func(src netip.Addr, why Refusal, more uint64)
 
 	// replies counts answered requests per command and outcome (ok or
 	// failed); refusals are counted by the guard.
@@ -171,7 +213,7 @@ func (s *Server) handleDatagram(ctx context.Context, b []byte, dst, src netip.Ad
 		return nil
 	}
 	s.log.Info("remote command", "from", src, "command", m.Command, "role", m.Role)
-	return s.execute(ctx, m, key)
+	return s.execute(WithSource(ctx, Source{Addr: src, Role: m.Role}), m, key)
 }
 
 // noteRefusal logs a refusal, at most once per reason per
@@ -185,6 +227,9 @@ func (s *Server) noteRefusal(src netip.Addr, why Refusal, now time.Time) {
 		return
 	}
 	s.log.Warn("remote request refused", "from", src, "reason", why, "more_since_last_line", s.unlogged[why])
+	if s.OnRefusal != nil {
+		s.OnRefusal(src, why, s.unlogged[why])
+	}
 	s.lastLogged[why], s.unlogged[why] = now, 0
 }
 
@@ -273,7 +318,7 @@ func (s *Server) ServeLocal(ctx context.Context, l *net.UnixListener) error {
 					out = s.reply(m, Reply{Error: fmt.Sprintf("unknown command %d", m.Command)}, StatusFailed, nil)
 				} else {
 					s.log.Info("local command", "command", m.Command)
-					out = s.execute(ctx, m, nil)
+					out = s.execute(WithSource(ctx, Source{Local: true}), m, nil)
 				}
 				c.Write(out)
 				return nil

@@ -76,7 +76,8 @@ Exit codes: 0 every targeted host answered and succeeded; 1 error;
 }
 
 func commands(t *target) []*cobra.Command {
-	return append(remoteCommands(t), filterCommand(t), watchCommand(t), keygenCommand(), versionCommand(t), captureCommand(t))
+	return append(remoteCommands(t), filterCommand(t), watchCommand(t), keygenCommand(), versionCommand(t), captureCommand(t),
+		eventsCommand(t), queryportCommand(t), displayCommand(t), uiCommand(t))
 }
 
 // usageArgs makes every command's argument errors usage errors (exit 2).

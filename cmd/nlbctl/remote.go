@@ -225,7 +225,7 @@ func printResult(w io.Writer, cmd remote.Command, res *remote.Result) {
 	switch cmd {
 	case remote.CmdQuery:
 		fmt.Fprintln(tw, "HOST\tSTATE\tEPOCH\tMEMBERS\tDEFAULT\tOWNED BUCKETS\tCONVERGENCES\tLAST\tNOTES")
-		mixed := mixedVersions(res)
+		mixed := remote.MixedVersions(res)
 		for _, r := range res.Replies {
 			var q remote.QueryResult
 			if r.Status != remote.StatusOK || json.Unmarshal(r.Result, &q) != nil {
@@ -236,15 +236,15 @@ func printResult(w io.Writer, cmd remote.Command, res *remote.Result) {
 			if q.Why != "" && (q.State == "refused" || q.State == "stopped" || q.State == "converging") {
 				state += " (" + q.Why + ")"
 			}
-			n := notes(&q)
+			n := q.NotesLine()
 			if mixed {
 				n = strings.TrimPrefix(n+"; version "+q.Version, "-; ")
 			}
 			fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%s\t%d\t%.0fms\t%s\n", q.Host, state, q.Epoch, ids(q.Members),
 				q.DefaultHost, owned(q.Owned), q.Convergences, q.LastConvergenceMS, n)
 		}
-		for _, row := range silentRows(res) {
-			fmt.Fprintf(tw, "%d\tno answer\t-\t-\t-\t-\t-\t-\t%s\n", row.host, row.notes)
+		for _, row := range remote.SilentRows(res) {
+			fmt.Fprintf(tw, "%d\tno answer\t-\t-\t-\t-\t-\t-\t%s\n", row.Host, row.Notes)
 		}
 	case remote.CmdParams, remote.CmdReload, remote.CmdIP2MAC:
 		for _, r := range res.Replies {
@@ -303,92 +303,6 @@ func owned(m map[string]int) string {
 		parts = append(parts, fmt.Sprintf("%s=%d", k, m[k]))
 	}
 	return strings.Join(parts, " ")
-}
-
-// notes lists what keeps a host from taking its share: failing health
-// checks ("health web: http 503") and an expired lease.
-// mixedVersions reports whether the answering hosts run more than one
-// version (an upgrade in progress): query then notes each host's.
-func mixedVersions(res *remote.Result) bool {
-	seen := map[string]bool{}
-	for _, r := range res.Replies {
-		var q remote.QueryResult
-		if r.Status == remote.StatusOK && json.Unmarshal(r.Result, &q) == nil {
-			seen[q.Version] = true
-		}
-	}
-	return len(seen) > 1
-}
-
-func notes(q *remote.QueryResult) string {
-	var out []string
-	rules := make([]string, 0, len(q.Health))
-	for r := range q.Health {
-		rules = append(rules, r)
-	}
-	sort.Strings(rules)
-	for _, r := range rules {
-		if h := q.Health[r]; h != "up" {
-			out = append(out, "health "+r+": "+h)
-		}
-	}
-	for _, pc := range q.PriorityConflicts {
-		out = append(out, fmt.Sprintf("priority %d of rule %s shared by hosts %s", pc.Priority, pc.Rule, ids(pc.Hosts)))
-	}
-	if !q.LeaseValid && q.State != "stopped" && q.State != "suspended" {
-		out = append(out, "lease expired")
-	}
-	if len(out) == 0 {
-		return "-"
-	}
-	return strings.Join(out, "; ")
-}
-
-// silentRows describes the hosts that did not answer but that answering
-// hosts report as gone quiet while taking part: how long, and whether
-// their lease has run out (their data plane, if it still runs, takes no
-// new flows) and they were evicted.
-type silentRow struct {
-	host  uint8
-	notes string
-}
-
-func silentRows(res *remote.Result) []silentRow {
-	answered := map[uint8]bool{}
-	worst := map[uint8]remote.SilentPeer{}
-	seenBy := map[uint8]uint8{}
-	for _, r := range res.Replies {
-		answered[r.Host] = true
-		var q remote.QueryResult
-		if r.Status != remote.StatusOK || json.Unmarshal(r.Result, &q) != nil {
-			continue
-		}
-		for _, s := range q.Silent {
-			if w, ok := worst[s.Host]; !ok || s.SilentMS < w.SilentMS {
-				worst[s.Host], seenBy[s.Host] = s, q.Host // the freshest view
-			}
-		}
-	}
-	var ids []uint8
-	for id := range worst {
-		if !answered[id] {
-			ids = append(ids, id)
-		}
-	}
-	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
-	var out []silentRow
-	for _, id := range ids {
-		s := worst[id]
-		what := []string{fmt.Sprintf("silent %.1fs to host %d", s.SilentMS/1000, seenBy[id])}
-		if s.LeaseExpired {
-			what = append(what, "lease expired")
-		}
-		if s.Evicted {
-			what = append(what, "evicted")
-		}
-		out = append(out, silentRow{id, strings.Join(what, "; ")})
-	}
-	return out
 }
 
 // refusalWords says what a refusal means and what to check.

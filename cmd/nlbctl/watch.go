@@ -95,12 +95,12 @@ func drawWatch(w io.Writer, res *remote.Result, prev map[uint8]sample, now time.
 			acc = fmt.Sprintf("%.0f", float64(s.accepted-p.accepted)/sec)
 			drop = fmt.Sprintf("%.0f", float64(s.dropped-p.dropped)/sec)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\n", q.Host, q.State, q.Epoch, share(q.Owned), acc, drop, notes(&q))
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%s\t%s\n", q.Host, q.State, q.Epoch, share(q.Owned), acc, drop, q.NotesLine())
 	}
 	silent := map[uint8]bool{}
-	for _, row := range silentRows(res) {
-		silent[row.host] = true
-		fmt.Fprintf(tw, "%d\tno answer\t-\t-\t-\t-\t%s\n", row.host, row.notes)
+	for _, row := range remote.SilentRows(res) {
+		silent[row.Host] = true
+		fmt.Fprintf(tw, "%d\tno answer\t-\t-\t-\t-\t%s\n", row.Host, row.Notes)
 	}
 	for _, id := range res.Missing {
 		if !silent[id] {

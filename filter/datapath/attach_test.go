@@ -254,8 +254,11 @@ func TestAttachNamespace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c[0][filter.ReasonAcceptHeldFlow] == 0 || c[0][filter.ReasonDropNotOwner] == 0 || c[0][filter.ReasonAcceptOwner] == 0 {
-		t.Fatalf("counters for rule 0: %v", c[0])
+	if c.Packets[0][filter.ReasonAcceptHeldFlow] == 0 || c.Packets[0][filter.ReasonDropNotOwner] == 0 || c.Packets[0][filter.ReasonAcceptOwner] == 0 {
+		t.Fatalf("counters for rule 0: %v", c.Packets[0])
+	}
+	if c.Bytes[0][filter.ReasonAcceptOwner] < 54*c.Packets[0][filter.ReasonAcceptOwner] {
+		t.Fatalf("bytes for rule 0: %v, packets %v: want at least an Ethernet+IPv4+TCP header each", c.Bytes[0], c.Packets[0])
 	}
 
 	// 3. The agent goes away: pinned links and maps keep filtering.
@@ -285,7 +288,7 @@ func TestAttachNamespace(t *testing.T) {
 			t.Fatalf("port %d after restart: %v", p, err)
 		}
 	}
-	if c, err := d.Counters(); err != nil || c[0][filter.ReasonAcceptHeldFlow] == 0 {
+	if c, err := d.Counters(); err != nil || c.Packets[0][filter.ReasonAcceptHeldFlow] == 0 {
 		t.Fatalf("counters were not carried over: %v %v", err, c)
 	}
 

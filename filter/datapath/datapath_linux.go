@@ -367,9 +367,11 @@ func (d *Datapath) setLease(until uint64) error {
 	return nil
 }
 
-// Counters holds packet counts per table (rule index, filter.DefaultRule, or
-// NoTable for unfiltered classes) and reason.
-type Counters [filter.MaxRules + 2][filter.NumReasons]uint64
+// Counters holds packet and byte counts per table (rule index,
+// filter.DefaultRule, or NoTable for unfiltered classes) and reason.
+type Counters struct {
+	Packets, Bytes [filter.MaxRules + 2][filter.NumReasons]uint64
+}
 
 // NoTable is the Counters row for classes decided without a rule.
 const NoTable = filter.MaxRules + 1
@@ -377,14 +379,15 @@ const NoTable = filter.MaxRules + 1
 // Counters reads the per-CPU counters, summed over CPUs.
 func (d *Datapath) Counters() (*Counters, error) {
 	var c Counters
-	var per []uint64
-	for t := range c {
-		for r := range c[t] {
+	var per []nlbNlbCount
+	for t := range c.Packets {
+		for r := range c.Packets[t] {
 			if err := d.objs.NlbCounters.Lookup(uint32(t*filter.NumReasons+r), &per); err != nil {
 				return nil, fmt.Errorf("read counters: %w", err)
 			}
 			for _, n := range per {
-				c[t][r] += n
+				c.Packets[t][r] += n.Packets
+				c.Bytes[t][r] += n.Bytes
 			}
 		}
 	}

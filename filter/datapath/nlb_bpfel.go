@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type nlbNlbCount struct {
+	_       structs.HostLayout
+	Packets uint64
+	Bytes   uint64
+}
+
 type nlbNlbHbSrc struct {
 	_        structs.HostLayout
 	Mac      [6]uint8

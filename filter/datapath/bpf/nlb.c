@@ -40,12 +40,19 @@ struct {
 	__type(value, __u64);
 } nlb_lease SEC(".maps");
 
-/* Packets per (table, reason); row NLB_NO_TABLE for unfiltered classes. */
+/* Packets and bytes per (table, reason); row NLB_NO_TABLE for unfiltered
+ * classes. One entry holds both: the byte count costs an add on the cache
+ * line the packet count brought in. */
+struct nlb_count {
+	__u64 packets;
+	__u64 bytes;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, (NLB_TABLES + 1) * NLB_NUM_REASONS);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct nlb_count);
 } nlb_counters SEC(".maps");
 
 /* Per claimed host ID: the source that holds it and its budget. */
@@ -86,9 +93,11 @@ static __always_inline __u64 flow_hash(__u64 k0, __u64 k1, __u64 m)
 static __always_inline int finish(struct __sk_buff *skb, __u32 table, __u32 reason, __u32 bucket)
 {
 	__u32 key = table * NLB_NUM_REASONS + reason;
-	__u64 *cnt = bpf_map_lookup_elem(&nlb_counters, &key);
-	if (cnt)
-		*cnt += 1;
+	struct nlb_count *cnt = bpf_map_lookup_elem(&nlb_counters, &key);
+	if (cnt) {
+		cnt->packets += 1;
+		cnt->bytes += skb->len;
+	}
 	/* The decision, for tests and debugging; cb is scratch space here. */
 	skb->cb[0] = reason;
 	skb->cb[1] = table;
