@@ -314,9 +314,6 @@ func (n *Node) step(now time.Time, ev convergence.Event) error {
 			// Stable keys for log pipelines: event, host, detail.
 			n.log.Info("cluster event", "event", a.Kind, "host", a.Host, "detail", a.Msg)
 			if n.OnNotice != nil {
-				if e := n.m.Epoch(); a.Kind == convergence.NoticeEpoch && a.Msg == "adopted" && e != nil {
-					a.Msg = fmt.Sprintf("adopted epoch %d, members %s", e.Num, joinIDs(members(e.Members)))
-				}
 				n.OnNotice(a)
 			}
 			if a.Kind == convergence.NoticeState {

@@ -4,7 +4,10 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nlbproject/nlb/filter"
@@ -174,7 +177,7 @@ func (m *Machine) lead(now time.Time, view uint64) {
 	}
 	e.Tables[filter.DefaultRule] = filter.Uniform(def)
 	e.Digest = digestTables(e.Num, e.Members, &e.Tables, m.ntables())
-	m.events = append(m.events, Notice{Kind: NoticeEpoch, Host: m.cfg.HostID, Msg: "proposed"})
+	m.events = append(m.events, Notice{Kind: NoticeEpoch, Host: m.cfg.HostID, Msg: "proposed " + describeEpoch(e)})
 	m.adopt(now, e)
 }
 
@@ -262,7 +265,7 @@ func (m *Machine) adopt(now time.Time, e *Epoch) {
 	if e.Members != 0 {
 		m.setVoters(e.Num, e.Members)
 	}
-	m.events = append(m.events, Notice{Kind: NoticeEpoch, Host: m.cfg.HostID, Msg: "adopted"})
+	m.events = append(m.events, Notice{Kind: NoticeEpoch, Host: m.cfg.HostID, Msg: "adopted " + describeEpoch(e)})
 	m.checkPriorities(e.Members)
 }
 
@@ -286,3 +289,15 @@ func (m *Machine) checkPriorities(members uint64) {
 
 // PriorityConflicts are the conflicts in the epoch this host adopted last.
 func (m *Machine) PriorityConflicts() []PriorityConflict { return slices.Clone(m.priorityConflicts) }
+
+// describeEpoch is an epoch in words for notices: "epoch 9, members 1,2,3".
+func describeEpoch(e *Epoch) string {
+	var ids []string
+	for v := e.Members; v != 0; v &= v - 1 {
+		ids = append(ids, strconv.Itoa(bits.TrailingZeros64(v)+1))
+	}
+	if ids == nil {
+		ids = []string{"none"}
+	}
+	return fmt.Sprintf("epoch %d, members %s", e.Num, strings.Join(ids, ","))
+}

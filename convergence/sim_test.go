@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -294,7 +295,7 @@ func (s *sim) apply(h *simHost, acts []Action) {
 				h.leaseUntil = s.now.Add(h.real(a.For))
 			}
 		case Notice:
-			if a.Kind == NoticeEpoch && a.Msg == "proposed" {
+			if a.Kind == NoticeEpoch && strings.HasPrefix(a.Msg, "proposed ") {
 				s.epochs++
 			}
 			if a.Kind == NoticeTablesRefused {

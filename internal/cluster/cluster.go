@@ -77,6 +77,9 @@ type Options struct {
 	Grace time.Duration
 	// InitialState is host.initial_state (default started).
 	InitialState string
+	// HostExtra is appended to every host's host section (YAML indented
+	// by two spaces, e.g. "  retain_state: true\n").
+	HostExtra string
 	// Nlbd is the nlbd binary; empty builds it into the cluster's dir.
 	Nlbd string
 	// Dir holds configs, keys and logs; empty uses a temporary directory.
@@ -308,8 +311,8 @@ host:
     web: {weight: "%s"%s}
     echo: {weight: "%s"}
     sticky: {weight: "%s"}
-`, VIP, c.Opts.Mode, cmp.Or(h.keyFile, c.KeyFile), c.Opts.Period, c.Opts.Grace, cmp.Or(c.Opts.Quorum, "majority"), c.Opts.QuorumVoters, h.remoteExtra, h.extra, PortHTTP, PortEcho, PortSticky,
-		h.ID, h.Ifname, HostIP(h.ID), MetricsAddr(h.ID), cmp.Or(h.initialState, c.Opts.InitialState), c.Opts.OnExit, c.Opts.DrainTimeout, w, hc, w, w)
+%s`, VIP, c.Opts.Mode, cmp.Or(h.keyFile, c.KeyFile), c.Opts.Period, c.Opts.Grace, cmp.Or(c.Opts.Quorum, "majority"), c.Opts.QuorumVoters, h.remoteExtra, h.extra, PortHTTP, PortEcho, PortSticky,
+		h.ID, h.Ifname, HostIP(h.ID), MetricsAddr(h.ID), cmp.Or(h.initialState, c.Opts.InitialState), c.Opts.OnExit, c.Opts.DrainTimeout, w, hc, w, w, c.Opts.HostExtra)
 }
 
 // SetKeys rewrites host id's key settings in its config file: the
