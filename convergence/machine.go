@@ -175,6 +175,14 @@ func (m *Machine) Restore(now time.Time, marks [filter.MaxRules + 1]*filter.Mark
 			}
 		}
 	}
+	if m.state == StateStopped || m.state == StateSuspended {
+		// Started stopped or suspended (host.initial_state, or the
+		// operator's retained state): as the command would, the owned
+		// buckets close at once; a stop keeps the flows it holds.
+		m.closeAll(m.state == StateSuspended)
+		m.dirtyMarks = true
+		return
+	}
 	if m.state != StateJoining {
 		return
 	}

@@ -136,6 +136,49 @@ func TestStopKeepsHeldFlows(t *testing.T) {
 	}
 }
 
+// TestRetainedStateRestart: a host stopped (or drainstopped, or
+// suspended) by its operator restarts while its data plane keeps running
+// and comes back in that state (host.retain_state): the buckets it owned
+// when its agent died must not take new flows the others now take, and a
+// stop's held flows go on.
+func TestRetainedStateRestart(t *testing.T) {
+	for _, c := range []struct {
+		op    Op
+		after time.Duration // from the command to the agent's death
+	}{{OpStop, 0}, {OpStop, 200 * time.Millisecond}, {OpDrainStop, 0}, {OpDrainStop, 30 * time.Millisecond},
+		{OpDrainStop, 200 * time.Millisecond}, {OpSuspend, 0}} {
+		op := c.op
+		s := newSim(t, 23)
+		for id := uint8(1); id <= 3; id++ {
+			s.boot(id, false)
+		}
+		if s.settle(20*time.Second) < 0 {
+			s.fail(t, "formation")
+		}
+		s.command(3, op)
+		s.run(c.after)
+		s.crashAgent(3)
+		s.run(100 * time.Millisecond)
+		s.boot(3, true) // the kernel kept its marks and lease
+		s.run(3 * time.Second)
+		h := s.hosts[3]
+		if want := map[Op]State{OpStop: StateStopped, OpDrainStop: StateStopped, OpSuspend: StateSuspended}[op]; h.m.State() != want {
+			t.Errorf("%v: host 3 restarted %v, want %v", op, h.m.State(), want)
+		}
+		for _, tb := range simTables {
+			for b := 0; b < filter.Buckets; b++ {
+				if s.open(h, tb, b) {
+					t.Fatalf("%v: restarted host 3 takes new flows in table %d bucket %d", op, tb, b)
+				}
+			}
+		}
+		s.run(6 * time.Second)
+		if len(s.violations) > 0 {
+			s.fail(t, fmt.Sprint("op ", op))
+		}
+	}
+}
+
 // TestSimQuorumTie: with four voters split two and two, neither side has a
 // strict majority, so no host takes new flows on either side.
 func TestSimQuorumTie(t *testing.T) {
@@ -209,6 +252,15 @@ func (s *sim) command(id uint8, op Op, rule ...int) {
 		c.Rule = rule[0]
 	}
 	s.apply(h, h.m.Step(s.clock(h), c))
+	// What host.retain_state records: the state the command left.
+	switch st := h.m.State(); st {
+	case StateStopped, StateSuspended:
+		h.retained = st
+	case StateDraining:
+		h.retained = StateStopped
+	default:
+		h.retained = 0
+	}
 	if op == OpSuspend || op == OpDisableRule {
 		for _, f := range s.flows {
 			if f.host == id && (op != OpDisableRule || c.Rule < 0 || f.table == c.Rule) {

@@ -48,6 +48,9 @@ type simFlow struct {
 type simHost struct {
 	id uint8
 	m  *Machine
+	// retained is the state the last operator command left (the agent's
+	// host.retain_state): a restart begins there (0: as configured).
+	retained State
 	// voters, agreed in votersEpoch: the recorded voter set (survives
 	// restarts and reboots).
 	voters, votersEpoch uint64
@@ -186,6 +189,9 @@ func (s *sim) boot(id uint8, restart bool) {
 	cfg := s.cfg
 	cfg.HostID, cfg.Incarnation, cfg.Voters, cfg.VotersEpoch = id, h.inc, h.voters, h.votersEpoch
 	cfg.Settings = []filter.RuleSetting{{Weight: h.weight, Priority: int(id)}, {Weight: 50, Priority: int(id)}}
+	if h.retained != 0 {
+		cfg.StartState = h.retained
+	}
 	h.m = NewMachine(cfg)
 	if restart && h.kernelUp {
 		var mk [filter.MaxRules + 1]*filter.Marks

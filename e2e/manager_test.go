@@ -208,6 +208,34 @@ func TestManager(t *testing.T) {
 		t.Errorf("host 1's events after %d:\n%s", last1, out)
 	}
 
+	// --follow --json: one object a line, new events as they come (a
+	// reload on host 2 while it follows).
+	fctx, fcancel := context.WithTimeout(context.Background(), 4*time.Second)
+	follow := exec.CommandContext(fctx, "nsenter", "--net="+cl.NS.Path(), "--", nlbctl, "--cluster", cluster.VIP.String(),
+		"--key-file", c.KeyFile, "--json", "events", "--follow", "--interval", "300ms", "--since", "1s")
+	var followed strings.Builder
+	follow.Stdout = &followed
+	if err := follow.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1500 * time.Millisecond)
+	ctl(0, "--target", "2", "reload")
+	follow.Wait()
+	fcancel()
+	reloads := 0
+	for _, line := range strings.Split(strings.TrimSpace(followed.String()), "\n") {
+		var e remote.HostEvent
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("events --follow --json: not one object a line: %q: %v", line, err)
+		}
+		if e.Kind == "reload" && e.On == 2 {
+			reloads++
+		}
+	}
+	if reloads != 1 {
+		t.Errorf("events --follow saw host 2's reload %d times:\n%s", reloads, followed.String())
+	}
+
 	// A retained suspend survives an agent restart: the host comes back
 	// suspended, ignores start, and resume brings it back.
 	ctl(0, "--target", "1", "suspend")
