@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nlbproject/nlb/bgp"
 	"github.com/nlbproject/nlb/config"
 
 	"github.com/hashicorp/go-hclog"
@@ -102,6 +103,8 @@ type Agent struct {
 	// each.
 	events *eventRing
 	hooks  *hookRunner
+	// speaker is the BGP speaker (nil without host.bgp).
+	speaker *bgp.Speaker
 }
 
 // event records an event in the history (and hands it to the notify

@@ -129,6 +129,13 @@ func (a *Agent) handle(ctx context.Context, cmd remote.Command, args remote.Args
 				q.Health[h.Rule] = healthWords(h)
 			}
 		}
+		a.mu.Lock()
+		sp := a.speaker
+		a.mu.Unlock()
+		if sp != nil {
+			bs := sp.Status()
+			q.BGP = &remote.BGPStatus{Announced: bs.Announced, Withdrawn: bs.Withdrawn, Peers: bs.Peers}
+		}
 		q.RemoteRefused = map[string]uint64{}
 		if srv != nil {
 			for r, n := range srv.Guard().Counts() {
@@ -324,6 +331,7 @@ func restartNeeded(cur, next *config.Resolved) string {
 		{"host.dedicated_ip", cur.DedicatedIP, next.DedicatedIP},
 		{"host.metrics_address", cur.MetricsAddr, next.MetricsAddr},
 		{"host.rules.*.health", cur.HealthChecks(), next.HealthChecks()},
+		{"host.bgp", cur.BGP, next.BGP},
 	} {
 		if !reflect.DeepEqual(c.a, c.b) {
 			return c.name

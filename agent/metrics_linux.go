@@ -33,6 +33,10 @@ var (
 	descNotify = prometheus.NewDesc("nlb_notify_runs_total",
 		"Runs of host.notify's command, by result: ok, failed (non-zero exit, or no start), timeout (killed), dropped (queue full).",
 		[]string{"result"}, nil)
+	descBGPSession = prometheus.NewDesc("nlb_bgp_session_up",
+		"1 while the BGP session with the router is established (host.bgp).", []string{"peer"}, nil)
+	descBGPRoutes = prometheus.NewDesc("nlb_bgp_announced_routes",
+		"VIP routes this host announces to its routers now (0: withdrawn; nlbctl query says why).", nil, nil)
 	descEvents = prometheus.NewDesc("nlb_events_total",
 		"Events recorded in the host's event history since the agent started (nlbctl events).", nil, nil)
 	descBuckets = prometheus.NewDesc("nlb_buckets",
@@ -90,7 +94,7 @@ type collector struct{ a *Agent }
 var allDescs = []*prometheus.Desc{descPackets, descBuckets, descState, descEpoch, descMembers,
 	descConvergences, descLastConv, descLease, descHBSent, descHBRecv, descHBRefused, descHBOverflow, descHBUnverified, descHBLost,
 	descRemote, descRemoteRefused, descHealth, descHealthRuns, descRepins, descScrapeErr, descBuildInfo, descPeerUp,
-	descBytes, descNotify, descEvents}
+	descBytes, descNotify, descEvents, descBGPSession, descBGPRoutes}
 
 // Describe sends every descriptor: the set is fixed, whatever a scrape
 // finds.
@@ -138,6 +142,20 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(descNotify, a.hooks.Runs(r), r)
 	}
 	counter(descEvents, a.events.since(^uint64(0), 0, 0).Last)
+	a.mu.Lock()
+	sp := a.speaker
+	a.mu.Unlock()
+	if sp != nil {
+		bs := sp.Status()
+		for peer, st := range bs.Peers {
+			up := 0.0
+			if st == "established" {
+				up = 1
+			}
+			gauge(descBGPSession, up, peer)
+		}
+		gauge(descBGPRoutes, float64(len(bs.Announced)))
+	}
 	if a.convHist != nil {
 		a.convHist.Collect(ch)
 	}

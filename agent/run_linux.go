@@ -274,6 +274,7 @@ func (a *Agent) serve(ctx context.Context, s *session) (config.ExitMode, error) 
 	}
 	g.Go(func() error { a.watchPins(gctx, s.dp); return nil })
 	g.Go(func() error { a.hooks.run(gctx); return nil })
+	g.Go(func() error { a.runBGP(gctx, s.node); return nil })
 	if s.health != nil {
 		s.health.OnChange = func(rule string, up bool, detail string) { a.healthChanged(gctx, s.node, rule, up, detail) }
 		g.Go(func() error { s.health.Run(gctx); return nil })

@@ -57,6 +57,19 @@ func (k *Keys) Equal(o *Keys) bool {
 // white space is trimmed, in a file that only its owner can read (unless
 // allowReadable). field names the configuration key in errors.
 func ReadKeyFile(field, path string, allowReadable bool) ([]byte, error) {
+	key, err := readSecret(field, path, allowReadable)
+	if err != nil {
+		return nil, err
+	}
+	if len(key) < MinKeyLen {
+		return nil, cerr(field, path, "key is %d bytes, at least %d required (nlbctl keygen writes one)", len(key), MinKeyLen)
+	}
+	return key, nil
+}
+
+// readSecret reads a file holding a secret, refusing one that group or
+// others can read unless allowReadable; surrounding space is trimmed.
+func readSecret(field, path string, allowReadable bool) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, cerr(field, path, "unreadable: %v", errors.Unwrap(err))
@@ -71,11 +84,7 @@ func ReadKeyFile(field, path string, allowReadable bool) ([]byte, error) {
 	if err != nil {
 		return nil, cerr(field, path, "unreadable: %v", errors.Unwrap(err))
 	}
-	key = bytes.TrimSpace(key)
-	if len(key) < MinKeyLen {
-		return nil, cerr(field, path, "key is %d bytes, at least %d required (nlbctl keygen writes one)", len(key), MinKeyLen)
-	}
-	return key, nil
+	return bytes.TrimSpace(key), nil
 }
 
 // resolveKeys reads every key file.

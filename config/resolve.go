@@ -54,6 +54,8 @@ type Resolved struct {
 	RetainState  bool
 	// Notify is host.notify (nil: none).
 	Notify *Notify
+	// BGP is host.bgp (nil: no BGP speaker).
+	BGP *BGP
 }
 
 // Notify is the resolved host.notify.
@@ -67,7 +69,7 @@ type Notify struct {
 // EventKinds are the kinds of events a host records (docs/observability.md).
 var EventKinds = []string{"agent", "command", "reload", "health", "refusal", "state", "join", "leave",
 	"evict", "damped", "refused", "duplicate-id", "quorum", "incarnation", "epoch", "drained",
-	"priority-conflict", "tables-refused"}
+	"priority-conflict", "tables-refused", "bgp"}
 
 // HostRule is this host's resolved setting for one rule.
 type HostRule struct {
@@ -346,6 +348,7 @@ func (r *Resolved) resolveHost(c *Config) (errs Errors) {
 		fail(cerr("host.drain_timeout", r.DrainTimeout.String(), "must not be negative"))
 	}
 	r.RetainState = h.RetainState
+	r.resolveBGP(h.BGP, h.AllowReadableKeyFiles, fail)
 	if n := h.Notify; n != nil {
 		r.Notify = &Notify{Command: n.Command, Timeout: cmp.Or(time.Duration(n.Timeout), 10*time.Second)}
 		switch {

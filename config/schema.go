@@ -124,6 +124,8 @@ type HostConfig struct {
 	RetainState bool `yaml:"retain_state"`
 	// Notify runs a command on each event of this host.
 	Notify *NotifyConfig `yaml:"notify"`
+	// BGP announces the VIPs to routers (docs/scale-out.md).
+	BGP *BGPConfig `yaml:"bgp"`
 }
 
 // NotifyConfig is host.notify: a command run (no shell) on each event

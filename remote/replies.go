@@ -48,6 +48,16 @@ type QueryResult struct {
 	// Health is each checked rule's status: "up", or "down: " and the
 	// last failure ("down: http 503").
 	Health map[string]string `json:"health,omitempty"`
+	// BGP is the host's BGP speaker, when host.bgp is set.
+	BGP *BGPStatus `json:"bgp,omitempty"`
+}
+
+// BGPStatus is a host's BGP speaker: the VIPs it announces (or why none),
+// and each router session's state ("established", "active", …).
+type BGPStatus struct {
+	Announced []string          `json:"announced"`
+	Withdrawn string            `json:"withdrawn_because,omitempty"`
+	Peers     map[string]string `json:"peers"`
 }
 
 // SilentPeer is a peer gone quiet, as this host sees it.

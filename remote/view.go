@@ -52,6 +52,21 @@ func (q *QueryResult) Notes() []string {
 	if !q.LeaseValid && q.State != "stopped" && q.State != "suspended" {
 		out = append(out, "lease expired")
 	}
+	if b := q.BGP; b != nil {
+		if len(b.Announced) == 0 {
+			out = append(out, "bgp: nothing announced: "+b.Withdrawn)
+		}
+		peers := make([]string, 0, len(b.Peers))
+		for p := range b.Peers {
+			peers = append(peers, p)
+		}
+		sort.Strings(peers)
+		for _, p := range peers {
+			if st := b.Peers[p]; st != "established" {
+				out = append(out, "bgp session "+p+": "+st)
+			}
+		}
+	}
 	return out
 }
 
