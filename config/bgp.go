@@ -24,7 +24,7 @@ type BGPConfig struct {
 	Announce []string `yaml:"announce"`
 	// HoldTime is the BGP hold time (default 9s, at least 3s): a router
 	// drops this host's routes when it hears nothing for that long.
-	HoldTime Duration `yaml:"hold_time"`
+	HoldTime Duration        `yaml:"hold_time"`
 	Peers    []BGPPeerConfig `yaml:"peers"`
 }
 
