@@ -34,7 +34,7 @@ func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return le
 func TestNodesConvergeOnBridge(t *testing.T) {
 	inetns.RequireRoot(t)
 	goroutines := runtime.NumGoroutine()
-	sw := inetns.Switch(t)
+	sw := inetns.Switch(t, "")
 	vip := netip.MustParseAddr("198.18.0.100")
 	key := heartbeat.DeriveKey([]byte("namespace test cluster key 012345"))
 	rules := []filter.PortRule{{StartPort: 80, EndPort: 80, Protocol: filter.ProtoTCP, Mode: filter.ModeMultiple, Affinity: filter.AffinityNone}}

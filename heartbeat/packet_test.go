@@ -17,7 +17,7 @@ import (
 // frames decode, and a closed Conn unblocks its reader.
 func TestPacketConnBridge(t *testing.T) {
 	inetns.RequireRoot(t)
-	sw := inetns.Switch(t)
+	sw := inetns.Switch(t, "")
 	bcast := net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
 	conns := make([]*PacketConn, 3)
 	for i := range conns {

@@ -38,7 +38,7 @@ type segment struct {
 
 // cluster builds a bridge with n hosts in the given mode and a client.
 func cluster(t *testing.T, mode macmode.Mode, n int) *segment {
-	seg := &segment{sw: inetns.Switch(t)}
+	seg := &segment{sw: inetns.Switch(t, "")}
 	tag := string(mode)[:1]
 	seg.client = inetns.New(t, tag+"cl")
 	seg.cName = inetns.Prefix + tag + "cl"

@@ -10,6 +10,7 @@ start=$(date +%s)
 	$GO test -run '^$' -bench 'BenchmarkDatapath' -benchtime 2000000x -count 5 ./filter/datapath
 	$GO test -run '^$' -bench 'BenchmarkBucketTable|BenchmarkFailover/crash' -benchtime 20x -count 3 ./convergence
 	$GO test -run '^$' -bench 'BenchmarkHeartbeatBandwidth' -benchtime 1x ./convergence
+	$GO test -run '^$' -bench 'BenchmarkHeartbeatVerify' -benchtime 200000x -count 3 ./heartbeat
 	$GO test -run '^$' -bench 'BenchmarkNonOwnerDrop|BenchmarkFailoverNamespaces|BenchmarkAgentFootprint' -benchtime 1x -timeout 20m ./bench
 	$GO test -run '^$' -bench 'BenchmarkHTTP' -benchtime 1x -count 5 -timeout 20m ./bench
 } 2>&1 | tee "$out"

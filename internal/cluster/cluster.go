@@ -17,9 +17,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/nlbproject/nlb/internal/netns"
@@ -37,6 +39,24 @@ func HostIP(id uint8) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, id
 
 // MetricsAddr is host id's Prometheus endpoint, on its dedicated IP.
 func MetricsAddr(id uint8) netip.AddrPort { return netip.AddrPortFrom(HostIP(id), 9425) }
+
+// HostIP is host id's dedicated IP on this cluster's segment.
+func (c *Cluster) HostIP(id uint8) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, c.Opts.Net, id}) }
+
+// MetricsAddr is host id's metrics endpoint on this cluster's segment.
+func (c *Cluster) MetricsAddr(id uint8) netip.AddrPort { return netip.AddrPortFrom(c.HostIP(id), 9425) }
+
+func (c *Cluster) clientIP(ci, k int) netip.Addr {
+	return netip.AddrFrom4([4]byte{198, 18, c.Opts.Net, byte(200 + 10*ci + k)})
+}
+
+func vipList(vs []netip.Addr) string {
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = v.String()
+	}
+	return strings.Join(s, ", ")
+}
 
 // ClientIP is address k of client namespace c.
 func ClientIP(c, k int) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, byte(200 + 10*c + k)}) }
@@ -80,6 +100,17 @@ type Options struct {
 	// HostExtra is appended to every host's host section (YAML indented
 	// by two spaces, e.g. "  retain_state: true\n").
 	HostExtra string
+	// A second cluster in one test needs its own names and addresses:
+	// Tag suffixes its switch's and clients' namespaces, Net is its
+	// segment's third octet (198.18.Net.0/24), FirstID its first host ID
+	// (hosts FirstID…FirstID+Hosts-1), VIPs its VIPs (default [VIP]),
+	// and Gateway, if set, the hosts' default route (a router on the
+	// segment).
+	Tag     string
+	Net     uint8
+	FirstID uint8
+	VIPs    []netip.Addr
+	Gateway netip.Addr
 	// Nlbd is the nlbd binary; empty builds it into the cluster's dir.
 	Nlbd string
 	// Dir holds configs, keys and logs; empty uses a temporary directory.
@@ -154,6 +185,12 @@ func New(t netns.T, o Options) *Cluster {
 	if o.DrainTimeout == 0 {
 		o.DrainTimeout = 10 * time.Second
 	}
+	if o.FirstID == 0 {
+		o.FirstID = 1
+	}
+	if len(o.VIPs) == 0 {
+		o.VIPs = []netip.Addr{VIP}
+	}
 	c := &Cluster{T: t, Opts: o, Dir: o.Dir, Hosts: map[uint8]*Host{}}
 	if c.Dir == "" {
 		d, err := os.MkdirTemp("", netns.Prefix+"-cluster-")
@@ -173,7 +210,7 @@ func New(t netns.T, o Options) *Cluster {
 		o.Nlbd = buildNlbd(t, c.Dir)
 		c.Opts.Nlbd = o.Nlbd
 	}
-	c.Switch = netns.Switch(t)
+	c.Switch = netns.Switch(t, o.Tag)
 	if o.Flood {
 		c.bridgeSet(t, "ageing_time", "0")
 	}
@@ -183,22 +220,22 @@ func New(t netns.T, o Options) *Cluster {
 		c.bridgeSet(t, "multicast_snooping", "1")
 		c.bridgeSet(t, "multicast_querier", "1")
 	}
-	for i := 1; i <= o.Hosts; i++ {
-		c.addHost(t, uint8(i))
+	for i := 0; i < o.Hosts; i++ {
+		c.addHost(t, o.FirstID+uint8(i))
 	}
 	for ci := range o.Clients {
-		ns := netns.New(t, fmt.Sprintf("c%d", ci))
-		ifname := fmt.Sprintf("%sc%d", netns.Prefix, ci)
-		netns.Plug(t, c.Switch, ns, ifname, ClientIP(ci, 0).String()+"/24")
-		cl := &Client{NS: ns, Ifname: ifname, IPs: []netip.Addr{ClientIP(ci, 0)}}
+		ns := netns.New(t, fmt.Sprintf("c%d%s", ci, o.Tag))
+		ifname := fmt.Sprintf("%sc%d%s", netns.Prefix, ci, o.Tag)
+		netns.Plug(t, c.Switch, ns, ifname, c.clientIP(ci, 0).String()+"/24")
+		cl := &Client{NS: ns, Ifname: ifname, IPs: []netip.Addr{c.clientIP(ci, 0)}}
 		h := ns.Netlink(t)
 		l, err := h.LinkByName(ifname)
 		if err != nil {
 			t.Fatalf("%v", err)
 		}
 		for k := 1; k < o.ClientIPs; k++ {
-			netns.Addr(t, h, l, ClientIP(ci, k).String()+"/24")
-			cl.IPs = append(cl.IPs, ClientIP(ci, k))
+			netns.Addr(t, h, l, c.clientIP(ci, k).String()+"/24")
+			cl.IPs = append(cl.IPs, c.clientIP(ci, k))
 		}
 		c.Clients = append(c.Clients, cl)
 	}
@@ -242,7 +279,14 @@ func (c *Cluster) addHost(t netns.T, id uint8) { c.addHostWith(t, id, "", "") }
 func (c *Cluster) addHostWith(t netns.T, id uint8, keyFile, state string) {
 	ns := netns.New(t, fmt.Sprintf("h%d", id))
 	ifname := fmt.Sprintf("%sh%d", netns.Prefix, id)
-	netns.Plug(t, c.Switch, ns, ifname, HostIP(id).String()+"/24")
+	netns.Plug(t, c.Switch, ns, ifname, c.HostIP(id).String()+"/24")
+	if gw := c.Opts.Gateway; gw.IsValid() {
+		if err := ns.Do(func() error {
+			return netlink.RouteAdd(&netlink.Route{Gw: gw.AsSlice()})
+		}); err != nil {
+			t.Fatalf("host %d: default route via %v: %v", id, gw, err)
+		}
+	}
 	if c.Opts.Mode == "igmp" {
 		// Host ports are multicast-router ports: frames to the cluster
 		// group reach them although the VIP is a unicast address.
@@ -311,8 +355,8 @@ host:
     web: {weight: "%s"%s}
     echo: {weight: "%s"}
     sticky: {weight: "%s"}
-%s`, VIP, c.Opts.Mode, cmp.Or(h.keyFile, c.KeyFile), c.Opts.Period, c.Opts.Grace, cmp.Or(c.Opts.Quorum, "majority"), c.Opts.QuorumVoters, h.remoteExtra, h.extra, PortHTTP, PortEcho, PortSticky,
-		h.ID, h.Ifname, HostIP(h.ID), MetricsAddr(h.ID), cmp.Or(h.initialState, c.Opts.InitialState), c.Opts.OnExit, c.Opts.DrainTimeout, w, hc, w, w, c.Opts.HostExtra)
+%s`, vipList(c.Opts.VIPs), c.Opts.Mode, cmp.Or(h.keyFile, c.KeyFile), c.Opts.Period, c.Opts.Grace, cmp.Or(c.Opts.Quorum, "majority"), c.Opts.QuorumVoters, h.remoteExtra, h.extra, PortHTTP, PortEcho, PortSticky,
+		h.ID, h.Ifname, c.HostIP(h.ID), c.MetricsAddr(h.ID), cmp.Or(h.initialState, c.Opts.InitialState), c.Opts.OnExit, c.Opts.DrainTimeout, w, hc, w, w, c.Opts.HostExtra)
 }
 
 // SetKeys rewrites host id's key settings in its config file: the

@@ -19,7 +19,7 @@ import (
 func (c *Cluster) Metrics(id uint8) (Scrape, error) {
 	var conn net.Conn
 	err := c.Clients[0].NS.Do(func() (err error) {
-		conn, err = net.DialTimeout("tcp4", MetricsAddr(id).String(), 2*time.Second)
+		conn, err = net.DialTimeout("tcp4", c.MetricsAddr(id).String(), 2*time.Second)
 		return err
 	})
 	if err != nil {

@@ -194,10 +194,11 @@ func WaitGone(tb T) {
 }
 
 // Switch creates a namespace holding a Linux bridge "br0" (up), the
-// segment's switch. Hosts are plugged into it with Plug.
-func Switch(tb T) *NS {
+// segment's switch, named "sw" and tag (a second segment needs its own).
+// Hosts are plugged into it with Plug.
+func Switch(tb T, tag string) *NS {
 	tb.Helper()
-	sw := New(tb, "sw")
+	sw := New(tb, "sw"+tag)
 	h := sw.Netlink(tb)
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
 	if err := h.LinkAdd(br); err != nil {

@@ -1,0 +1,378 @@
+//go:build linux
+
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/nlbproject/nlb/internal/cluster"
+	"github.com/nlbproject/nlb/internal/netns"
+	"github.com/nlbproject/nlb/remote"
+)
+
+// The scale-out test's addresses: the service VIP both clusters serve,
+// each cluster's own next-hop VIP on its segment, the router's addresses,
+// and the clients beyond the router.
+var (
+	serviceVIP = netip.MustParseAddr("198.19.200.1")
+	nextHopA   = netip.MustParseAddr("198.18.0.100")
+	nextHopB   = netip.MustParseAddr("198.18.1.100")
+	routerA    = netip.MustParseAddr("198.18.0.254")
+	routerB    = netip.MustParseAddr("198.18.1.254")
+	routerC    = netip.MustParseAddr("198.19.0.1")
+)
+
+// router is FRR (zebra and bgpd from Debian's package) in a namespace.
+type router struct {
+	ns  *netns.NS
+	dir string
+}
+
+// vtysh runs an FRR command on the router.
+func (r *router) vtysh(t *testing.T, cmd string) string {
+	t.Helper()
+	out, err := exec.Command("vtysh", "--vty_socket", r.dir, "-c", cmd).CombinedOutput()
+	if err != nil {
+		t.Logf("vtysh %q: %v: %s", cmd, err, out)
+	}
+	return string(out)
+}
+
+// nexthops returns the gateways of the router's kernel route to dst.
+func (r *router) nexthops(t *testing.T, dst netip.Addr) []netip.Addr {
+	t.Helper()
+	var out []netip.Addr
+	r.ns.Do(func() error {
+		list, err := netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Dst: &net.IPNet{IP: dst.AsSlice(), Mask: net.CIDRMask(32, 32)}}, netlink.RT_FILTER_DST)
+		if err != nil {
+			return err
+		}
+		for _, rt := range list {
+			if rt.Gw != nil {
+				a, _ := netip.AddrFromSlice(rt.Gw.To4())
+				out = append(out, a)
+			}
+			for _, nh := range rt.MultiPath {
+				a, _ := netip.AddrFromSlice(nh.Gw.To4())
+				out = append(out, a)
+			}
+		}
+		return nil
+	})
+	slices.SortFunc(out, func(a, b netip.Addr) int { return a.Compare(b) })
+	return out
+}
+
+// waitNexthops waits up to d until the router's route to dst goes via
+// exactly want, and returns how long that took.
+func (r *router) waitNexthops(t *testing.T, dst netip.Addr, d time.Duration, want ...netip.Addr) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		got := r.nexthops(t, dst)
+		if slices.Equal(got, want) {
+			return time.Since(start)
+		}
+		if time.Since(start) > d {
+			t.Fatalf("router's route to %v goes via %v after %v, want %v\n%s", dst, got, d, want, r.vtysh(t, "show bgp ipv4 unicast"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+const frrConf = `frr defaults traditional
+hostname nlb-test-router
+log file %[1]s/frr.log
+!
+router bgp 65000
+ bgp router-id 198.19.0.1
+ no bgp ebgp-requires-policy
+ no bgp network import-check
+ bgp bestpath as-path multipath-relax
+%[2]s address-family ipv4 unicast
+  maximum-paths 8
+ exit-address-family
+!
+`
+
+// startRouter starts FRR in ns with sessions to hosts 1-3 (AS 65001, on
+// segment A) and 4-6 (AS 65002, on segment B), TCP MD5 with password
+// and TTL security.
+func startRouter(t *testing.T, ns *netns.NS, password string) *router {
+	t.Helper()
+	dir, err := os.MkdirTemp("", netns.Prefix+"-frr-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &router{ns: ns, dir: dir}
+	var nb strings.Builder
+	for id := 1; id <= 6; id++ {
+		addr, as := fmt.Sprintf("198.18.0.%d", id), 65001
+		if id > 3 {
+			addr, as = fmt.Sprintf("198.18.1.%d", id), 65002
+		}
+		fmt.Fprintf(&nb, " neighbor %s remote-as %d\n neighbor %s password %s\n neighbor %s ttl-security hops 1\n neighbor %s timers connect 2\n",
+			addr, as, addr, password, addr, addr)
+	}
+	conf := filepath.Join(dir, "frr.conf")
+	os.WriteFile(conf, []byte(fmt.Sprintf(frrConf, dir, nb.String())), 0o640)
+	// FRR's daemons run as its user, which must own their directory.
+	if out, err := exec.Command("chown", "-R", "frr:frr", dir).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v: %s", err, out)
+	}
+	t.Cleanup(func() {
+		for _, d := range []string{"bgpd", "zebra"} {
+			if b, err := os.ReadFile(filepath.Join(dir, d+".pid")); err == nil {
+				if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+					exec.Command("kill", strconv.Itoa(pid)).Run()
+				}
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+		if t.Failed() {
+			b, _ := os.ReadFile(filepath.Join(dir, "frr.log"))
+			t.Logf("frr.log:\n%s", lastLines(string(b), 40))
+		}
+		os.RemoveAll(dir)
+	})
+	for _, d := range []string{"zebra", "bgpd"} {
+		// nsenter enters the network namespace only (ip netns exec would
+		// also remount /sys and, on first use, /run/netns).
+		cmd := exec.Command("nsenter", "--net="+ns.Path(), "--", "/usr/lib/frr/"+d, "-d", "-N", netns.Prefix,
+			"-f", conf, "-i", filepath.Join(dir, d+".pid"), "-z", filepath.Join(dir, "zserv.api"), "--vty_socket", dir)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("start %s: %v: %s", d, err, out)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	return r
+}
+
+// TestBGPScaleOut: two 3-host clusters on separate segments behind a
+// router (FRR), both announcing one service VIP over BGP (TCP MD5, TTL
+// security); clients beyond the router. The router installs both
+// clusters' routes as ECMP; new connections spread over both clusters,
+// each answered (no failure); a whole cluster stopped withdraws its route
+// and the other serves every new connection; started again, it is back.
+// The router's BGP going down does not disturb the cluster's own serving.
+func TestBGPScaleOut(t *testing.T) {
+	netns.RequireRoot(t)
+	for _, bin := range []string{"/usr/lib/frr/bgpd", "/usr/lib/frr/zebra"} {
+		if _, err := os.Stat(bin); err != nil {
+			t.Fatalf("FRR is needed for the BGP test (make deps installs it): %v", err)
+		}
+	}
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "bgp.password")
+	os.WriteFile(pw, []byte("nlb-test-md5"), 0o600)
+	bgpSection := func(as int, router netip.Addr) string {
+		return fmt.Sprintf("  bgp:\n    local_as: %d\n    hold_time: 3s\n    peers:\n      - {address: %s, as: 65000, password_file: %s, ttl_security: true}\n", as, router, pw)
+	}
+	a := cluster.New(t, cluster.Options{Clients: 1, VIPs: []netip.Addr{nextHopA, serviceVIP}, Gateway: routerA,
+		HostExtra: bgpSection(65001, routerA)})
+	b := cluster.New(t, cluster.Options{Clients: 1, Tag: "b", Net: 1, FirstID: 4, VIPs: []netip.Addr{nextHopB, serviceVIP},
+		Gateway: routerB, HostExtra: bgpSection(65002, routerB), Nlbd: a.Opts.Nlbd})
+
+	// The router: a leg on each segment, one towards the clients.
+	rns := netns.New(t, "rtr")
+	netns.Plug(t, a.Switch, rns, netns.Prefix+"ra", routerA.String()+"/24")
+	netns.Plug(t, b.Switch, rns, netns.Prefix+"rb", routerB.String()+"/24")
+	cns := netns.New(t, "cli")
+	netns.Veth(t, rns, netns.Prefix+"rc", routerC.String()+"/24", cns, netns.Prefix+"cl", "198.19.0.2/24")
+	var clientIPs []netip.Addr
+	if err := cns.Do(func() error {
+		l, err := netlink.LinkByName(netns.Prefix + "cl")
+		if err != nil {
+			return err
+		}
+		for k := 3; k < 11; k++ {
+			ip := netip.AddrFrom4([4]byte{198, 19, 0, byte(k)})
+			if err := netlink.AddrAdd(l, &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(24, 32)}}); err != nil {
+				return err
+			}
+			clientIPs = append(clientIPs, ip)
+		}
+		return netlink.RouteAdd(&netlink.Route{Gw: routerC.AsSlice()})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := rns.Do(func() error {
+		for k, v := range map[string]string{"net/ipv4/ip_forward": "1", "net/ipv4/fib_multipath_hash_policy": "1"} {
+			if err := os.WriteFile("/proc/sys/"+k, []byte(v), 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	rt := startRouter(t, rns, "nlb-test-md5")
+
+	idsA, idsB := []uint8{1, 2, 3}, []uint8{4, 5, 6}
+	a.StartAll(idsA)
+	b.StartAll(idsB)
+	d := rt.waitNexthops(t, serviceVIP, 30*time.Second, nextHopA, nextHopB)
+	t.Logf("both clusters' routes installed as ECMP %v after %v:\n%s", rt.nexthops(t, serviceVIP), d.Round(time.Millisecond),
+		lastLines(rt.vtysh(t, "show bgp ipv4 unicast "+serviceVIP.String()), 30))
+	if s := rt.vtysh(t, "show bgp summary"); strings.Count(s, "Established")+strings.Count(s, " 1 ") < 1 {
+		t.Logf("bgp summary:\n%s", s)
+	}
+
+	// New connections from beyond the router: every one answered, both
+	// clusters serving a share.
+	spread := func(n int, what string) map[uint8]int {
+		t.Helper()
+		per := map[uint8]int{}
+		var failed atomic.Int64
+		var mu = make(chan struct{}, 1)
+		mu <- struct{}{}
+		parallel(n, 8, func(i int) {
+			src := clientIPs[i%len(clientIPs)]
+			var conn net.Conn
+			err := cns.Do(func() (err error) {
+				d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
+				conn, err = d.Dial("tcp4", netip.AddrPortFrom(serviceVIP, cluster.PortHTTP).String())
+				return err
+			})
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			defer conn.Close()
+			id, err := cluster.HTTPHost(conn, 3*time.Second)
+			if err != nil {
+				failed.Add(1)
+				return
+			}
+			<-mu
+			per[id]++
+			mu <- struct{}{}
+		})
+		total := 0
+		for _, c := range per {
+			total += c
+		}
+		t.Logf("%s: %d connections, %d failed, per host %v", what, n, failed.Load(), per)
+		if failed.Load() != 0 || total != n {
+			t.Errorf("%s: %d of %d connections failed", what, failed.Load(), n)
+		}
+		return per
+	}
+	clusterShare := func(per map[uint8]int, ids []uint8) int {
+		n := 0
+		for _, id := range ids {
+			n += per[id]
+		}
+		return n
+	}
+	const n = 600
+	per := spread(n, "both clusters announced")
+	if ca, cb := clusterShare(per, idsA), clusterShare(per, idsB); ca < n/5 || cb < n/5 {
+		t.Errorf("ECMP spread: cluster A %d, cluster B %d of %d connections", ca, cb, n)
+	}
+	for _, id := range append(idsA, idsB...) {
+		if per[id] == 0 {
+			t.Errorf("host %d answered no connection", id)
+		}
+	}
+
+	// The speaker's view, in query and the metrics.
+	q, err := a.Query(1)
+	if err != nil || q.BGP == nil || !slices.Equal(q.BGP.Announced, []string{serviceVIP.String()}) || q.BGP.Peers[routerA.String()] != "established" {
+		t.Errorf("host 1's bgp status: %+v %v", q.BGP, err)
+	}
+	if m, err := a.Metrics(2); err != nil {
+		t.Error(err)
+	} else if v, _ := m.Value("nlb_bgp_session_up", "peer", routerA.String()); v != 1 {
+		t.Errorf("nlb_bgp_session_up = %v", v)
+	} else if v, _ := m.Value("nlb_bgp_announced_routes"); v != 1 {
+		t.Errorf("nlb_bgp_announced_routes = %v", v)
+	}
+
+	// One host of cluster A stopped: it withdraws its path, the others
+	// keep the cluster's route.
+	if _, err := a.Local(1, remote.CmdStop, remote.Args{}); err != nil {
+		t.Fatal(err)
+	}
+	waitState(t, a, 1, "stopped")
+	time.Sleep(500 * time.Millisecond)
+	if got := rt.nexthops(t, serviceVIP); !slices.Equal(got, []netip.Addr{nextHopA, nextHopB}) {
+		t.Errorf("one host of A stopped: route via %v", got)
+	}
+	if q, err := a.Query(1); err != nil || q.BGP == nil || len(q.BGP.Announced) != 0 || !strings.Contains(q.NotesLine(), "bgp: nothing announced") {
+		t.Errorf("stopped host 1's bgp status: %+v %v", q.BGP, err)
+	}
+	if r, err := a.Local(1, remote.CmdEvents, remote.Args{}); err != nil || !strings.Contains(string(r.Result), "announced "+serviceVIP.String()+"/32 via "+nextHopA.String()) ||
+		!strings.Contains(string(r.Result), "withdrew "+serviceVIP.String()+"/32") {
+		t.Errorf("host 1's events lack the announcement and the withdrawal: %v %s", err, r.Result)
+	}
+
+	// Cluster A stopped as a whole: its route is withdrawn and cluster B
+	// serves every new connection.
+	for _, id := range idsA {
+		if _, err := a.Local(id, remote.CmdStop, remote.Args{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d = rt.waitNexthops(t, serviceVIP, 10*time.Second, nextHopB)
+	t.Logf("cluster A stopped: its route withdrawn from the router's table %v after the stop commands (heartbeat period 100ms)", d.Round(time.Millisecond))
+	per = spread(n/2, "cluster A withdrawn")
+	if ca := clusterShare(per, idsA); ca != 0 {
+		t.Errorf("cluster A answered %d connections after it withdrew", ca)
+	}
+
+	// Started again: announced again, both clusters serve.
+	for _, id := range idsA {
+		if _, err := a.Local(id, remote.CmdStart, remote.Args{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.WaitConverged(idsA, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	d = rt.waitNexthops(t, serviceVIP, 15*time.Second, nextHopA, nextHopB)
+	t.Logf("cluster A started: announced again %v after it converged", d.Round(time.Millisecond))
+	per = spread(n/2, "both clusters again")
+	if ca, cb := clusterShare(per, idsA), clusterShare(per, idsB); ca == 0 || cb == 0 {
+		t.Errorf("after the restore: cluster A %d, cluster B %d", ca, cb)
+	}
+
+	// The router's BGP dies: sessions drop, the clusters go on serving on
+	// their own segments (cluster A's own client, its first VIP).
+	ld := startLoad(a, 2, cluster.PortHTTP)
+	if b, err := os.ReadFile(filepath.Join(rt.dir, "bgpd.pid")); err == nil {
+		exec.Command("kill", "-9", strings.TrimSpace(string(b))).Run()
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		q, err := a.Query(1)
+		if err == nil && q.BGP != nil && q.BGP.Peers[routerA.String()] != "established" {
+			t.Logf("host 1 after the router's bgpd died: %s", q.NotesLine())
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("host 1 still reports its session established: %+v", q.BGP)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(time.Second)
+	ld.finish(t, "cluster A's own traffic while its router's BGP is down")
+	for _, id := range idsA {
+		if q, err := a.Query(id); err != nil || q.State == "refused" || len(q.Members) != 3 {
+			t.Errorf("host %d after the router's BGP died: %+v %v", id, q, err)
+		}
+	}
+}
