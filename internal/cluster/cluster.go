@@ -41,7 +41,9 @@ func HostIP(id uint8) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, 0, id
 func MetricsAddr(id uint8) netip.AddrPort { return netip.AddrPortFrom(HostIP(id), 9425) }
 
 // HostIP is host id's dedicated IP on this cluster's segment.
-func (c *Cluster) HostIP(id uint8) netip.Addr { return netip.AddrFrom4([4]byte{198, 18, c.Opts.Net, id}) }
+func (c *Cluster) HostIP(id uint8) netip.Addr {
+	return netip.AddrFrom4([4]byte{198, 18, c.Opts.Net, id})
+}
 
 // MetricsAddr is host id's metrics endpoint on this cluster's segment.
 func (c *Cluster) MetricsAddr(id uint8) netip.AddrPort { return netip.AddrPortFrom(c.HostIP(id), 9425) }
