@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -84,8 +85,10 @@ type Agent struct {
 	node   *Node
 	egress datapath.Egress
 	dp     *datapath.Datapath
-	// gratuitous announces the VIPs (set once the ARP socket is open).
+	// gratuitous announces the VIPs and solicit asks a router for its MAC
+	// from a VIP (set once the ARP socket is open).
 	gratuitous func() error
+	solicit    func(target, from netip.Addr) error
 	srv        *remote.Server
 	health     *health.Runner // nil without checks
 	repins     atomic.Uint64  // data-plane pins restored by watchPins

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/nlbproject/nlb/bgp"
+	"github.com/nlbproject/nlb/config"
 	"github.com/nlbproject/nlb/convergence"
 )
 
@@ -33,8 +34,21 @@ func (a *Agent) runBGP(ctx context.Context, node *Node) {
 	defer sp.Stop()
 	t := time.NewTicker(cfg.Period)
 	defer t.Stop()
+	var solicited time.Time
 	for {
-		sp.Update(ctx, a.bgpView(node))
+		v := a.bgpView(node)
+		// Before the routes go out, and every 10 s while they are out,
+		// each router on the segment is asked for its MAC from the next
+		// hop: it learns the next hop's MAC (the cluster MAC) from the
+		// request. A Linux router skips a next hop of an ECMP group whose
+		// neighbour is unresolved, so without this the first packets of
+		// flows hashed to this cluster would go to another cluster, and
+		// their later packets, once it resolved, here: those flows break.
+		if want, _ := bgp.Announceable(v, cfg.BGP.Announce); len(want) > 0 && time.Since(solicited) >= 10*time.Second {
+			a.solicitRouters(cfg)
+			solicited = time.Now()
+		}
+		sp.Update(ctx, v)
 		select {
 		case <-ctx.Done():
 			return
@@ -50,10 +64,32 @@ func (a *Agent) bgpView(node *Node) bgp.View {
 	a.mu.Lock()
 	cfg, lease := a.cfg, a.fstate.LeaseValid
 	a.mu.Unlock()
-	v := bgp.View{Serving: st.State == convergence.StateConverged || st.State == convergence.StateDefault,
-		LeaseValid: lease, Rules: cfg.Rules}
+	// Converging is serving: the host keeps its buckets while an epoch
+	// changes (a join, a leave elsewhere); withdrawing then would move
+	// the router's flows away at every membership change.
+	v := bgp.View{Serving: st.State == convergence.StateConverged || st.State == convergence.StateDefault ||
+		st.State == convergence.StateConverging, LeaseValid: lease, Rules: cfg.Rules}
 	if st.Epoch != nil {
 		v.Tables = st.Epoch.Tables
 	}
 	return v
+}
+
+// solicitRouters asks each BGP peer on the dedicated IP's subnet for its
+// MAC, from the next-hop VIP.
+func (a *Agent) solicitRouters(cfg *config.Resolved) {
+	a.mu.Lock()
+	solicit := a.solicit
+	a.mu.Unlock()
+	if solicit == nil {
+		return
+	}
+	for _, p := range cfg.BGP.Peers {
+		if !cfg.DedicatedIP.Contains(p.Address) {
+			continue
+		}
+		if err := solicit(p.Address, cfg.BGP.NextHop); err != nil {
+			a.log.Warn("bgp: arp request to the router", "router", p.Address, "error", err)
+		}
+	}
 }

@@ -161,7 +161,7 @@ func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 		return nil, err
 	}
 	s.res.push(resource{name: "arp socket", release: s.arp.Close})
-	a.gratuitous = s.arp.Gratuitous
+	a.gratuitous, a.solicit = s.arp.Gratuitous, s.arp.Solicit
 	sock := a.opts.Layout.Socket()
 	os.Remove(sock) // a killed agent's
 	if s.local, err = net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"}); err != nil {

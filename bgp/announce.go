@@ -13,8 +13,9 @@ import (
 
 // View is what a host knows that decides its announcements.
 type View struct {
-	// Serving: the host is converged (or converged as default): it takes
-	// its share of new flows. A draining, stopped, suspended, joining or
+	// Serving: the host is converged (or converged as default, or
+	// converging: an epoch change does not stop it serving): it takes its
+	// share of new flows. A draining, stopped, suspended, joining or
 	// refused host withdraws its routes (the others go on announcing).
 	Serving bool
 	// LeaseValid: the data plane may take new flows (quorum held, the
@@ -31,7 +32,7 @@ type Reason string
 
 const (
 	Announcing    Reason = ""
-	NotServing    Reason = "this host does not serve (not converged)"
+	NotServing    Reason = "this host does not serve (draining, stopped, suspended, joining or refused)"
 	LeaseExpired  Reason = "lease expired (no quorum, or the agent is stuck)"
 	NobodyServing Reason = "no host serves the VIP's rules"
 )

@@ -115,6 +115,22 @@ func (r *Responder) Gratuitous() error {
 	return nil
 }
 
+// Solicit asks, at the cluster MAC, for target's MAC on behalf of from (a
+// VIP): an ARP request "who has target, tell from", broadcast. A Linux
+// router (and most others) creates a neighbour entry for the sender of
+// a request addressed to it: the BGP next hop is then resolved before
+// the first flow needs it (docs/scale-out.md).
+func (r *Responder) Solicit(target, from netip.Addr) error {
+	p, err := arp.NewPacket(arp.OperationRequest, r.mac, from, bcast, target)
+	if err != nil {
+		return err
+	}
+	if err := r.send(bcast, p); err != nil {
+		return fmt.Errorf("arp request for %s from %s: %w", target, from, err)
+	}
+	return nil
+}
+
 // Close closes the socket; it is idempotent.
 func (r *Responder) Close() error {
 	var err error
