@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -404,7 +405,8 @@ func TestBGPScaleOut(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	d = rt.waitNexthops(t, serviceVIP, 10*time.Second, nextHopB)
+	// Within the hold time: the withdrawal, not the router's timeout.
+	d = rt.waitNexthops(t, serviceVIP, 3*time.Second, nextHopB)
 	t.Logf("cluster A stopped: its route withdrawn from the router's table %v after the stop commands (heartbeat period 100ms)", d.Round(time.Millisecond))
 	per = spread(n/2, "cluster A withdrawn")
 	if ca := clusterShare(per, idsA); ca != 0 {
@@ -425,6 +427,32 @@ func TestBGPScaleOut(t *testing.T) {
 	per = spread(n/2, "both clusters again")
 	if ca, cb := clusterShare(per, idsA), clusterShare(per, idsB); ca == 0 || cb == 0 {
 		t.Errorf("after the restore: cluster A %d, cluster B %d", ca, cb)
+	}
+
+	// A speaker the router refuses (a wrong password on host 6): its
+	// session never comes up, host 6 serves its share of cluster B all
+	// the same, and cluster B's route stays (hosts 4 and 5 announce it).
+	bad := filepath.Join(dir, "wrong.password")
+	os.WriteFile(bad, []byte("not-the-password"), 0o600)
+	cfg6, _ := os.ReadFile(b.Hosts[6].Config)
+	os.WriteFile(b.Hosts[6].Config, []byte(strings.Replace(string(cfg6), pw, bad, 1)), 0o600)
+	b.Signal(6, syscall.SIGTERM)
+	if err := b.Wait(6, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b.Start(6)
+	if _, err := b.WaitConverged(idsB, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	if q, err := b.Query(6); err != nil || q.BGP == nil || q.BGP.Peers[routerB.String()] == "established" {
+		t.Errorf("host 6 with a wrong password: %+v %v", q, err)
+	} else {
+		t.Logf("host 6 with a wrong password: %s", q.NotesLine())
+	}
+	per = spread(n/2, "host 6's session refused")
+	if per[6] == 0 || !slices.Equal(rt.nexthops(t, serviceVIP), []netip.Addr{nextHopA, nextHopB}) {
+		t.Errorf("host 6 refused by the router: it answered %d connections; route via %v", per[6], rt.nexthops(t, serviceVIP))
 	}
 
 	// The router's BGP dies: sessions drop, the clusters go on serving on
