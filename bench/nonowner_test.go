@@ -67,7 +67,15 @@ func newTxRing(b testing.TB, ifindex int) (*txRing, error) {
 		return nil, fmt.Errorf("AF_PACKET socket: %w", err)
 	}
 	b.Cleanup(func() { unix.Close(fd) })
-	for _, o := range [][2]int{{unix.PACKET_VERSION, unix.TPACKET_V2}, {unix.PACKET_QDISC_BYPASS, 1}} {
+	// PACKET_VNET_HDR: each frame starts with a virtio-net header whose
+	// hdr_len (the whole frame) is what the kernel copies into the
+	// buffer's linear part. Without it a TX ring sends the frame past the
+	// Ethernet header as page fragments of the ring (zero copy), and the
+	// receiver's headers are not in the linear part: every filter that
+	// reads them must pull them first (nlb's program, ip_rcv), a cost a
+	// NIC's receive path does not have (drivers put the headers in the
+	// linear part).
+	for _, o := range [][2]int{{unix.PACKET_VERSION, unix.TPACKET_V2}, {unix.PACKET_QDISC_BYPASS, 1}, {unix.PACKET_VNET_HDR, 1}} {
 		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, o[0], o[1]); err != nil {
 			return nil, fmt.Errorf("setsockopt %d: %w", o[0], err)
 		}
@@ -98,12 +106,19 @@ func (r *txRing) kick() error {
 	return nil
 }
 
+// vnetHdrLen is struct virtio_net_hdr's size: flags u8, gso_type u8,
+// hdr_len u16, gso_size u16, csum_start u16, csum_offset u16.
+const vnetHdrLen = 10
+
 // send transmits frame n times, up to a full ring per sendto(2).
 func (r *txRing) send(frame []byte, n uint32) error {
 	for i := range txFrames {
 		f := r.ring[i*txFrameSize:]
-		binary.NativeEndian.PutUint32(f[4:8], uint32(len(frame))) // tp_len
-		copy(f[tpHdrLen:], frame)
+		binary.NativeEndian.PutUint32(f[4:8], uint32(vnetHdrLen+len(frame))) // tp_len
+		v := f[tpHdrLen : tpHdrLen+vnetHdrLen]
+		clear(v)                                                  // no checksum offload, no GSO
+		binary.LittleEndian.PutUint16(v[2:4], uint16(len(frame))) // hdr_len: all of it linear
+		copy(f[tpHdrLen+vnetHdrLen:], frame)
 	}
 	for left := int(n); left > 0; {
 		batch := min(left, txFrames)
