@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -69,6 +70,27 @@ func TestWatchExitsLikeQuery(t *testing.T) {
 		ns.Do(func() error { code, _, errOut = runCtl(args...); return nil })
 		if code != 3 {
 			t.Errorf("%v with nobody answering: exit %d, want 3 (%s)", cmd, code, errOut)
+		}
+	}
+}
+
+func TestParseSince(t *testing.T) {
+	for _, c := range []struct {
+		in      string
+		seq     uint64
+		timed   bool
+		isUsage bool
+	}{
+		{"", 0, false, false}, {"42", 42, false, false}, {"10m", 0, true, false}, {"90s", 0, true, false},
+		{"-5m", 0, false, true}, {"0s", 0, false, true}, {"yesterday", 0, false, true}, {"4.5", 0, false, true},
+	} {
+		seq, at, err := parseSince(c.in)
+		var u usageError
+		if isU := errors.As(err, &u); isU != c.isUsage || seq != c.seq || (at != 0) != c.timed {
+			t.Errorf("%q: seq %d time %d err %v", c.in, seq, at, err)
+		}
+		if c.timed && (time.Since(time.Unix(0, at)) < time.Minute/2 || time.Since(time.Unix(0, at)) > time.Hour) {
+			t.Errorf("%q: time %v", c.in, time.Unix(0, at))
 		}
 	}
 }

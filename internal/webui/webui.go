@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -229,7 +230,7 @@ func (s *Server) hosts(now time.Time, q *remote.Result, ports []remote.PortsResu
 			Members: remote.HostIDs{}, Share: map[string]float64{}, AcceptPPS: -1, DropPPS: -1, Rules: []remote.PortRule{}})
 	}
 	for _, id := range q.Missing {
-		if !slicesContains(out, id) {
+		if !slices.ContainsFunc(out, func(h HostView) bool { return h.ID == id }) {
 			out = append(out, HostView{ID: id, State: "no answer", Sick: true, Notes: []string{"did not answer"},
 				Members: remote.HostIDs{}, Share: map[string]float64{}, AcceptPPS: -1, DropPPS: -1, Rules: []remote.PortRule{}})
 		}
@@ -240,15 +241,6 @@ func (s *Server) hosts(now time.Time, q *remote.Result, ports []remote.PortsResu
 		out = []HostView{}
 	}
 	return out, rules
-}
-
-func slicesContains(hs []HostView, id uint8) bool {
-	for _, h := range hs {
-		if h.ID == id {
-			return true
-		}
-	}
-	return false
 }
 
 func (s *Server) state(w http.ResponseWriter, r *http.Request) {
