@@ -3,6 +3,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"math/rand/v2"
 	"net/netip"
 	"sync"
@@ -97,6 +98,19 @@ func TestSpoofedRemoteFlood(t *testing.T) {
 		}
 		if q, err := c.Query(id); err != nil || q.State == "stopped" {
 			t.Errorf("host %d after the flood: %v %v", id, q, err)
+		}
+		// The event history records refusals at the rate the log does
+		// (one per reason per 10 s): the flood cannot wash it out.
+		a, _ := after[id].Value("nlb_events_total")
+		b, _ := before[id].Value("nlb_events_total")
+		var er remote.EventsResult
+		r, err := c.Local(id, remote.CmdEvents, remote.Args{Limit: 1})
+		if err != nil || json.Unmarshal(r.Result, &er) != nil {
+			t.Fatalf("host %d events: %v", id, err)
+		}
+		t.Logf("host %d: %.0f events during the flood, oldest kept %d", id, a-b, er.First)
+		if a-b > 6 || er.First != 1 {
+			t.Errorf("host %d: the flood added %.0f events (want at most a refusal per reason per 10 s); oldest kept %d, want 1", id, a-b, er.First)
 		}
 	}
 }
