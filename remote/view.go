@@ -3,6 +3,8 @@ package remote
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -10,17 +12,24 @@ import (
 
 // What clients (nlbctl, the web view) make of replies.
 
-// Queries decodes the query replies of res.
-func Queries(res *Result) []QueryResult {
-	var out []QueryResult
+// decoded returns the results of res's successful replies, in the
+// replies' order (by host ID), as T.
+func decoded[T any](res *Result) []T {
+	var out []T
 	for _, r := range res.Replies {
-		var q QueryResult
-		if r.Status == StatusOK && json.Unmarshal(r.Result, &q) == nil {
-			out = append(out, q)
+		var v T
+		if r.Status == StatusOK && json.Unmarshal(r.Result, &v) == nil {
+			out = append(out, v)
 		}
 	}
 	return out
 }
+
+// Queries decodes the query replies of res.
+func Queries(res *Result) []QueryResult { return decoded[QueryResult](res) }
+
+// Ports decodes the ports replies of res.
+func Ports(res *Result) []PortsResult { return decoded[PortsResult](res) }
 
 // MixedVersions reports whether the answering hosts run more than one
 // version (an upgrade in progress): query then notes each host's.
@@ -36,12 +45,7 @@ func MixedVersions(res *Result) bool {
 // checks ("health web: http 503"), shared priorities and an expired lease.
 func (q *QueryResult) Notes() []string {
 	out := []string{}
-	rules := make([]string, 0, len(q.Health))
-	for r := range q.Health {
-		rules = append(rules, r)
-	}
-	sort.Strings(rules)
-	for _, r := range rules {
+	for _, r := range slices.Sorted(maps.Keys(q.Health)) {
 		if h := q.Health[r]; h != "up" {
 			out = append(out, "health "+r+": "+h)
 		}
@@ -56,12 +60,7 @@ func (q *QueryResult) Notes() []string {
 		if len(b.Announced) == 0 {
 			out = append(out, "bgp: nothing announced: "+b.Withdrawn)
 		}
-		peers := make([]string, 0, len(b.Peers))
-		for p := range b.Peers {
-			peers = append(peers, p)
-		}
-		sort.Strings(peers)
-		for _, p := range peers {
+		for _, p := range slices.Sorted(maps.Keys(b.Peers)) {
 			if st := b.Peers[p]; st != "established" {
 				out = append(out, "bgp session "+p+": "+st)
 			}
@@ -132,18 +131,5 @@ func SilentRows(res *Result) []SilentRow {
 		}
 		out = append(out, SilentRow{id, s.Evicted, strings.Join(what, "; ")})
 	}
-	return out
-}
-
-// Ports decodes the ports replies of res, by host ID.
-func Ports(res *Result) []PortsResult {
-	var out []PortsResult
-	for _, r := range res.Replies {
-		var p PortsResult
-		if r.Status == StatusOK && json.Unmarshal(r.Result, &p) == nil {
-			out = append(out, p)
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
 	return out
 }

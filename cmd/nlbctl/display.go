@@ -29,20 +29,7 @@ the bytes it accepted since it was loaded, and the TCP connections it holds
 			if len(a) == 1 {
 				args.Rule = a[0]
 			}
-			res, err := t.send(remote.CmdPorts, args)
-			if err != nil {
-				return err
-			}
-			w := c.OutOrStdout()
-			if t.asJSON {
-				if err := writeJSON(w, jsonResult(res)); err != nil {
-					return err
-				}
-			} else {
-				printPorts(w, remote.Ports(res))
-				printProblems(w, res)
-			}
-			return outcome(res)
+			return t.run(c, remote.CmdPorts, args)
 		},
 	}
 }
@@ -71,21 +58,6 @@ func printPorts(w io.Writer, ps []remote.PortsResult) {
 			fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", r.Name, x.host, r.State, r.Weight, r.Priority,
 				r.Owned, r.Retained, r.Accepted, r.Dropped, r.AcceptedBytes, r.Connections, r.Spec)
 		}
-	}
-}
-
-// printProblems lists the hosts that refused, failed or did not answer.
-func printProblems(w io.Writer, res *remote.Result) {
-	for _, r := range res.Replies {
-		if r.Status != remote.StatusOK {
-			fmt.Fprintf(w, "host %d: failed: %s\n", r.Host, r.Error)
-		}
-	}
-	for _, id := range res.Refused {
-		fmt.Fprintf(w, "host %d: refused: %s\n", id, refusalWords(res.RefusedWhy[id]))
-	}
-	for _, id := range res.Missing {
-		fmt.Fprintf(w, "host %d: no answer\n", id)
 	}
 }
 

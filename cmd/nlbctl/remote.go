@@ -246,6 +246,13 @@ func printResult(w io.Writer, cmd remote.Command, res *remote.Result) {
 		for _, row := range remote.SilentRows(res) {
 			fmt.Fprintf(tw, "%d\tno answer\t-\t-\t-\t-\t-\t-\t%s\n", row.Host, row.Notes)
 		}
+	case remote.CmdPorts:
+		printPorts(w, remote.Ports(res))
+		for _, r := range res.Replies {
+			if r.Status != remote.StatusOK {
+				fmt.Fprintf(tw, "%d\tfailed: %s\n", r.Host, r.Error)
+			}
+		}
 	case remote.CmdParams, remote.CmdReload, remote.CmdIP2MAC:
 		for _, r := range res.Replies {
 			fmt.Fprintf(tw, "host %d (%s): %s\n", r.Host, r.State, r.Status)
