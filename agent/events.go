@@ -17,13 +17,20 @@ const EventHistory = 1024
 type eventRing struct {
 	mu   sync.Mutex
 	boot int64
-	buf  []remote.Event // circular, len ≤ EventHistory
-	head int            // index of the oldest when full
-	next uint64         // the next sequence number
+	buf  []entry // circular, len ≤ EventHistory
+	head int     // index of the oldest when full
+	next uint64  // the next sequence number
 	// sink, if set, hears each event after it is recorded (the notify
 	// hook); called with mu released, in sequence order.
 	sink   func(remote.Event)
 	sinkMu sync.Mutex
+}
+
+// entry is a recorded event with its time in Unix ns (readers filter by
+// it without parsing the event's text).
+type entry struct {
+	ev remote.Event
+	at int64
 }
 
 func newEventRing(boot time.Time) *eventRing {
@@ -41,9 +48,9 @@ func (r *eventRing) add(at time.Time, kind string, host uint8, detail, source st
 		Detail: detail, Source: source}
 	r.next++
 	if len(r.buf) < EventHistory {
-		r.buf = append(r.buf, ev)
+		r.buf = append(r.buf, entry{ev, at.UnixNano()})
 	} else {
-		r.buf[r.head] = ev
+		r.buf[r.head] = entry{ev, at.UnixNano()}
 		r.head = (r.head + 1) % EventHistory
 	}
 	sink := r.sink
@@ -52,6 +59,13 @@ func (r *eventRing) add(at time.Time, kind string, host uint8, detail, source st
 		sink(ev)
 	}
 	return ev
+}
+
+// last is the newest sequence number given (0: none yet).
+func (r *eventRing) last() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.next - 1
 }
 
 // eventBudget is how many bytes of events one reply carries: the reply
@@ -66,18 +80,14 @@ func (r *eventRing) since(seq uint64, sinceTime int64, limit int) remote.EventsR
 	defer r.mu.Unlock()
 	res := remote.EventsResult{Boot: r.boot, Last: r.next - 1, Events: []remote.Event{}}
 	if len(r.buf) > 0 {
-		res.First = r.buf[r.head].Seq
+		res.First = r.buf[r.head].ev.Seq
 	}
 	size := 0
 	for i := range r.buf {
-		ev := r.buf[(r.head+i)%len(r.buf)]
-		if ev.Seq <= seq {
+		e := r.buf[(r.head+i)%len(r.buf)]
+		ev := e.ev
+		if ev.Seq <= seq || e.at < sinceTime {
 			continue
-		}
-		if sinceTime != 0 {
-			if t, err := time.Parse(time.RFC3339Nano, ev.Time); err == nil && t.UnixNano() < sinceTime {
-				continue
-			}
 		}
 		b, _ := json.Marshal(ev)
 		if limit > 0 && len(res.Events) == limit || size+len(b)+1 > eventBudget {

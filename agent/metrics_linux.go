@@ -141,7 +141,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range hookResults {
 		counter(descNotify, a.hooks.Runs(r), r)
 	}
-	counter(descEvents, a.events.since(^uint64(0), 0, 0).Last)
+	counter(descEvents, a.events.last())
 	a.mu.Lock()
 	sp := a.speaker
 	a.mu.Unlock()

@@ -146,9 +146,3 @@ func (r retained) apply(cfg *config.Resolved, mc *convergence.Config) (unknown [
 	sort.Strings(unknown)
 	return unknown
 }
-
-// retainedOf is the retained state a host starts with when nothing was
-// retained: its configured initial state, every rule enabled.
-func retainedOf(cfg *config.Resolved) retained {
-	return retained{State: string(cfg.InitialState), Rules: map[string]string{}}
-}
