@@ -44,11 +44,12 @@ func (a *Agent) runBGP(ctx context.Context, node *Node) {
 		// neighbour is unresolved, so without this the first packets of
 		// flows hashed to this cluster would go to another cluster, and
 		// their later packets, once it resolved, here: those flows break.
-		if want, _ := bgp.Announceable(v, cfg.BGP.Announce); len(want) > 0 && time.Since(solicited) >= 10*time.Second {
+		want, why := bgp.Announceable(v, cfg.BGP.Announce)
+		if len(want) > 0 && time.Since(solicited) >= 10*time.Second {
 			a.solicitRouters(cfg)
 			solicited = time.Now()
 		}
-		sp.Update(ctx, v)
+		sp.Apply(ctx, want, why)
 		select {
 		case <-ctx.Done():
 			return

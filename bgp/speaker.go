@@ -127,6 +127,12 @@ func sessionWords(st api.PeerState_SessionState) string {
 // Update announces the VIPs v allows and withdraws the others.
 func (s *Speaker) Update(ctx context.Context, v View) {
 	want, why := Announceable(v, s.cfg.Announce)
+	s.Apply(ctx, want, why)
+}
+
+// Apply announces want (Announceable's answer) and withdraws the others;
+// why is the reason when want is empty.
+func (s *Speaker) Apply(ctx context.Context, want []netip.Addr, why Reason) {
 	wantSet := map[netip.Addr]bool{}
 	for _, a := range want {
 		wantSet[a] = true
