@@ -429,6 +429,26 @@ func TestBGPScaleOut(t *testing.T) {
 		t.Errorf("after the restore: cluster A %d, cluster B %d", ca, cb)
 	}
 
+	// The operator drains the whole of cluster A (drainstop on every
+	// host): it withdraws as soon as its hosts drain, then comes back.
+	for _, id := range idsA {
+		if _, err := a.Local(id, remote.CmdDrainStop, remote.Args{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d = rt.waitNexthops(t, serviceVIP, 3*time.Second, nextHopB)
+	t.Logf("cluster A drained: withdrawn %v after the drainstop commands", d.Round(time.Millisecond))
+	for _, id := range idsA {
+		waitStateFor(t, a, id, 30*time.Second, "stopped")
+		if _, err := a.Local(id, remote.CmdStart, remote.Args{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := a.WaitConverged(idsA, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	rt.waitNexthops(t, serviceVIP, 15*time.Second, nextHopA, nextHopB)
+
 	// A speaker the router refuses (a wrong password on host 6): its
 	// session never comes up, host 6 serves its share of cluster B all
 	// the same, and cluster B's route stays (hosts 4 and 5 announce it).
