@@ -74,7 +74,7 @@ func (p *PacketConn) Send(msg []byte) error {
 func (p *PacketConn) Receive(ctx context.Context) (Frame, error) {
 	buf := make([]byte, 2048)
 	for {
-		// Wake up regularly to notice ctx; Close unblocks at once.
+		// ctx's end or Close unblocks it at once.
 		n, err := rawsock.Read(ctx, p.c, p.ifi, buf, 100*time.Millisecond)
 		if err != nil {
 			if p.closed.Load() {

@@ -23,8 +23,10 @@ import (
 // changes:
 //
 //	unicast:   IPv6 off on the NIC (hosts sharing one MAC would share one
-//	           link-local address and fail DAD), NIC MAC → 02:bf:W:X:Y:Z,
-//	           VIPs on the NIC
+//	           link-local address and fail DAD), arp_notify=1 on the NIC
+//	           (the host's addresses are announced at the new MAC, and at
+//	           the old one on restore), NIC MAC → 02:bf:W:X:Y:Z, VIPs on
+//	           the NIC
 //	multicast: arp_ignore=1 and arp_announce=2 on the NIC (the agent answers
 //	           ARP for the VIPs), 03:bf:W:X:Y:Z added to the NIC's multicast
 //	           list, VIPs on lo
@@ -102,6 +104,14 @@ func Setup(cfg Config) (err error) {
 			return err
 		}
 		if err := sysctl("ipv6.conf."+cfg.Interface+".disable_ipv6", "1"); err != nil {
+			return err
+		}
+		// The host's own addresses move to the new MAC with the NIC (and
+		// back on restore): with arp_notify the kernel announces each of
+		// them when the MAC changes, so neighbours that have one cached
+		// do not keep sending to the old MAC for seconds. The data plane
+		// is attached by then and masks the announcement's source.
+		if err := sysctl("ipv4.conf."+cfg.Interface+".arp_notify", "1"); err != nil {
 			return err
 		}
 		old := link.Attrs().HardwareAddr.String()

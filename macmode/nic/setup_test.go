@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -65,6 +66,7 @@ func snapshot(t *testing.T, ns *inetns.NS, ifname string) string {
 			"ipv6/conf/" + ifname + "/disable_ipv6",
 			"ipv4/conf/" + ifname + "/arp_ignore",
 			"ipv4/conf/" + ifname + "/arp_announce",
+			"ipv4/conf/" + ifname + "/arp_notify",
 		} {
 			v, err := os.ReadFile("/proc/sys/net/" + k)
 			if err != nil {
@@ -308,4 +310,60 @@ func TestCorruptStateFile(t *testing.T) {
 			t.Fatalf("a corrupt state file changed the namespace:\n%s\nbefore:\n%s", after, before)
 		}
 	}
+}
+
+// TestUnicastAnnouncesAddress: a neighbour that has the host's own
+// address cached at the NIC's MAC learns the cluster MAC when unicast
+// setup changes it, and the NIC's MAC again when teardown restores it,
+// at once, not when its entry next goes stale (seconds during which the
+// host's own address is unreachable: found by BenchmarkRequestCPU).
+func TestUnicastAnnouncesAddress(t *testing.T) {
+	inetns.RequireRoot(t)
+	ns, ifname := hostNS(t, "ann")
+	peer := &inetns.NS{Name: ns.Name + "p"}
+	peerIf := ifname + "x"
+	var orig string
+	if err := ns.Do(func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err == nil {
+			orig = ifi.HardwareAddr.String()
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	lladdr := func() string {
+		out, _ := exec.Command("ip", "-n", peer.Name, "neigh", "show", "198.18.0.1", "dev", peerIf).CombinedOutput()
+		f := strings.Fields(string(out))
+		for i := range f {
+			if f[i] == "lladdr" && i+1 < len(f) {
+				return f[i+1]
+			}
+		}
+		return ""
+	}
+	// The peer resolves the host's address the usual way: a datagram to it.
+	if out, err := exec.Command("ip", "netns", "exec", peer.Name, "bash", "-c", "echo x > /dev/udp/198.18.0.1/9").CombinedOutput(); err != nil {
+		t.Fatalf("send to the host: %v: %s", err, out)
+	}
+	waitFor := func(want, when string) {
+		t.Helper()
+		deadline := time.Now().Add(time.Second)
+		for lladdr() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the peer has 198.18.0.1 at %q, want %s", when, lladdr(), want)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	waitFor(orig, "before setup")
+	cfg := Config{Mode: macmode.Unicast, Interface: ifname, VIPs: []netip.Addr{netip.MustParseAddr("198.18.0.100")}, StateFile: filepath.Join(t.TempDir(), "nlb.state")}
+	if err := ns.Do(func() error { return Setup(cfg) }); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("02:bf:c6:12:00:64", "after setup")
+	if err := ns.Do(func() error { return Restore(cfg.StateFile, cfg.Interface) }); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(orig, "after teardown")
 }

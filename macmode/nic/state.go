@@ -38,6 +38,7 @@ func sysctlPaths(ifname string) []string {
 		"/proc/sys/net/ipv6/conf/" + ifname + "/disable_ipv6",
 		"/proc/sys/net/ipv4/conf/" + ifname + "/arp_ignore",
 		"/proc/sys/net/ipv4/conf/" + ifname + "/arp_announce",
+		"/proc/sys/net/ipv4/conf/" + ifname + "/arp_notify",
 	}
 }
 
