@@ -13,6 +13,7 @@ start=$(date +%s)
 	$GO test -run '^$' -bench 'BenchmarkHeartbeatVerify' -benchtime 200000x -count 3 ./heartbeat
 	$GO test -run '^$' -bench 'BenchmarkNonOwnerDrop|BenchmarkFailoverNamespaces|BenchmarkAgentFootprint' -benchtime 1x -timeout 20m ./bench
 	$GO test -run '^$' -bench 'BenchmarkHTTP' -benchtime 1x -count 5 -timeout 20m ./bench
+	$GO test -run '^$' -bench 'BenchmarkRequestCPU' -benchtime 1x -timeout 20m ./bench
 } 2>&1 | tee "$out"
 $GO run ./internal/benchreport -in "$out" -soak docs/bench-soak.txt -seconds $(( $(date +%s) - start )) -out docs/benchmarks.md
 echo "wrote docs/benchmarks.md from $out"

@@ -394,6 +394,18 @@ func (d *Datapath) Counters() (*Counters, error) {
 	return &c, nil
 }
 
+// IngressRunStats is the ingress program's live run count and total run
+// time, as the kernel counts them while statistics are enabled
+// (ebpf.EnableStats or sysctl kernel.bpf_stats_enabled=1; both are zero
+// otherwise).
+func (d *Datapath) IngressRunStats() (runs uint64, total time.Duration, err error) {
+	st, err := d.objs.NlbIngress.Stats()
+	if err != nil {
+		return 0, 0, fmt.Errorf("ingress program statistics: %w", err)
+	}
+	return st.RunCount, st.Runtime, nil
+}
+
 // Close releases this process's handles. Pinned links and maps stay in the
 // kernel and keep filtering; without pins, the programs are detached.
 func (d *Datapath) Close() error {

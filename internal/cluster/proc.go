@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // ProcRSS is a process's resident set in KiB (/proc/PID/status).
@@ -22,16 +24,15 @@ func ProcRSS(pid int) (float64, error) {
 	return 0, fmt.Errorf("pid %d: no VmRSS", pid)
 }
 
-// ProcCPU is a process's user+system CPU time (/proc/PID/stat), in
-// USER_HZ (10 ms) ticks.
+// ProcCPU is the CPU time a process's threads (living and exited) have
+// run, exactly, in ns: its process CPU-time clock (clock_getcpuclockid(3):
+// CPUCLOCK_SCHED of the whole thread group), not /proc/PID/stat's 10 ms
+// ticks, which are too coarse for an idle agent.
 func ProcCPU(pid int) (time.Duration, error) {
-	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, err
+	const cpuclockSched = 2
+	var ts unix.Timespec
+	if err := unix.ClockGettime(int32(^pid<<3|cpuclockSched), &ts); err != nil {
+		return 0, fmt.Errorf("CPU clock of pid %d: %w", pid, err)
 	}
-	s := string(raw)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * time.Second / 100, nil
+	return time.Duration(ts.Nano()), nil
 }
