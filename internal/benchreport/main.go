@@ -108,6 +108,7 @@ func main() {
 		"list": func(s ...string) []string { return s },
 		"f":    format,
 		"sub":  func(a, b float64) float64 { return a - b },
+		"add":  func(a, b float64) float64 { return a + b },
 		"div":  func(a, b float64) float64 { return a / b },
 		"mul":  func(a, b float64) float64 { return a * b },
 		"met": func(v float64, op string, target float64) string {
