@@ -182,6 +182,7 @@ func BenchmarkRequestCPU(b *testing.B) {
 	b.ReportMetric(med(agentPerReq), "agent-µs/req")
 	b.ReportMetric(med(agentPct), "agent-cpu-%")
 	b.ReportMetric(rate, "req/s")
+	b.ReportMetric(float64(len(plain)), "pairs")
 	b.ReportMetric(0, "ns/op")
 }
 
