@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make bench: runs the benchmarks of docs/benchmarks.md (about 5 minutes on
+# make bench: runs the benchmarks of docs/benchmarks.md (about 15 minutes on
 # a 2-core machine) and regenerates that report from the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
