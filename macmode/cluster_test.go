@@ -48,18 +48,8 @@ func cluster(t *testing.T, mode macmode.Mode, n int) *segment {
 		ifname := fmt.Sprintf("%s%sh%d", inetns.Prefix, tag, i)
 		inetns.Plug(t, seg.sw, ns, ifname, fmt.Sprintf("198.18.0.%d/24", i))
 		seg.hosts, seg.hostIf = append(seg.hosts, ns), append(seg.hostIf, ifname)
-		cfg := nic.Config{Mode: mode, Interface: ifname, VIPs: vips, StateFile: filepath.Join(t.TempDir(), "state")}
-		if err := ns.Do(func() error { return nic.Setup(cfg) }); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if err := ns.Do(func() error { return nic.Restore(cfg.StateFile, cfg.Interface) }); err != nil {
-				t.Error(err)
-			}
-		})
 		id := uint8(i)
-		switch mode {
-		case macmode.Unicast:
+		if mode == macmode.Unicast {
 			// The egress program masks the cluster MAC in source addresses.
 			cmac, _ := macmode.UnicastMAC(vip)
 			mmac, _ := macmode.MaskedMAC(vip, id)
@@ -75,7 +65,20 @@ func cluster(t *testing.T, mode macmode.Mode, n int) *segment {
 			if err := d.Update(&filter.State{VIPs: vips}, datapath.Egress{Mask: true, ClusterMAC: [6]byte(cmac), MaskedMAC: [6]byte(mmac)}); err != nil {
 				t.Fatal(err)
 			}
-		default:
+		}
+		// As the agent does it: the data plane (and its egress mask)
+		// first, then the NIC; unicast setup's announcement of the host's
+		// address at the cluster MAC must leave masked too.
+		cfg := nic.Config{Mode: mode, Interface: ifname, VIPs: vips, StateFile: filepath.Join(t.TempDir(), "state")}
+		if err := ns.Do(func() error { return nic.Setup(cfg) }); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := ns.Do(func() error { return nic.Restore(cfg.StateFile, cfg.Interface) }); err != nil {
+				t.Error(err)
+			}
+		})
+		if mode != macmode.Unicast {
 			mac, _ := macmode.MulticastMAC(vip)
 			if mode == macmode.IGMP {
 				mac, _ = macmode.IGMPMAC(vip)

@@ -109,8 +109,10 @@ func Setup(cfg Config) (err error) {
 		// The host's own addresses move to the new MAC with the NIC (and
 		// back on restore): with arp_notify the kernel announces each of
 		// them when the MAC changes, so neighbours that have one cached
-		// do not keep sending to the old MAC for seconds. The data plane
-		// is attached by then and masks the announcement's source.
+		// do not keep sending to the old MAC for seconds. The caller
+		// attaches the data plane first (the agent does; so does
+		// TestClusterARP), so that the announcement leaves with the masked
+		// source: a switch must never learn the cluster MAC.
 		if err := sysctl("ipv4.conf."+cfg.Interface+".arp_notify", "1"); err != nil {
 			return err
 		}
