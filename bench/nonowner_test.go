@@ -419,55 +419,50 @@ func BenchmarkNonOwnerDrop(b *testing.B) {
 // each with the kernel's program statistics on, and returns each
 // program's own mean run time per packet on these live packets
 // (run_time_ns / run_cnt; the statistics' two clock reads per run are
-// outside the measured interval but the same for both).
+// outside the measured interval but the same for both), least of 3, and
+// for reference nlb's accept path (every bucket this host's).
 func (t *floodTopo) liveRunTimes(b *testing.B, n uint32) map[string]float64 {
 	stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
 	if err != nil {
 		b.Fatalf("enable eBPF run-time statistics: %v", err)
 	}
 	defer stats.Close()
+	var owned filter.Marks
+	for i := range owned {
+		owned[i] = filter.MarkOwned
+	}
+	nlb := func(marks *filter.Marks) func() (func() (*ebpf.ProgramStats, error), func()) {
+		return func() (func() (*ebpf.ProgramStats, error), func()) {
+			d, detach := t.attachNLBMarks(b, marks)
+			return d.IngressStats, detach
+		}
+	}
+	variants := []struct {
+		name   string
+		count  uint32
+		attach func() (func() (*ebpf.ProgramStats, error), func())
+	}{
+		{"nlb", n, nlb(new(filter.Marks))},
+		{"tc-drop", n, func() (func() (*ebpf.ProgramStats, error), func()) {
+			detach, prog := t.attachTrivialProg(b, ebpf.SchedCLS, 2, 0)
+			return prog.Stats, detach
+		}},
+		{"nlb-accept", n / 4, nlb(&owned)},
+	}
 	out := map[string]float64{}
 	for range 3 {
-		d, detach := t.attachNLB(b)
-		t.flood(b, n, nil)
-		runs, total, err := d.IngressRunStats()
-		detach()
-		if err != nil || runs < uint64(n) {
-			b.Fatalf("nlb program statistics: %d runs (want >= %d), %v", runs, n, err)
-		}
-		nlb := float64(total.Nanoseconds()) / float64(runs)
-		detach, prog := t.attachTrivialProg(b, ebpf.SchedCLS, 2, 0)
-		t.flood(b, n, nil)
-		ps, err := prog.Stats()
-		detach()
-		if err != nil {
-			b.Fatal(err)
-		}
-		truns, ttotal := ps.RunCount, ps.Runtime
-		if truns < uint64(n) {
-			b.Fatalf("trivial program statistics: %d runs, want >= %d", truns, n)
-		}
-		tc := float64(ttotal.Nanoseconds()) / float64(truns)
-		if out["nlb"] == 0 || nlb < out["nlb"] {
-			out["nlb"] = nlb
-		}
-		if out["tc-drop"] == 0 || tc < out["tc-drop"] {
-			out["tc-drop"] = tc
-		}
-		// The accept path too, for reference: every bucket this host's.
-		var owned filter.Marks
-		for i := range owned {
-			owned[i] = filter.MarkOwned
-		}
-		d, detach = t.attachNLBMarks(b, &owned)
-		t.flood(b, n/4, nil)
-		runs, total, err = d.IngressRunStats()
-		detach()
-		if err != nil || runs < uint64(n/4) {
-			b.Fatalf("nlb program statistics (accept): %d runs, %v", runs, err)
-		}
-		if acc := float64(total.Nanoseconds()) / float64(runs); out["nlb-accept"] == 0 || acc < out["nlb-accept"] {
-			out["nlb-accept"] = acc
+		for _, v := range variants {
+			read, detach := v.attach()
+			t.flood(b, v.count, nil)
+			st, err := read()
+			detach()
+			if err != nil || st.RunCount < uint64(v.count) {
+				b.Fatalf("%s program statistics: %+v (want >= %d runs), %v", v.name, st, v.count, err)
+			}
+			ns := float64(st.Runtime.Nanoseconds()) / float64(st.RunCount)
+			if least, ok := out[v.name]; !ok || ns < least {
+				out[v.name] = ns
+			}
 		}
 	}
 	return out

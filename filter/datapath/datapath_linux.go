@@ -394,16 +394,16 @@ func (d *Datapath) Counters() (*Counters, error) {
 	return &c, nil
 }
 
-// IngressRunStats is the ingress program's live run count and total run
+// IngressStats is the ingress program's live run count and total run
 // time, as the kernel counts them while statistics are enabled
-// (ebpf.EnableStats or sysctl kernel.bpf_stats_enabled=1; both are zero
+// (ebpf.EnableStats or sysctl kernel.bpf_stats_enabled=1; zero
 // otherwise).
-func (d *Datapath) IngressRunStats() (runs uint64, total time.Duration, err error) {
+func (d *Datapath) IngressStats() (*ebpf.ProgramStats, error) {
 	st, err := d.objs.NlbIngress.Stats()
 	if err != nil {
-		return 0, 0, fmt.Errorf("ingress program statistics: %w", err)
+		return nil, fmt.Errorf("ingress program statistics: %w", err)
 	}
-	return st.RunCount, st.Runtime, nil
+	return st, nil
 }
 
 // Close releases this process's handles. Pinned links and maps stay in the
