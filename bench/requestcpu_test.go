@@ -4,6 +4,7 @@ package bench
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -23,7 +24,6 @@ import (
 	"time"
 	"unsafe"
 
-	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
 
 	"github.com/nlbproject/nlb/internal/cluster"
@@ -110,7 +110,7 @@ func BenchmarkRequestCPU(b *testing.B) {
 		phase = 6 * time.Second
 		pairs = 8
 	)
-	var plain, withNLB, dataPath, agentPerReq, agentPct []float64
+	var plain, withNLB, dataPath, agentPerReq, agentPct, wakes []float64
 	run := func(nlb bool) (busy time.Duration, agent time.Duration, reqs int) {
 		dst := cluster.HostIP(1)
 		if nlb {
@@ -123,14 +123,16 @@ func BenchmarkRequestCPU(b *testing.B) {
 			dst = cluster.VIP
 		}
 		var a0 time.Duration
+		var w0 int
 		if nlb {
-			a0 = procCPU(b, c.Pid(1))
+			a0, w0 = procCPU(b, c.Pid(1)), switches(b, c.Pid(1))
 		}
 		s0 := soaker.sample()
 		reqs = paced(b, c, dst, rate, phase)
 		s1 := soaker.sample()
 		if nlb {
 			agent = procCPU(b, c.Pid(1)) - a0
+			wakes = append(wakes, float64(switches(b, c.Pid(1))-w0)/phase.Seconds())
 			c.Signal(1, syscall.SIGTERM) // drainstop: the NIC and the kernel as they were
 			if err := c.Wait(1, 20*time.Second); err != nil {
 				b.Fatal(err)
@@ -163,7 +165,7 @@ func BenchmarkRequestCPU(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	progs := programsPerRequest(b, c, rate)
+	shares := sampleShares(b, c, soaker.cmd.Process.Pid, rate, 5, 4*time.Second)
 	if be := procCPU(b, backend.Process.Pid); be == 0 {
 		b.Fatal("the backend process used no CPU: the load did not reach it")
 	}
@@ -175,22 +177,100 @@ func BenchmarkRequestCPU(b *testing.B) {
 	b.ReportMetric(med(withNLB), "overhead-%")
 	b.ReportMetric(slices.Min(withNLB), "overhead-min-%")
 	b.ReportMetric(slices.Max(withNLB), "overhead-max-%")
-	for name, ns := range progs {
-		b.ReportMetric(ns, name+"-ns/req")
-		b.ReportMetric(100*ns/1e3/med(plain), name+"-%")
+	// The sampled phases: nlb's samples over the rest of the host's
+	// busy samples is the CPU nlb adds to what a request costs without
+	// it, measured within one window (no pairing noise), per phase.
+	var ing, eg, dp, ag, all []float64
+	for _, sh := range shares {
+		rest := float64(sh.busy - sh.ingress - sh.egress - sh.agent)
+		pct := func(n int) float64 { return 100 * float64(n) / rest }
+		ing, eg, ag = append(ing, pct(sh.ingress)), append(eg, pct(sh.egress)), append(ag, pct(sh.agent))
+		dp = append(dp, pct(sh.ingress+sh.egress))
+		all = append(all, pct(sh.ingress+sh.egress+sh.agent))
 	}
+	nsPerReq := func(pct float64) float64 { return pct / 100 * med(plain) * 1e3 }
+	b.ReportMetric(med(ing), "nlb_ingress-%")
+	b.ReportMetric(med(eg), "nlb_egress-%")
+	b.ReportMetric(nsPerReq(med(ing)), "nlb_ingress-ns/req")
+	b.ReportMetric(nsPerReq(med(eg)), "nlb_egress-ns/req")
+	b.ReportMetric(med(dp), "sampled-datapath-%")
+	b.ReportMetric(slices.Min(dp), "sampled-datapath-min-%")
+	b.ReportMetric(slices.Max(dp), "sampled-datapath-max-%")
+	b.ReportMetric(med(ag), "sampled-agent-%")
+	b.ReportMetric(med(all), "sampled-nlb-%")
+	b.ReportMetric(slices.Min(all), "sampled-nlb-min-%")
+	b.ReportMetric(slices.Max(all), "sampled-nlb-max-%")
+	b.ReportMetric(float64(len(shares)), "sampled-phases")
 	b.ReportMetric(med(agentPerReq), "agent-µs/req")
 	b.ReportMetric(med(agentPct), "agent-cpu-%")
+	b.ReportMetric(med(wakes), "agent-switches/s")
+	b.ReportMetric(float64(wakeCost(2000).Nanoseconds())/1e3, "wakeup-µs")
 	b.ReportMetric(rate, "req/s")
 	b.ReportMetric(float64(len(plain)), "pairs")
 	b.ReportMetric(0, "ns/op")
 }
 
-// programsPerRequest runs one more nlb phase with the kernel's eBPF
-// statistics on and returns the live run time of each of nlb's programs
-// per request, ns: the data plane's own CPU, which no noise of the
-// machine enters (the statistics' clock reads bracket each run).
-func programsPerRequest(b *testing.B, c *cluster.Cluster, rate int) map[string]float64 {
+// switches counts the context switches of every thread of pid so far:
+// each is a wake-up of the process or its preemption.
+func switches(b *testing.B, pid int) int {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", pid))
+	if err != nil || len(tasks) == 0 {
+		b.Fatalf("threads of %d: %v", pid, err)
+	}
+	n := 0
+	for _, t := range tasks {
+		data, err := os.ReadFile(t)
+		if err != nil {
+			continue // exited
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "voluntary_ctxt_switches") {
+				x, _ := strconv.Atoi(strings.TrimSpace(v))
+				n += x
+			}
+		}
+	}
+	return n
+}
+
+// wakeCost is the CPU one sleep and wake-up of a thread costs this
+// machine: a thread's CPU clock over n sleeps of 20 µs.
+func wakeCost(n int) time.Duration {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	var t0, t1 unix.Timespec
+	unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &t0)
+	for range n {
+		unix.Nanosleep(&unix.Timespec{Nsec: 20000}, nil)
+	}
+	unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &t1)
+	return time.Duration((t1.Nano() - t0.Nano()) / int64(n))
+}
+
+// cpuShares is where one sampled phase's busy host CPU went: samples in
+// nlb's two programs (the ingress one with the helpers it calls), in the
+// agent, and all busy samples (every sample on the host CPU but the
+// soaker's own loop).
+type cpuShares struct{ ingress, egress, agent, busy int }
+
+// nlbHelpers are the kernel helpers nlb_ingress calls: their own samples
+// are the program's. (What they call in turn is not attributed: on the
+// steady-state path measured here only bpf_ktime_get_ns runs, which calls
+// nothing.)
+var nlbHelpers = []string{"bpf_ktime_get_ns", "bpf_skb_pull_data", "bpf_skb_change_type", "bpf_skc_lookup_tcp", "bpf_sk_release", "bpf_tcp_check_syncookie"}
+
+// sampleShares runs n nlb phases of d at rate, each sampled by perf on the
+// host CPU (cpu-clock, 20 kHz), and returns where the busy CPU went in
+// each. Sampling attributes the CPU within one time window, so the
+// machine's noise, which moves the whole phase, moves numerator and
+// denominator together; and no statistics code runs inside the programs.
+// (It costs the CPU an interrupt per sample, so these phases are apart
+// from the pairs.)
+func sampleShares(b *testing.B, c *cluster.Cluster, soakerPid, rate, n int, d time.Duration) []cpuShares {
+	perf, err := exec.LookPath("perf")
+	if err != nil {
+		b.Fatal("BenchmarkRequestCPU needs perf (Debian: linux-perf; make bench installs it)")
+	}
 	c.Start(1)
 	if _, err := c.WaitConverged([]uint8{1}, 20*time.Second); err != nil {
 		b.Fatal(err)
@@ -201,51 +281,90 @@ func programsPerRequest(b *testing.B, c *cluster.Cluster, rate int) map[string]f
 	}()
 	pinProcess(b, c.Pid(1), cpuHost)
 	waitClean(b, c)
-	stats, err := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
-	if err != nil {
-		b.Fatalf("enable eBPF statistics: %v", err)
-	}
-	defer stats.Close()
-	before := nlbProgramStats(b)
-	n := paced(b, c, cluster.VIP, rate, 3*time.Second)
-	after := nlbProgramStats(b)
-	out := map[string]float64{}
-	for name, s := range after {
-		out[name] = float64((s.Runtime - before[name].Runtime).Nanoseconds()) / float64(n)
-		b.Logf("%s: %.1f runs a request, %.0f ns a run", name, float64(s.RunCount-before[name].RunCount)/float64(n),
-			float64((s.Runtime-before[name].Runtime).Nanoseconds())/float64(s.RunCount-before[name].RunCount))
-	}
-	if len(out) != 2 {
-		b.Fatalf("found nlb's programs %v, want nlb_ingress and nlb_egress", out)
+	var out []cpuShares
+	for i := range n {
+		data := filepath.Join(b.TempDir(), fmt.Sprintf("phase%d.perf", i))
+		// The load runs past both ends of the sampled window.
+		done := make(chan struct{})
+		go func() { defer close(done); paced(b, c, cluster.VIP, rate, d+2*time.Second) }()
+		time.Sleep(500 * time.Millisecond)
+		rec := exec.Command(perf, "record", "-q", "-C", strconv.Itoa(cpuHost), "-e", "cpu-clock", "-F", "20000", "-o", data, "--", "sleep", strconv.Itoa(int(d/time.Second)))
+		if out, err := rec.CombinedOutput(); err != nil {
+			b.Fatalf("perf record: %v: %s", err, out)
+		}
+		<-done
+		rep, err := exec.Command(perf, "report", "-i", data, "--stdio", "--sort", "pid,dso,sym", "-F", "sample,pid,dso,sym", "-t", "|").Output()
+		if err != nil {
+			b.Fatalf("perf report: %v", err)
+		}
+		sh, err := parseShares(string(rep), threads(b, c.Pid(1)), threads(b, soakerPid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("sampled phase %d: %d busy samples; nlb_ingress %d, nlb_egress %d, agent %d", i, sh.busy, sh.ingress, sh.egress, sh.agent)
+		out = append(out, sh)
 	}
 	return out
 }
 
-// nlbProgramStats reads the statistics of every loaded nlb_ingress and
-// nlb_egress program (the one agent's).
-func nlbProgramStats(b *testing.B) map[string]ebpf.ProgramStats {
-	out := map[string]ebpf.ProgramStats{}
-	for id := ebpf.ProgramID(0); ; {
-		next, err := ebpf.ProgramGetNextID(id)
-		if err != nil {
-			return out
-		}
-		id = next
-		p, err := ebpf.NewProgramFromID(id)
-		if err != nil {
-			continue // gone meanwhile
-		}
-		info, ierr := p.Info()
-		st, serr := p.Stats()
-		p.Close()
-		if ierr != nil || serr != nil || (info.Name != "nlb_ingress" && info.Name != "nlb_egress") {
+// threads lists the thread IDs of pid: perf reports samples by thread.
+func threads(b *testing.B, pid int) []int {
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+	if err != nil || len(tasks) == 0 {
+		b.Fatalf("threads of %d: %v", pid, err)
+	}
+	var out []int
+	for _, t := range tasks {
+		tid, _ := strconv.Atoi(filepath.Base(t))
+		out = append(out, tid)
+	}
+	return out
+}
+
+// parseShares reads perf report's "samples|tid:comm|dso|[k] symbol"
+// lines, given the agent's threads and the soaker's.
+func parseShares(rep string, agent, soaker []int) (cpuShares, error) {
+	var sh cpuShares
+	for _, line := range strings.Split(rep, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
 			continue
 		}
-		o := out[info.Name]
-		o.Runtime += st.Runtime
-		o.RunCount += st.RunCount
-		out[info.Name] = o
+		f := strings.Split(line, "|")
+		if len(f) != 4 {
+			return sh, fmt.Errorf("perf report line %q: want 4 fields", line)
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(f[0]))
+		if err != nil {
+			return sh, fmt.Errorf("perf report line %q: %v", line, err)
+		}
+		pidStr, _, _ := strings.Cut(strings.TrimSpace(f[1]), ":")
+		pid, err := strconv.Atoi(pidStr)
+		if err != nil {
+			return sh, fmt.Errorf("perf report line %q: pid: %v", line, err)
+		}
+		dso := strings.TrimSpace(f[2])
+		level, sym, _ := strings.Cut(strings.TrimSpace(f[3]), " ") // "[k] name" (kernel and eBPF) or "[.] name" (user)
+		switch {
+		case slices.Contains(soaker, pid) && level == "[.]":
+			continue // the soaker's loop: the CPU had nothing else to do
+		case pid == 0 && (strings.Contains(sym, "idle") || strings.Contains(sym, "halt")):
+			continue
+		}
+		sh.busy += n
+		switch {
+		case strings.HasPrefix(dso, "bpf_prog_") && strings.HasSuffix(dso, "_nlb_ingress"),
+			dso == "[kernel.kallsyms]" && slices.Contains(nlbHelpers, sym):
+			sh.ingress += n
+		case strings.HasPrefix(dso, "bpf_prog_") && strings.HasSuffix(dso, "_nlb_egress"):
+			sh.egress += n
+		case slices.Contains(agent, pid):
+			sh.agent += n
+		}
 	}
+	if sh.busy == 0 {
+		return sh, errors.New("perf report: no busy samples on the host CPU")
+	}
+	return sh, nil
 }
 
 // waitClean waits until host 1 has no dirty bucket: a host that has just
