@@ -50,6 +50,16 @@ type State struct {
 	// HeartbeatBudget limits what each claimed host ID's heartbeat frames
 	// pass to the agent (HeartbeatSources); the zero value is no limit.
 	HeartbeatBudget HeartbeatBudget
+	// Prefix6 is the IPv6 client prefix length `network` affinity hashes
+	// (1–128); 0 means DefaultPrefix6.
+	Prefix6 uint8
+}
+
+func (s *State) prefix6() int {
+	if s.Prefix6 == 0 {
+		return DefaultPrefix6
+	}
+	return int(s.Prefix6)
 }
 
 // HoldsFunc reports whether this host holds the TCP flow from client to vip:
@@ -113,6 +123,8 @@ func Decide(frame []byte, s *State, holds HoldsFunc) Decision {
 	}
 	switch binary.BigEndian.Uint16(frame[12:14]) {
 	case etherTypeIP4:
+	case etherTypeIP6:
+		return s.decide6(frame, holds)
 	case etherTypeARP:
 		return noFlow(ReasonPassARP)
 	case EtherTypeHeartbeat:
@@ -125,17 +137,7 @@ func Decide(frame []byte, s *State, holds HoldsFunc) Decision {
 		return noFlow(ReasonPassShort)
 	}
 	dst := netip.AddrFrom4([4]byte(ip[16:20]))
-	vipIdx := -1
-	for i, v := range s.VIPs {
-		if i >= MaxVIPs {
-			break
-		}
-		if v == dst {
-			vipIdx = i
-			break
-		}
-	}
-	if vipIdx < 0 {
+	if !s.isVIP(dst) {
 		return noFlow(ReasonPassNotVIP)
 	}
 	// From here on the frame is for a VIP: broken headers are dropped.
@@ -239,11 +241,7 @@ func (s *State) decideICMPError(vip netip.Addr, inner []byte, holds HoldsFunc) D
 // and bucket it falls in. ok is false when vip is not a VIP or the rule is
 // disabled, or the flow is remote control (passed to every host). The held-flow scan uses it to map sockets to buckets.
 func (s *State) Flow(client, vip netip.AddrPort, ipProto uint8) (table, bucket int, ok bool) {
-	isVIP := false
-	for _, v := range s.VIPs {
-		isVIP = isVIP || v == vip.Addr()
-	}
-	if !isVIP || ipProto == ipProtoUDP && s.RemotePort != 0 && vip.Port() == s.RemotePort {
+	if !s.isVIP(vip.Addr()) || ipProto == ipProtoUDP && s.RemotePort != 0 && vip.Port() == s.RemotePort {
 		return 0, 0, false
 	}
 	ri := s.matchRule(vip.Addr(), vip.Port(), ipProto, false)
@@ -254,7 +252,7 @@ func (s *State) Flow(client, vip netip.AddrPort, ipProto uint8) (table, bucket i
 		}
 		aff = s.Rules[ri].Affinity
 	}
-	return ri, int(Bucket(s.Seed, client.Addr(), client.Port(), aff)), true
+	return ri, int(s.Bucket(client.Addr(), client.Port(), aff)), true
 }
 
 // matchRule returns the index of the rule for (vip, port, proto), or
@@ -293,7 +291,7 @@ func (s *State) decideFlow(ri int, client netip.Addr, cport uint16, vip netip.Ad
 		}
 		aff = r.Affinity
 	}
-	b := int(Bucket(s.Seed, client, cport, aff))
+	b := int(s.Bucket(client, cport, aff))
 	mark := MarkNone
 	if m := s.Marks[ri]; m != nil {
 		mark = m[b]

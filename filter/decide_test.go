@@ -88,6 +88,8 @@ func TestDecideClasses(t *testing.T) {
 	hb := heartbeatFrame(vip1)
 	v6 := make([]byte, 60)
 	v6[12], v6[13] = 0x86, 0xdd
+	vlan := make([]byte, 60)
+	vlan[12], vlan[13] = 0x81, 0x00
 	short := tcp(client, 1000, vip1, 80, tcpFlagSYN).Frame()[:30]
 
 	withOpts := tcp(client, 1000, vip1, 80, tcpFlagSYN)
@@ -114,7 +116,8 @@ func TestDecideClasses(t *testing.T) {
 		{"runt", []byte{1, 2, 3}, ReasonPassNotIP},
 		{"arp", arp, ReasonPassARP},
 		{"heartbeat", hb, ReasonPassHeartbeat},
-		{"ipv6", v6, ReasonPassNotIP},
+		{"ipv6 not to a VIP", v6, ReasonPassNotVIP},
+		{"vlan", vlan, ReasonPassNotIP},
 		{"short ipv4", short, ReasonPassShort},
 		{"not vip", tcp(client, 1000, other, 80, tcpFlagSYN).Frame(), ReasonPassNotVIP},
 		{"remote control to vip", udp(client, 1000, vip1, 2504).Frame(), ReasonPassRemoteControl},

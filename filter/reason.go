@@ -35,11 +35,11 @@ type Reason uint8
 
 const (
 	ReasonInvalid           Reason = 0
-	ReasonPassNotIP         Reason = 1  // not IPv4 (IPv6, VLAN, other ethertypes)
-	ReasonPassARP           Reason = 2  // ARP: the agent and the stack need it
+	ReasonPassNotIP         Reason = 1  // neither IPv4 nor IPv6 (VLAN, other ethertypes)
+	ReasonPassARP           Reason = 2  // ARP, or IPv6 neighbour discovery and MLD to a VIP: the agent and the stack need them
 	ReasonPassHeartbeat     Reason = 3  // ethertype 0x886F
-	ReasonPassNotVIP        Reason = 4  // IPv4 not addressed to a VIP
-	ReasonPassShort         Reason = 5  // IPv4 too short to read the destination
+	ReasonPassNotVIP        Reason = 4  // IP not addressed to a VIP
+	ReasonPassShort         Reason = 5  // IP too short to read the destination
 	ReasonPassRemoteControl Reason = 6  // UDP to VIP:remote-control port
 	ReasonAcceptOwner       Reason = 7  // bucket owned (or SYN in a dirty bucket)
 	ReasonAcceptHeldFlow    Reason = 8  // a flow this host holds, in a dirty or retained bucket

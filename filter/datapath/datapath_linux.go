@@ -1,10 +1,12 @@
 package datapath
 
 import (
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"math"
+	"math/bits"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -200,7 +202,11 @@ func (d *Datapath) Update(s *filter.State, eg Egress) error {
 	return nil
 }
 
-// encodeState converts the model's state to the kernel's layout.
+// ruleVIP6 is a rule's IPv4 VIP when its VIP is IPv6 (NLB_RULE_VIP6).
+const ruleVIP6 = 0xffffffff
+
+// encodeState converts the model's state to the kernel's layout. IPv4
+// VIPs come before IPv6 ones (config orders them so).
 func encodeState(s *filter.State, eg Egress) (*nlbNlbState, error) {
 	if len(s.VIPs) > filter.MaxVIPs {
 		return nil, fmt.Errorf("%d VIPs, at most %d", len(s.VIPs), filter.MaxVIPs)
@@ -211,25 +217,46 @@ func encodeState(s *filter.State, eg Egress) (*nlbNlbState, error) {
 	v := new(nlbNlbState)
 	v.Seed0 = binary.LittleEndian.Uint64(s.Seed[0:8])
 	v.Seed1 = binary.LittleEndian.Uint64(s.Seed[8:16])
-	for i, a := range s.VIPs {
-		if !a.Is4() {
-			return nil, fmt.Errorf("VIP %s is not IPv4", a)
+	vip6 := map[netip.Addr]uint8{} // 1 + index in Vips6
+	for _, a := range s.VIPs {
+		switch {
+		case a.Is4() && len(vip6) > 0:
+			return nil, fmt.Errorf("VIP %s after an IPv6 VIP: IPv4 VIPs come first", a)
+		case a.Is4() && a == netip.AddrFrom4([4]byte{255, 255, 255, 255}):
+			return nil, fmt.Errorf("VIP %s is the broadcast address", a)
+		case a.Is4():
+			b := a.As4()
+			v.Vips[v.N_vips] = binary.NativeEndian.Uint32(b[:]) // network order in memory
+			v.N_vips++
+		case a.Is6() && !a.Is4In6():
+			v.Vips6[v.N_vips6] = a.As16()
+			v.N_vips6++
+			vip6[a] = uint8(v.N_vips6)
+		default:
+			return nil, fmt.Errorf("VIP %s is neither IPv4 nor IPv6", a)
 		}
-		b := a.As4()
-		v.Vips[i] = binary.NativeEndian.Uint32(b[:]) // network order in memory
 	}
-	v.N_vips = uint32(len(s.VIPs))
 	v.N_rules = uint32(len(s.Rules))
 	v.RemotePort = s.RemotePort
 	for i, r := range s.Rules {
 		kr := &v.Rules[i]
-		if !r.AllVIPs() {
+		switch {
+		case r.AllVIPs():
+		case r.VIP.Is4():
 			b := r.VIP.As4()
 			kr.Vip = binary.NativeEndian.Uint32(b[:])
+		case vip6[r.VIP] != 0:
+			kr.Vip, kr.Vip6 = ruleVIP6, vip6[r.VIP]
+		default:
+			return nil, fmt.Errorf("rule %s: its VIP is not one of the VIPs", r)
 		}
 		kr.PortLo, kr.PortHi = r.StartPort, r.EndPort
 		kr.Proto, kr.Mode, kr.Affinity = uint8(r.Protocol), uint8(r.Mode), uint8(r.Affinity)
 	}
+	if s.Prefix6 > 128 {
+		return nil, fmt.Errorf("IPv6 network prefix /%d: at most 128", s.Prefix6)
+	}
+	v.Net6MaskHi, v.Net6MaskLo = filter.Prefix6Masks(int(cmp.Or(s.Prefix6, filter.DefaultPrefix6)))
 	for t, m := range s.Marks {
 		if m != nil {
 			for b, mark := range m {
@@ -265,10 +292,17 @@ func decodeState(v *nlbNlbState) (*filter.State, Egress) {
 	for i := range min(int(v.N_vips), filter.MaxVIPs) {
 		s.VIPs = append(s.VIPs, addr(v.Vips[i]))
 	}
+	for i := range min(int(v.N_vips6), filter.MaxVIPs) {
+		s.VIPs = append(s.VIPs, netip.AddrFrom16(v.Vips6[i]))
+	}
+	s.Prefix6 = uint8(bits.OnesCount64(v.Net6MaskHi) + bits.OnesCount64(v.Net6MaskLo))
 	for i := range min(int(v.N_rules), filter.MaxRules) {
 		kr := &v.Rules[i]
 		r := filter.PortRule{StartPort: kr.PortLo, EndPort: kr.PortHi, Protocol: filter.Protocol(kr.Proto), Mode: filter.Mode(kr.Mode), Affinity: filter.Affinity(kr.Affinity)}
-		if kr.Vip != 0 {
+		switch {
+		case kr.Vip == ruleVIP6 && kr.Vip6 >= 1 && int(kr.Vip6) <= len(v.Vips6):
+			r.VIP = netip.AddrFrom16(v.Vips6[kr.Vip6-1])
+		case kr.Vip != 0:
 			r.VIP = addr(kr.Vip)
 		}
 		s.Rules = append(s.Rules, r)

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,6 +27,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	inetns "github.com/nlbproject/nlb/internal/netns"
 )
@@ -45,6 +47,19 @@ var (
 		return c
 	}()
 	dListenPorts = []uint16{80, 443}
+
+	// IPv6, from the benchmarking prefix 2001:2::/48 (RFC 5180): clients
+	// in two /64s, so that `network` affinity sees both.
+	d6VIP     = netip.MustParseAddr("2001:2::10")
+	d6VIP2    = netip.MustParseAddr("2001:2::11")
+	d6NonVIP  = netip.MustParseAddr("2001:2::12")
+	d6Clients = func() []netip.Addr {
+		var c []netip.Addr
+		for i := 1; i <= 8; i++ {
+			c = append(c, netip.AddrFrom16([16]byte{0x20, 0x01, 0, 2, 0, 0, 0, byte(1 + i%2), 15: byte(i)}))
+		}
+		return c
+	}()
 )
 
 type flowKey struct{ client, vip netip.AddrPort }
@@ -75,16 +90,16 @@ func enterWorld(t *testing.T, nEstablished, nTimeWait int) *world {
 	if err := netlink.LinkSetUp(lo); err != nil {
 		t.Fatal(err)
 	}
-	for _, a := range append([]netip.Addr{dVIP, dVIP2}, dClients...) {
-		addr, _ := netlink.ParseAddr(a.String() + "/32")
+	for _, a := range slices.Concat([]netip.Addr{dVIP, dVIP2}, dClients, []netip.Addr{d6VIP, d6VIP2}, d6Clients) {
+		addr := &netlink.Addr{IPNet: netlink.NewIPNet(net.IP(a.AsSlice())), Flags: unix.IFA_F_NODAD}
 		if err := netlink.AddrAdd(lo, addr); err != nil {
 			t.Fatal(err)
 		}
 	}
 	w := &world{held: map[flowKey]bool{}}
-	for _, vip := range []netip.Addr{dVIP, dVIP2} {
+	for _, vip := range []netip.Addr{dVIP, dVIP2, d6VIP, d6VIP2} {
 		for _, p := range dListenPorts {
-			ln, err := net.Listen("tcp4", netip.AddrPortFrom(vip, p).String())
+			ln, err := net.Listen("tcp", netip.AddrPortFrom(vip, p).String())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -94,8 +109,12 @@ func enterWorld(t *testing.T, nEstablished, nTimeWait int) *world {
 	r := rand.New(rand.NewPCG(7, 7))
 	connect := func() (client, server net.Conn, k flowKey) {
 		ln := w.lns[r.IntN(len(w.lns))]
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IP(dClients[r.IntN(len(dClients))].AsSlice())}}
-		c, err := d.Dial("tcp4", ln.Addr().String())
+		clients := dClients
+		if ln.Addr().(*net.TCPAddr).AddrPort().Addr().Is6() {
+			clients = d6Clients
+		}
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IP(clients[r.IntN(len(clients))].AsSlice())}}
+		c, err := d.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,6 +171,16 @@ func (g *gen) state() *filter.State {
 		}
 	}
 	r.Shuffle(len(s.VIPs), func(i, j int) { s.VIPs[i], s.VIPs[j] = s.VIPs[j], s.VIPs[i] })
+	// IPv6 VIPs after the IPv4 ones, within MaxVIPs.
+	v6 := []netip.Addr{d6VIP, d6VIP2, netip.MustParseAddr("2001:2::20"), netip.MustParseAddr("2001:2::21")}
+	r.Shuffle(len(v6), func(i, j int) { v6[i], v6[j] = v6[j], v6[i] })
+	for _, a := range v6[:r.IntN(len(v6)+1)] {
+		if len(s.VIPs) == filter.MaxVIPs {
+			s.VIPs = s.VIPs[:filter.MaxVIPs-1]
+		}
+		s.VIPs = append(s.VIPs, a)
+	}
+	s.Prefix6 = []uint8{64, 48, 56, 1, 63, 65, 127, 128}[r.IntN(8)]
 	for i := range s.Seed {
 		s.Seed[i] = byte(r.Uint32())
 	}
@@ -255,12 +284,22 @@ func (g *gen) packet() *filter.Packet {
 		k := g.w.flows[r.IntN(len(g.w.flows))]
 		src, sport, vip = k.client.Addr(), k.client.Port(), k.vip.Addr()
 		p := &filter.Packet{Src: src, Dst: vip, Proto: 6, SPort: sport, DPort: k.vip.Port(), TCPFlags: tcpFlagMixes[r.IntN(len(tcpFlagMixes))]}
+		if vip.Is6() {
+			p.Ext6 = g.ext6()
+		}
 		if r.IntN(4) == 0 { // an ICMP error quoting the flow's reply direction
+			inner := &filter.Packet{Src: vip, Dst: src, Proto: 6, SPort: k.vip.Port(), DPort: sport, TCPFlags: 0x10}
+			if vip.Is6() {
+				return &filter.Packet{Src: netip.MustParseAddr("2001:2::1"), Dst: vip, Proto: 58,
+					ICMPType: uint8(1 + r.IntN(4)), Inner: inner}
+			}
 			return &filter.Packet{Src: netip.MustParseAddr("198.18.0.1"), Dst: vip, Proto: 1,
-				ICMPType: []uint8{3, 11, 12}[r.IntN(3)], ICMPCode: 4,
-				Inner: &filter.Packet{Src: vip, Dst: src, Proto: 6, SPort: k.vip.Port(), DPort: sport, TCPFlags: 0x10}}
+				ICMPType: []uint8{3, 11, 12}[r.IntN(3)], ICMPCode: 4, Inner: inner}
 		}
 		return p
+	}
+	if r.IntN(2) == 0 {
+		return g.packet6()
 	}
 	var p *filter.Packet
 	switch r.IntN(10) {
@@ -305,6 +344,78 @@ func (g *gen) packet() *filter.Packet {
 	if p.Proto == 6 && r.IntN(4) == 0 {
 		p.TCPOptions = make([]byte, 4*(1+r.IntN(10)))
 	}
+	return p
+}
+
+// ext6 returns a few IPv6 extension headers: usually none, sometimes
+// more than the walk takes or longer than its window.
+func (g *gen) ext6() []filter.Ext6 {
+	r := g.r
+	if r.IntN(3) != 0 {
+		return nil
+	}
+	n := 1 + r.IntN(3)
+	if r.IntN(10) == 0 {
+		n = filter.MaxExtHeaders6 - 1 + r.IntN(3)
+	}
+	var e []filter.Ext6
+	for range n {
+		h := filter.Ext6{Type: []uint8{0, 43, 60, 44}[r.IntN(4)], Len: uint8(r.IntN(3))}
+		if r.IntN(20) == 0 {
+			h.Len = uint8(30 + r.IntN(40)) // past the header window
+		}
+		e = append(e, h)
+	}
+	return e
+}
+
+func (g *gen) client6() (netip.Addr, uint16) {
+	return d6Clients[g.r.IntN(len(d6Clients))], uint16(1024 + g.r.IntN(64000))
+}
+
+// packet6 returns a well-formed IPv6 packet of a random class.
+func (g *gen) packet6() *filter.Packet {
+	r := g.r
+	vip := []netip.Addr{d6VIP, d6VIP2, d6NonVIP, netip.MustParseAddr("2001:2::20")}[r.IntN(4)]
+	src, sport := g.client6()
+	var p *filter.Packet
+	switch r.IntN(10) {
+	case 0, 1, 2:
+		p = &filter.Packet{Src: src, Dst: vip, Proto: 6, SPort: sport, DPort: g.port(), TCPFlags: tcpFlagMixes[r.IntN(len(tcpFlagMixes))]}
+		if r.IntN(4) == 0 {
+			p.TCPOptions = make([]byte, 4*(1+r.IntN(10)))
+		}
+	case 3, 4:
+		p = &filter.Packet{Src: src, Dst: vip, Proto: 17, SPort: sport, DPort: g.port(), Payload: make([]byte, r.IntN(40))}
+	case 5:
+		p = &filter.Packet{Src: src, Dst: vip, Proto: 58, ICMPType: []uint8{128, 129, 133, 134, 135, 136, 137, 130, 143, 200}[r.IntN(10)], SPort: sport}
+	case 6:
+		innerProto := []uint8{6, 17, 58, 47}[r.IntN(4)]
+		innerSrc := vip
+		if r.IntN(6) == 0 {
+			innerSrc = d6NonVIP // forged
+		}
+		inner := &filter.Packet{Src: innerSrc, Dst: src, Proto: innerProto, SPort: g.port(), DPort: sport, TCPFlags: 0x10, Ext6: g.ext6()}
+		if innerProto == 58 {
+			inner.ICMPType = 129
+		}
+		if r.IntN(8) == 0 {
+			inner.FragOffset = uint16(r.IntN(100))
+			inner.MoreFragments = inner.FragOffset == 0 || r.IntN(2) == 0
+		}
+		p = &filter.Packet{Src: netip.MustParseAddr("2001:2::1"), Dst: vip, Proto: 58, ICMPType: uint8(1 + r.IntN(4)), Inner: inner}
+	case 7:
+		p = &filter.Packet{Src: src, Dst: vip, Proto: 58, ICMPType: uint8(r.IntN(256))}
+	case 8:
+		p = &filter.Packet{Src: src, Dst: vip, Proto: []uint8{6, 17, 47, 132, 50, 58}[r.IntN(6)], SPort: sport, DPort: g.port(), Payload: make([]byte, 16)}
+		p.MoreFragments = r.IntN(2) == 0
+		if !p.MoreFragments || r.IntN(2) == 0 {
+			p.FragOffset = uint16(1 + r.IntN(1000))
+		}
+	default:
+		p = &filter.Packet{Src: src, Dst: vip, Proto: []uint8{47, 50, 132, 59}[r.IntN(4)], Payload: make([]byte, 8)}
+	}
+	p.Ext6 = append(p.Ext6, g.ext6()...)
 	return p
 }
 
@@ -356,6 +467,25 @@ func (g *gen) frame() []byte {
 	}
 	f := g.packet().Frame()
 	if r.IntN(4) != 0 {
+		return f
+	}
+	if f[12] == 0x86 {
+		switch r.IntN(6) {
+		case 0: // truncate
+			return f[:14+r.IntN(len(f)-13)]
+		case 1: // damage version
+			f[14] = byte(r.IntN(16))<<4 | f[14]&0x0f
+		case 2: // payload length lies (0: runs to the end of the frame)
+			v := []uint16{0, uint16(r.IntN(len(f))), uint16(r.IntN(65536))}[r.IntN(3)]
+			f[18], f[19] = byte(v>>8), byte(v)
+		case 3: // flip a byte in the headers
+			i := 14 + r.IntN(min(len(f)-14, 120))
+			f[i] ^= byte(1 + r.IntN(255))
+		case 4: // Ethernet padding
+			f = append(f, make([]byte, r.IntN(40))...)
+		case 5: // a next-header value flipped
+			f[20] = []byte{0, 43, 44, 60, 6, 17, 58, 59}[r.IntN(8)]
+		}
 		return f
 	}
 	switch r.IntN(6) {
@@ -435,7 +565,8 @@ func TestDatapathMatchesModel(t *testing.T) {
 		seed := g.r.Uint64()
 		g.r = rand.New(rand.NewPCG(seed, 1))
 		t.Logf("generator seed %d (%d established and TIME_WAIT flows)", seed, len(w.flows))
-		mismatches, held, unrunnable := 0, 0, 0
+		mismatches, held, held6, unrunnable := 0, 0, 0, 0
+		reasons6 := map[filter.Reason]int{}
 		var sources filter.HeartbeatSources // the model of nlb_hb_sources
 		reasons := map[filter.Reason]int{}
 		fragments := map[string]int{}
@@ -452,8 +583,13 @@ func TestDatapathMatchesModel(t *testing.T) {
 				}
 				sources.Bind(id, mac, 1)
 			}
-			for i := 0; i < frames/states; {
+			// frames of each family (IPv6, and IPv4 with the rest) per state
+			for n4, n6 := 0, 0; n4 < frames/states || n6 < frames/states; {
 				f := g.frame()
+				is6 := len(f) >= 14 && f[12] == 0x86 && f[13] == 0xdd
+				if is6 && n6 >= frames/states || !is6 && n4 >= frames/states {
+					continue
+				}
 				want := filter.Decide(f, s, w.holds)
 				if !testRunnable(f) {
 					unrunnable++
@@ -463,7 +599,12 @@ func TestDatapathMatchesModel(t *testing.T) {
 					r := sources.Admit(s.HeartbeatBudget, f, 1)
 					want = filter.Decision{Verdict: r.Verdict(), Reason: r, Rule: -1, Bucket: -1}
 				}
-				i++
+				if is6 {
+					n6++
+					reasons6[want.Reason]++
+				} else {
+					n4++
+				}
 				got, err := d.testRun(f)
 				if err != nil {
 					t.Errorf("frame %s: %v", hex.EncodeToString(f), err)
@@ -475,6 +616,9 @@ func TestDatapathMatchesModel(t *testing.T) {
 				}
 				if want.Reason == filter.ReasonAcceptHeldFlow {
 					held++
+					if is6 {
+						held6++
+					}
 				}
 				if got != want {
 					mismatches++
@@ -487,10 +631,11 @@ func TestDatapathMatchesModel(t *testing.T) {
 				}
 			}
 		}
-		t.Logf("%d frames run in the kernel, %d states, %d more runt frames the test harness cannot run; reasons: %v",
-			frames, states, unrunnable, reasons)
+		t.Logf("%d IPv4 (and other) and %d IPv6 frames run in the kernel, %d states, %d more runt frames the test harness cannot run; reasons: %v; IPv6: %v",
+			frames, frames, states, unrunnable, reasons, reasons6)
 		t.Logf("fragments: %v", fragments)
-		for _, k := range []string{"first dropped-rule-disabled", "first accepted-owner", "later accepted-owner", "later dropped-not-owner", "first dropped-not-owner"} {
+		for _, k := range []string{"first dropped-rule-disabled", "first accepted-owner", "later accepted-owner", "later dropped-not-owner", "first dropped-not-owner",
+			"v6 first dropped-rule-disabled", "v6 first accepted-owner", "v6 later accepted-owner", "v6 later dropped-not-owner"} {
 			if fragments[k] == 0 {
 				t.Errorf("no %s fragment: the generator misses fragments to some rule modes", k)
 			}
@@ -508,8 +653,14 @@ func TestDatapathMatchesModel(t *testing.T) {
 		for _, l := range w.lns {
 			l.Close()
 		}
-		if held == 0 {
-			t.Errorf("no frame was accepted as a held flow: the socket lookup was not exercised")
+		if held == 0 || held6 == 0 {
+			t.Errorf("%d frames (%d IPv6) were accepted as held flows: the socket lookup was not exercised", held, held6)
+		}
+		for _, r := range []filter.Reason{filter.ReasonPassARP, filter.ReasonPassNotVIP, filter.ReasonPassRemoteControl, filter.ReasonAcceptOwner,
+			filter.ReasonDropNotOwner, filter.ReasonDropDirtyNonSYN, filter.ReasonDropRuleDisabled, filter.ReasonDropMalformed, filter.ReasonDropLeaseExpired} {
+			if reasons6[r] == 0 {
+				t.Errorf("no IPv6 frame was decided with reason %v", r)
+			}
 		}
 	}()
 	<-done
@@ -577,6 +728,19 @@ func TestInstalledRoundTrip(t *testing.T) {
 // fragKind says whether frame f is a first fragment, a later one, or not
 // a fragment ("").
 func fragKind(f []byte) string {
+	if len(f) >= 14+40+8 && f[12] == 0x86 && f[13] == 0xdd {
+		// An IPv6 fragment header right after the fixed header.
+		if f[14+6] != 44 {
+			return ""
+		}
+		switch frag := uint16(f[14+40+2])<<8 | uint16(f[14+40+3]); {
+		case frag == 0:
+			return ""
+		case frag>>3 == 0:
+			return "v6 first"
+		}
+		return "v6 later"
+	}
 	if len(f) < 14+20 || f[12] != 0x08 || f[13] != 0 {
 		return ""
 	}

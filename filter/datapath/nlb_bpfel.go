@@ -36,7 +36,7 @@ type nlbNlbRule struct {
 	Proto    uint8
 	Mode     uint8
 	Affinity uint8
-	Pad      uint8
+	Vip6     uint8
 }
 
 type nlbNlbState struct {
@@ -58,6 +58,11 @@ type nlbNlbState struct {
 	HbStaleNs         uint64
 	HbOpenIntervalNs  uint64
 	HbOpenToleranceNs uint64
+	Vips6             [16][16]uint8
+	N_vips6           uint32
+	Pad6              uint32
+	Net6MaskHi        uint64
+	Net6MaskLo        uint64
 }
 
 // Names of all BPF objects in the ELF.

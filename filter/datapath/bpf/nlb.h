@@ -43,8 +43,11 @@ struct nlb_rule {           /* 12 bytes */
 	__u8 proto;             /* bit 1 TCP, bit 2 UDP (filter.Protocol) */
 	__u8 mode;              /* filter.Mode */
 	__u8 affinity;          /* filter.Affinity */
-	__u8 pad;
+	__u8 vip6;              /* an IPv6 rule's VIP: 1 + its index in vips6
+	                         * (vip is then NLB_RULE_VIP6); 0 otherwise */
 };
+
+#define NLB_RULE_VIP6 0xffffffff /* never an IPv4 VIP (the broadcast address) */
 
 struct nlb_state {
 	__u64 seed0, seed1;               /*   0: hash key halves k0, k1 */
@@ -63,7 +66,13 @@ struct nlb_state {
 	__u64 hb_tolerance_ns;            /* 135664: (burst - 1) * interval */
 	__u64 hb_stale_ns;                /* 135672 */
 	__u64 hb_open_interval_ns;        /* 135680: the same, for an unbound ID */
-	__u64 hb_open_tolerance_ns;       /* 135688; total 135696 */
+	__u64 hb_open_tolerance_ns;       /* 135688 */
+	/* IPv6 (decide6): VIPs, and `network` affinity's client prefix. */
+	__u8 vips6[NLB_MAX_VIPS][16];     /* 135696 */
+	__u32 n_vips6;                    /* 135952 */
+	__u32 pad6;                       /* 135956 */
+	__u64 net6_mask_hi;               /* 135960: host order */
+	__u64 net6_mask_lo;               /* 135968; total 135976 */
 };
 
 /* One claimed host ID's source (filter.HeartbeatSources). */
