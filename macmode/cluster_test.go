@@ -25,8 +25,27 @@ import (
 
 var (
 	vip  = netip.MustParseAddr("198.18.0.100")
-	vips = []netip.Addr{vip}
+	vip6 = netip.MustParseAddr("2001:2::100")
+	vips = []netip.Addr{vip, vip6}
 )
+
+// addAddr6 puts an IPv6 address on ifname in ns, without duplicate
+// address detection (the test must not wait for it).
+func addAddr6(t *testing.T, ns *inetns.NS, ifname, prefix string) {
+	h := ns.Netlink(t)
+	l, err := h.LinkByName(ifname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := netlink.ParseAddr(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Flags = unix.IFA_F_NODAD
+	if err := h.AddrAdd(l, a); err != nil {
+		t.Fatal(err)
+	}
+}
 
 type segment struct {
 	sw, client *inetns.NS
@@ -34,6 +53,7 @@ type segment struct {
 	cName      string
 	hostIf     []string
 	responders []*macmode.Responder
+	ndps       []*macmode.NDPResponder
 }
 
 // cluster builds a bridge with n hosts in the given mode and a client.
@@ -43,10 +63,12 @@ func cluster(t *testing.T, mode macmode.Mode, n int) *segment {
 	seg.client = inetns.New(t, tag+"cl")
 	seg.cName = inetns.Prefix + tag + "cl"
 	inetns.Plug(t, seg.sw, seg.client, seg.cName, "198.18.0.50/24")
+	addAddr6(t, seg.client, seg.cName, "2001:2::50/64")
 	for i := 1; i <= n; i++ {
 		ns := inetns.New(t, fmt.Sprintf("%sh%d", tag, i))
 		ifname := fmt.Sprintf("%s%sh%d", inetns.Prefix, tag, i)
 		inetns.Plug(t, seg.sw, ns, ifname, fmt.Sprintf("198.18.0.%d/24", i))
+		addAddr6(t, ns, ifname, fmt.Sprintf("2001:2::%d/64", i))
 		seg.hosts, seg.hostIf = append(seg.hosts, ns), append(seg.hostIf, ifname)
 		id := uint8(i)
 		if mode == macmode.Unicast {
@@ -92,6 +114,20 @@ func cluster(t *testing.T, mode macmode.Mode, n int) *segment {
 			go func() { done <- r.Run(ctx) }()
 			t.Cleanup(func() { cancel(); <-done; r.Close() })
 			seg.responders = append(seg.responders, r)
+
+			mac6 := mac
+			if mode == macmode.IGMP {
+				mac6, _ = macmode.IGMPMAC6(vip)
+			}
+			var n *macmode.NDPResponder
+			if err := ns.Do(func() (err error) { n, err = macmode.NewNDPResponder(ifname, []netip.Addr{vip6}, mac6); return }); err != nil {
+				t.Fatal(err)
+			}
+			nctx, ncancel := context.WithCancel(context.Background())
+			ndone := make(chan error, 1)
+			go func() { ndone <- n.Run(nctx) }()
+			t.Cleanup(func() { ncancel(); <-ndone; n.Close() })
+			seg.ndps = append(seg.ndps, n)
 		}
 	}
 	return seg
@@ -100,19 +136,30 @@ func cluster(t *testing.T, mode macmode.Mode, n int) *segment {
 // resolve makes the client ARP for the VIP and returns the MAC it learnt.
 func (seg *segment) resolve(t *testing.T) net.HardwareAddr {
 	t.Helper()
+	return seg.resolveAddr(t, vip)
+}
+
+// resolveAddr makes the client resolve addr (ARP or neighbour discovery)
+// and returns the MAC it learnt.
+func (seg *segment) resolveAddr(t *testing.T, vip netip.Addr) net.HardwareAddr {
+	t.Helper()
+	family := unix.AF_INET
+	if vip.Is6() {
+		family = unix.AF_INET6
+	}
 	hc := seg.client.Netlink(t)
 	cl, _ := hc.LinkByName(seg.cName)
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
 		seg.client.Do(func() error {
-			c, err := net.Dial("udp4", netip.AddrPortFrom(vip, 9).String())
+			c, err := net.Dial("udp", netip.AddrPortFrom(vip, 9).String())
 			if err == nil {
 				c.Write([]byte("x"))
 				c.Close()
 			}
 			return nil
 		})
-		neighs, err := hc.NeighList(cl.Attrs().Index, unix.AF_INET)
+		neighs, err := hc.NeighList(cl.Attrs().Index, family)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -192,6 +239,43 @@ func TestClusterARP(t *testing.T) {
 						t.Fatal("the unicast refresh probe was not answered")
 					}
 					time.Sleep(200 * time.Millisecond)
+				}
+			}
+		})
+	}
+}
+
+// TestClusterNDP: in each mode a client resolves the IPv6 VIP to the
+// mode's cluster MAC — the kernel answers in unicast mode (the VIP on the
+// NIC, the NIC at the cluster MAC), the NDP responders in the multicast
+// modes (the VIP on lo) — and no host's IPv6 breaks.
+func TestClusterNDP(t *testing.T) {
+	inetns.RequireRoot(t)
+	for _, mode := range []macmode.Mode{macmode.Unicast, macmode.Multicast, macmode.IGMP} {
+		t.Run(string(mode), func(t *testing.T) {
+			seg := cluster(t, mode, 3)
+			want := map[macmode.Mode]func(netip.Addr) (net.HardwareAddr, error){
+				macmode.Unicast: macmode.UnicastMAC, macmode.Multicast: macmode.MulticastMAC, macmode.IGMP: macmode.IGMPMAC6,
+			}[mode]
+			w, _ := want(vip)
+			if got := seg.resolveAddr(t, vip6); got.String() != w.String() {
+				t.Fatalf("client resolved %s to %s, want %s", vip6, got, w)
+			}
+			if mode != macmode.Unicast {
+				answered := uint64(0)
+				for _, n := range seg.ndps {
+					answered += n.Answered.Load()
+				}
+				if answered == 0 {
+					t.Fatal("no NDP responder answered")
+				}
+			}
+			// Each host's own IPv6 address still resolves: to the NIC's MAC,
+			// which in unicast mode is the cluster MAC.
+			for i := range seg.hosts {
+				a := netip.AddrFrom16([16]byte{0x20, 0x01, 0, 2, 15: byte(i + 1)})
+				if got := seg.resolveAddr(t, a); (got.String() == w.String()) != (mode == macmode.Unicast) {
+					t.Fatalf("host %d's own address %s resolved to %s (cluster MAC %s)", i+1, a, got, w)
 				}
 			}
 		})
@@ -289,7 +373,7 @@ func TestIGMPSnooping(t *testing.T) {
 	}
 	send := func() {
 		seg.client.Do(func() error {
-			c, err := net.Dial("udp4", netip.AddrPortFrom(vip, 9).String())
+			c, err := net.Dial("udp", netip.AddrPortFrom(vip, 9).String())
 			if err != nil {
 				return err
 			}

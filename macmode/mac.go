@@ -76,3 +76,24 @@ func IGMPMAC(vip netip.Addr) (net.HardwareAddr, error) {
 	}
 	return net.HardwareAddr{0x01, 0x00, 0x5e, 0x7f, o[2], o[3]}, nil
 }
+
+// MLDGroup is IGMP mode's IPv6 counterpart of IGMPGroup, joined with MLD
+// when the cluster has IPv6 VIPs: ff05::bf:WX:YZ (site-local scope),
+// whose Ethernet address is 33:33:W:X:Y:Z (IGMPMAC6).
+func MLDGroup(vip netip.Addr) (netip.Addr, error) {
+	o, err := octets(vip)
+	if err != nil {
+		return netip.Addr{}, err
+	}
+	return netip.AddrFrom16([16]byte{0xff, 0x05, 10: 0x00, 11: 0xbf, 12: o[0], 13: o[1], 14: o[2], 15: o[3]}), nil
+}
+
+// IGMPMAC6 is the MAC IGMP mode gives the IPv6 VIPs in neighbour
+// advertisements: MLDGroup's Ethernet address, 33:33:W:X:Y:Z.
+func IGMPMAC6(vip netip.Addr) (net.HardwareAddr, error) {
+	o, err := octets(vip)
+	if err != nil {
+		return nil, err
+	}
+	return net.HardwareAddr{0x33, 0x33, o[0], o[1], o[2], o[3]}, nil
+}

@@ -5,6 +5,7 @@ package datapath
 import (
 	"math"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -33,7 +34,7 @@ func BenchmarkDatapath(b *testing.B) {
 	work := make(chan func())
 	ready := make(chan *world)
 	go func() {
-		w := enterWorld(&testing.T{}, 1, 0) // one real flow, for the retained path
+		w := enterWorld(&testing.T{}, 8, 0) // real flows, for the retained path
 		ready <- w
 		for f := range work {
 			f()
@@ -47,9 +48,9 @@ func BenchmarkDatapath(b *testing.B) {
 	}
 	w := <-ready
 	{
-		k := w.flows[0]
+		k := w.flows[slices.IndexFunc(w.flows, func(k flowKey) bool { return k.vip.Addr().Is4() })]
 		s := &filter.State{
-			VIPs:       []netip.Addr{dVIP, dVIP2},
+			VIPs:       []netip.Addr{dVIP, dVIP2, d6VIP, d6VIP2},
 			Rules:      []filter.PortRule{{StartPort: 80, EndPort: 80, Protocol: filter.ProtoTCP, Mode: filter.ModeMultiple, Affinity: filter.AffinityNone}, {StartPort: 443, EndPort: 443, Protocol: filter.ProtoTCP, Mode: filter.ModeMultiple, Affinity: filter.AffinityNone}},
 			Seed:       filter.Seed{5},
 			LeaseValid: true,
@@ -76,6 +77,11 @@ func BenchmarkDatapath(b *testing.B) {
 			{"drop", d.objs.NlbIngress, &none, &filter.Packet{Src: k.client.Addr(), Dst: dVIP, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x02}},
 			{"accept", d.objs.NlbIngress, &owned, &filter.Packet{Src: k.client.Addr(), Dst: dVIP, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x10}},
 			{"retained", d.objs.NlbIngress, &retained, &filter.Packet{Src: k.client.Addr(), Dst: k.vip.Addr(), Proto: 6, SPort: k.client.Port(), DPort: k.vip.Port(), TCPFlags: 0x10}},
+			// IPv6: the second VIP of the list, no extension header, then
+			// one destination options header.
+			{"drop6", d.objs.NlbIngress, &none, &filter.Packet{Src: d6Clients[0], Dst: d6VIP2, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x02}},
+			{"accept6", d.objs.NlbIngress, &owned, &filter.Packet{Src: d6Clients[0], Dst: d6VIP2, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x10}},
+			{"accept6-ext", d.objs.NlbIngress, &owned, &filter.Packet{Src: d6Clients[0], Dst: d6VIP2, Proto: 6, SPort: 1234, DPort: 80, TCPFlags: 0x10, Ext6: []filter.Ext6{{Type: 60}}}},
 		}
 		for _, f := range frames {
 			b.Run(f.name, func(b *testing.B) {

@@ -22,16 +22,17 @@ import (
 // the steps done are undone and the error names the failed step. The
 // changes:
 //
-//	unicast:   IPv6 off on the NIC (hosts sharing one MAC would share one
-//	           link-local address and fail DAD), arp_notify=1 on the NIC
-//	           (the host's addresses are announced at the new MAC, and at
-//	           the old one on restore), NIC MAC → 02:bf:W:X:Y:Z, VIPs on
-//	           the NIC
+//	unicast:   arp_notify=1 and ndisc_notify=1 on the NIC (the host's
+//	           addresses are announced at the new MAC, and at the old one
+//	           on restore), NIC MAC → 02:bf:W:X:Y:Z (with the NIC up, so
+//	           that each host keeps its own IPv6 link-local address), VIPs
+//	           on the NIC (IPv6 ones without DAD)
 //	multicast: arp_ignore=1 and arp_announce=2 on the NIC (the agent answers
 //	           ARP for the VIPs), 03:bf:W:X:Y:Z added to the NIC's multicast
 //	           list, VIPs on lo
 //	igmp:      the same sysctls, group 239.255.Y.Z joined on the NIC
-//	           (persistently, with an autojoin address), VIPs on lo
+//	           (persistently, with an autojoin address) and, with IPv6
+//	           VIPs, group ff05::bf:WX:YZ (MLD), VIPs on lo
 func Setup(cfg Config) (err error) {
 	if len(cfg.VIPs) == 0 {
 		return errors.New("macmode: no VIPs")
@@ -93,8 +94,14 @@ func Setup(cfg Config) (err error) {
 		if has, err := hasAddr(l, p); err != nil || has {
 			return err // already there: not ours to remove later
 		}
+		// Every host has the VIPs: duplicate address detection would
+		// find the others and disable an IPv6 VIP.
+		flags := 0
+		if a.Is6() {
+			flags = unix.IFA_F_NODAD
+		}
 		return do("address "+p.String()+" on "+on, Change{Kind: "addr", Link: on, Value: p.String()},
-			func() error { return addrChange(l, p, 0, true) })
+			func() error { return addrChange(l, p, flags, true) })
 	}
 	vip := cfg.VIPs[0]
 	switch cfg.Mode {
@@ -103,17 +110,21 @@ func Setup(cfg Config) (err error) {
 		if err != nil {
 			return err
 		}
-		if err := sysctl("ipv6.conf."+cfg.Interface+".disable_ipv6", "1"); err != nil {
-			return err
-		}
 		// The host's own addresses move to the new MAC with the NIC (and
-		// back on restore): with arp_notify the kernel announces each of
-		// them when the MAC changes, so neighbours that have one cached
-		// do not keep sending to the old MAC for seconds. The caller
+		// back on restore): with arp_notify and ndisc_notify the kernel
+		// announces each of them (IPv4 and IPv6) when the MAC changes, so
+		// neighbours that have one cached do not keep sending to the old
+		// MAC for seconds. IPv6 stays on: the MAC changes with the NIC up,
+		// so each host keeps the link-local address of its own MAC (one
+		// made from the shared MAC would fail duplicate address detection
+		// on every host but one; docs/operations.md). The caller
 		// attaches the data plane first (the agent does; so does
 		// TestClusterARP), so that the announcement leaves with the masked
 		// source: a switch must never learn the cluster MAC.
 		if err := sysctl("ipv4.conf."+cfg.Interface+".arp_notify", "1"); err != nil {
+			return err
+		}
+		if err := sysctl("ipv6.conf."+cfg.Interface+".ndisc_notify", "1"); err != nil {
 			return err
 		}
 		old := link.Attrs().HardwareAddr.String()
@@ -153,6 +164,17 @@ func Setup(cfg Config) (err error) {
 			if err := do("IGMP group "+g.String(), Change{Kind: "group", Link: cfg.Interface, Value: p.String()},
 				func() error { return addrChange(link, p, unix.IFA_F_MCAUTOJOIN, true) }); err != nil {
 				return err
+			}
+			if slices.ContainsFunc(cfg.VIPs, netip.Addr.Is6) {
+				g6, err := macmode.MLDGroup(vip)
+				if err != nil {
+					return err
+				}
+				p := netip.PrefixFrom(g6, 128)
+				if err := do("MLD group "+g6.String(), Change{Kind: "group", Link: cfg.Interface, Value: p.String()},
+					func() error { return addrChange(link, p, unix.IFA_F_MCAUTOJOIN, true) }); err != nil {
+					return err
+				}
 			}
 		}
 		for _, v := range cfg.VIPs {
@@ -313,7 +335,7 @@ func hasAddr(l netlink.Link, p netip.Prefix) (bool, error) {
 }
 
 func addrChange(l netlink.Link, p netip.Prefix, flags int, add bool) error {
-	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}, Flags: flags}
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}, Flags: flags}
 	if add {
 		return netlink.AddrAdd(l, a)
 	}

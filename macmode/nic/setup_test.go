@@ -67,6 +67,7 @@ func snapshot(t *testing.T, ns *inetns.NS, ifname string) string {
 			"ipv4/conf/" + ifname + "/arp_ignore",
 			"ipv4/conf/" + ifname + "/arp_announce",
 			"ipv4/conf/" + ifname + "/arp_notify",
+			"ipv6/conf/" + ifname + "/ndisc_notify",
 		} {
 			v, err := os.ReadFile("/proc/sys/net/" + k)
 			if err != nil {
@@ -96,13 +97,23 @@ func hostNS(t *testing.T, name string) (*inetns.NS, string) {
 	return ns, ifname
 }
 
+// linkLocal finds the first IPv6 link-local address in a snapshot.
+func linkLocal(snap string) string {
+	for _, l := range strings.Split(snap, "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == "inet6" && strings.HasPrefix(f[1], "fe80::") {
+			return f[1]
+		}
+	}
+	return ""
+}
+
 // TestSetupTeardown: for each mode, setup makes the mode's changes,
 // teardown restores the namespace exactly, a restore from the state file
 // alone (as after SIGKILL) does too, and a failure injected at each step
 // leaves the namespace unchanged.
 func TestSetupTeardown(t *testing.T) {
 	inetns.RequireRoot(t)
-	vips := []netip.Addr{netip.MustParseAddr("198.18.0.100"), netip.MustParseAddr("198.18.0.101")}
+	vips := []netip.Addr{netip.MustParseAddr("198.18.0.100"), netip.MustParseAddr("198.18.0.101"), netip.MustParseAddr("2001:2::100")}
 	for _, mode := range []macmode.Mode{macmode.Unicast, macmode.Multicast, macmode.IGMP} {
 		t.Run(string(mode), func(t *testing.T) {
 			ns, ifname := hostNS(t, string(mode)[:3])
@@ -116,15 +127,21 @@ func TestSetupTeardown(t *testing.T) {
 			during := snapshot(t, ns, ifname)
 			switch mode {
 			case macmode.Unicast:
-				if !strings.Contains(during, "link/ether 02:bf:c6:12:00:64") || !strings.Contains(during, "inet 198.18.0.101/32") {
+				if !strings.Contains(during, "link/ether 02:bf:c6:12:00:64") || !strings.Contains(during, "inet 198.18.0.101/32") ||
+					!strings.Contains(during, "inet6 2001:2::100/128") || !strings.Contains(during, "ndisc_notify=1") {
 					t.Fatalf("unicast setup:\n%s", during)
+				}
+				// IPv6 stays on, with the host's own link-local address.
+				if ll := linkLocal(before); ll == "" || !strings.Contains(during, ll) || strings.Contains(during, "dadfailed") {
+					t.Fatalf("unicast setup lost the link-local address %q:\n%s", ll, during)
 				}
 			case macmode.Multicast:
 				if !strings.Contains(during, "link  03:bf:c6:12:00:64") || !strings.Contains(during, "arp_ignore=1") {
 					t.Fatalf("multicast setup:\n%s", during)
 				}
 			case macmode.IGMP:
-				if !strings.Contains(during, "inet  239.255.0.100") || !strings.Contains(during, "01:00:5e:7f:00:64") {
+				if !strings.Contains(during, "inet  239.255.0.100") || !strings.Contains(during, "01:00:5e:7f:00:64") ||
+					!strings.Contains(during, "inet6 ff05::bf:c612:64") || !strings.Contains(during, "33:33:c6:12:00:64") {
 					t.Fatalf("igmp setup:\n%s", during)
 				}
 			}

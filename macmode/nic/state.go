@@ -39,6 +39,7 @@ func sysctlPaths(ifname string) []string {
 		"/proc/sys/net/ipv4/conf/" + ifname + "/arp_ignore",
 		"/proc/sys/net/ipv4/conf/" + ifname + "/arp_announce",
 		"/proc/sys/net/ipv4/conf/" + ifname + "/arp_notify",
+		"/proc/sys/net/ipv6/conf/" + ifname + "/ndisc_notify",
 	}
 }
 
