@@ -53,13 +53,13 @@ func clusterMACs(cfg *config.Resolved, nicMAC net.HardwareAddr) (cluster, own, h
 // baseState is the filter state of cfg with no marks.
 func baseState(cfg *config.Resolved) filter.State {
 	return filter.State{VIPs: cfg.VIPs, Rules: cfg.Rules, Seed: cfg.Seed, RemotePort: cfg.RemotePort,
-		HeartbeatBudget: cfg.Budget(len(cfg.Rules))}
+		HeartbeatBudget: cfg.Budget(len(cfg.Rules)), Prefix6: uint8(cfg.Prefix6)}
 }
 
 // compatible reports whether the data plane's installed state was made for
 // the same cluster settings (its marks then mean the same buckets).
 func compatible(installed *filter.State, want *filter.State) bool {
-	return installed.Seed == want.Seed && installed.RemotePort == want.RemotePort &&
+	return installed.Seed == want.Seed && installed.RemotePort == want.RemotePort && installed.Prefix6 == want.Prefix6 &&
 		slices.Equal(installed.VIPs, want.VIPs) && slices.Equal(installed.Rules, want.Rules)
 }
 

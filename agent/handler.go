@@ -218,13 +218,9 @@ func ip2mac(cfg *config.Resolved, vip netip.Addr) (*remote.IP2MACResult, error) 
 }
 
 func (a *Agent) filterFlow(cfg *config.Resolved, node *Node, fst *filter.State, args remote.Args) (*remote.FilterResult, error) {
-	client, err := netip.ParseAddrPort(args.Client)
-	if err != nil || !client.Addr().Is4() {
-		return nil, fmt.Errorf("filter: client %q: want IPv4:port", args.Client)
-	}
-	dst, err := netip.ParseAddrPort(args.Dest)
-	if err != nil || !dst.Addr().Is4() {
-		return nil, fmt.Errorf("filter: destination %q: want VIP:port", args.Dest)
+	client, dst, err := filter.ParseFlow(args.Client, args.Dest)
+	if err != nil {
+		return nil, fmt.Errorf("filter: %w", err)
 	}
 	p := &filter.Packet{Src: client.Addr(), Dst: dst.Addr(), SPort: client.Port(), DPort: dst.Port()}
 	switch args.Proto {

@@ -34,6 +34,7 @@ type session struct {
 	dp       *datapath.Datapath
 	node     *Node
 	arp      *macmode.Responder
+	ndp      *macmode.NDPResponder // nil: unicast mode (the kernel answers), or no IPv6 VIP
 	local    *net.UnixListener
 	udp      []*net.UDPConn // none: remote control off
 	metricsL net.Listener   // nil: no metrics endpoint
@@ -162,6 +163,19 @@ func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 	}
 	s.res.push(resource{name: "arp socket", release: s.arp.Close})
 	a.gratuitous, a.solicit = s.arp.Gratuitous, s.arp.Solicit
+	if vips6 := slices.DeleteFunc(slices.Clone(cfg.VIPs), netip.Addr.Is4); len(vips6) > 0 && cfg.MACMode != macmode.Unicast {
+		mac6 := clusterMAC
+		if cfg.MACMode == macmode.IGMP {
+			if mac6, err = macmode.IGMPMAC6(cfg.VIPs[0]); err != nil {
+				return nil, err
+			}
+		}
+		if s.ndp, err = macmode.NewNDPResponder(cfg.Interface, vips6, mac6); err != nil {
+			return nil, err
+		}
+		s.res.push(resource{name: "ndp socket", release: s.ndp.Close})
+		a.gratuitous = func() error { return errors.Join(s.arp.Gratuitous(), s.ndp.Unsolicited()) }
+	}
 	sock := a.opts.Layout.Socket()
 	os.Remove(sock) // a killed agent's
 	if s.local, err = net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"}); err != nil {
@@ -177,7 +191,7 @@ func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 		// dedicated IP), none on the wildcard: the host answers only
 		// where the cluster is reached.
 		for _, addr := range servedAddrs(cfg) {
-			u, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, cfg.RemotePort)))
+			u, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(addr, cfg.RemotePort)))
 			if err != nil {
 				return nil, fmt.Errorf("remote control on %v:%d: %w", addr, cfg.RemotePort, err)
 			}
@@ -250,7 +264,7 @@ func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 	a.mu.Lock()
 	a.node, a.health, a.srv = s.node, s.health, srv
 	a.mu.Unlock()
-	if err := s.arp.Gratuitous(); err != nil {
+	if err := a.gratuitous(); err != nil {
 		log.Warn("gratuitous arp failed", "error", err)
 	}
 	return s, nil
@@ -284,6 +298,9 @@ func (a *Agent) serve(ctx context.Context, s *session) (config.ExitMode, error) 
 			go func() { <-gctx.Done(); s.arp.Close() }()
 			return s.arp.Run(gctx)
 		})
+	}
+	if s.ndp != nil {
+		g.Go(func() error { return s.ndp.Run(gctx) })
 	}
 	log.Info("agent running", "host", cfg.HostID, "cluster", cfg.Name, "incarnation", a.inc, "remote_port", cfg.RemotePort)
 	a.notify("READY=1\nSTATUS=" + statusLine(s.node.Status()))

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -75,7 +76,10 @@ func TestConfigErrors(t *testing.T) {
 		{"unknown key", "  name: web", "  name: web\n  colour: blue", "colour"},
 		{"bad vip", "vips: [198.18.0.100]", "vips: [198.18.0.300]", "cluster.vips[0]"},
 		{"multicast vip", "vips: [198.18.0.100]", "vips: [239.1.1.1]", "cluster.vips[0]"},
-		{"ipv6 vip", "vips: [198.18.0.100]", "vips: [\"2001:db8::1\"]", "cluster.vips[0]"},
+		{"ipv6 primary vip", "vips: [198.18.0.100]", "vips: [\"2001:db8::1\", 198.18.0.100]", "cluster.vips[0]"},
+		{"ipv4-mapped vip", "vips: [198.18.0.100]", "vips: [198.18.0.100, \"::ffff:198.18.0.101\"]", "cluster.vips[1]"},
+		{"link-local vip", "vips: [198.18.0.100]", "vips: [198.18.0.100, \"fe80::1\"]", "cluster.vips[1]"},
+		{"ipv6 network prefix", "  mac_mode: unicast", "  mac_mode: unicast\n  ipv6_network_prefix: 129", "cluster.ipv6_network_prefix"},
 		{"duplicate vip", "vips: [198.18.0.100]", "vips: [198.18.0.100, 198.18.0.100]", "cluster.vips[1]"},
 		{"no vips", "vips: [198.18.0.100]", "vips: []", "cluster.vips"},
 		{"mode", "mac_mode: unicast", "mac_mode: broadcast", "cluster.mac_mode"},
@@ -125,6 +129,37 @@ func TestConfigErrors(t *testing.T) {
 		{"health exec command", "type: http, url", "type: exec, url", "host.rules.http.health.command"},
 		{"health duration", "interval: 2s", "interval: often", "line"},
 	})
+}
+
+// TestDualStackVIPs: IPv6 VIPs follow the IPv4 ones whatever the written
+// order (the primary stays first); the default IPv6 prefix leaves the
+// digest as it was, another one changes it.
+func TestDualStackVIPs(t *testing.T) {
+	resolve := func(text string) *Resolved {
+		t.Helper()
+		c, err := Parse([]byte(text))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := c.Resolve()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	base := exampleConfig(t)
+	dual := strings.Replace(base, "vips: [198.18.0.100]", `vips: [198.18.0.100, "2001:2::100", 198.18.0.101]`, 1)
+	r := resolve(dual)
+	if got := fmt.Sprint(r.VIPs); got != "[198.18.0.100 198.18.0.101 2001:2::100]" || r.Prefix6 != 64 {
+		t.Fatalf("VIPs %s, prefix /%d", got, r.Prefix6)
+	}
+	if resolve(base).Digest() != resolve(strings.Replace(base, "  mac_mode: unicast", "  mac_mode: unicast\n  ipv6_network_prefix: 64", 1)).Digest() {
+		t.Error("the default IPv6 prefix, written out, changed the digest")
+	}
+	r48 := resolve(strings.Replace(dual, "  mac_mode: unicast", "  mac_mode: unicast\n  ipv6_network_prefix: 48", 1))
+	if r48.Prefix6 != 48 || r48.Digest() == r.Digest() {
+		t.Errorf("prefix /%d, digest unchanged: %v", r48.Prefix6, r48.Digest() == r.Digest())
+	}
 }
 
 func TestKeyFileErrors(t *testing.T) {

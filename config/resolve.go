@@ -22,7 +22,9 @@ import (
 type Resolved struct {
 	Raw     Config
 	Name    string
-	VIPs    []netip.Addr
+	VIPs    []netip.Addr // IPv4 first, then IPv6; VIPs[0] is the primary
+	// Prefix6 is the IPv6 client prefix `network` affinity hashes.
+	Prefix6 int
 	MACMode macmode.Mode
 	// Timing is the heartbeat period and loss tolerance (and the lease
 	// and dead-after durations derived from them).
@@ -100,11 +102,16 @@ vips:
 		case err != nil:
 			fail(cerr(key, s, "not an IP address"))
 			continue
-		case !a.Is4():
-			fail(cerr(key, s, "only IPv4 VIPs are supported"))
+		case a.Is4In6() || a.Zone() != "":
+			fail(cerr(key, s, "write an IPv4 VIP as IPv4, an IPv6 VIP without a zone"))
 			continue
 		case !a.IsGlobalUnicast():
 			fail(cerr(key, s, "a VIP must be a unicast address"))
+			continue
+		case i == 0 && a.Is6():
+			// The primary VIP names the cluster on the wire: its MAC
+			// addresses and its heartbeats carry four bytes of it.
+			fail(cerr(key, s, "the first VIP (the primary) must be IPv4; IPv6 VIPs may follow it"))
 			continue
 		}
 		for _, v := range r.VIPs {
@@ -114,6 +121,16 @@ vips:
 			}
 		}
 		r.VIPs = append(r.VIPs, a)
+	}
+	// IPv4 VIPs first, each family in the written order: the data plane
+	// indexes IPv6 VIPs by their place after the IPv4 ones.
+	slices.SortStableFunc(r.VIPs, func(a, b netip.Addr) int { return cmp.Compare(a.BitLen(), b.BitLen()) })
+	r.Prefix6 = c.Cluster.IPv6NetworkPrefix
+	if r.Prefix6 == 0 {
+		r.Prefix6 = filter.DefaultPrefix6
+	}
+	if r.Prefix6 < 1 || r.Prefix6 > 128 {
+		fail(cerr("cluster.ipv6_network_prefix", strconv.Itoa(c.Cluster.IPv6NetworkPrefix), "must be between 1 and 128"))
 	}
 	switch m := macmode.Mode(c.Cluster.MACMode); m {
 	case macmode.Unicast, macmode.Multicast, macmode.IGMP:

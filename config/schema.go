@@ -25,9 +25,13 @@ type Config struct {
 type ClusterConfig struct {
 	// Name identifies the cluster in logs and metrics.
 	Name string `yaml:"name"`
-	// VIPs are the virtual IPv4 addresses; the first is the primary VIP
-	// from which the cluster MACs are derived.
+	// VIPs are the virtual IP addresses, IPv4 and IPv6; the first is the
+	// primary VIP from which the cluster MACs are derived, and must be
+	// IPv4.
 	VIPs []string `yaml:"vips"`
+	// IPv6NetworkPrefix is the IPv6 client prefix length that `network`
+	// affinity keeps together (1–128; 0: 64).
+	IPv6NetworkPrefix int `yaml:"ipv6_network_prefix"`
 	// MACMode is unicast, multicast or igmp.
 	MACMode string `yaml:"mac_mode"`
 	// Heartbeat timing.

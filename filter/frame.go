@@ -2,6 +2,7 @@ package filter
 
 import (
 	"encoding/binary"
+	"fmt"
 	"net/netip"
 	"sort"
 )
@@ -113,6 +114,23 @@ func (p *Packet) ipv6() []byte {
 	ip = append(ip, p.l4(func(q *Packet) []byte { return q.ipv6() })...)
 	binary.BigEndian.PutUint16(ip[4:6], uint16(len(ip)-ipv6HdrLen))
 	return ip
+}
+
+// ParseFlow parses a flow's client and VIP, each "address:port" (an
+// IPv6 address in brackets), which must be of one family.
+func ParseFlow(client, vip string) (c, v netip.AddrPort, err error) {
+	if c, err = netip.ParseAddrPort(client); err != nil {
+		return c, v, fmt.Errorf("client %q: want IPv4:port or [IPv6]:port", client)
+	}
+	if v, err = netip.ParseAddrPort(vip); err != nil {
+		return c, v, fmt.Errorf("VIP %q: want IPv4:port or [IPv6]:port", vip)
+	}
+	c = netip.AddrPortFrom(c.Addr().Unmap(), c.Port())
+	v = netip.AddrPortFrom(v.Addr().Unmap(), v.Port())
+	if c.Addr().Is4() != v.Addr().Is4() {
+		return c, v, fmt.Errorf("client %s and VIP %s: not of one IP family", c, v)
+	}
+	return c, v, nil
 }
 
 func pad4(b []byte) []byte {

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"net/netip"
 	"os"
 	"sort"
 	"strconv"
@@ -70,13 +69,9 @@ model the kernel program is tested against.`,
 			if err != nil {
 				return usageError{err}
 			}
-			client, err := netip.ParseAddrPort(clientStr)
-			if err != nil || !client.Addr().Is4() {
-				return usageError{fmt.Errorf("--client %q: want IPv4:port", clientStr)}
-			}
-			vip, err := netip.ParseAddrPort(vipStr)
-			if err != nil || !vip.Addr().Is4() {
-				return usageError{fmt.Errorf("--vip %q: want IPv4:port", vipStr)}
+			client, vip, err := filter.ParseFlow(clientStr, vipStr)
+			if err != nil {
+				return usageError{err}
 			}
 			p := &filter.Packet{Src: client.Addr(), Dst: vip.Addr(), SPort: client.Port(), DPort: vip.Port()}
 			switch proto {
