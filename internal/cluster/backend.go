@@ -114,9 +114,18 @@ func (h *Host) serveHTTP(port uint16) error {
 	}
 	body := fmt.Sprintf("host %d\n", h.ID)
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		h.Requests.Add(1)
 		io.WriteString(w, body)
 	}), ReadHeaderTimeout: 5 * time.Second}
 	go srv.Serve(ln)
+	if h.c.Opts.IPv6 {
+		ln6, err := net.Listen("tcp6", fmt.Sprintf("[::]:%d", port))
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		go srv.Serve(ln6)
+	}
 	h.mu.Lock()
 	if h.http == nil {
 		h.http = map[uint16]*http.Server{}

@@ -21,6 +21,7 @@ type Client struct {
 	NS     *netns.NS
 	Ifname string
 	IPs    []netip.Addr
+	IPs6   []netip.Addr // a dual-stack cluster's (Options.IPv6)
 }
 
 // Dial opens a TCP connection from client address src (a fixed source
@@ -46,7 +47,7 @@ func (cl *Client) DialTo(src netip.Addr, dst netip.AddrPort, timeout time.Durati
 	err := cl.NS.Do(func() error {
 		d := net.Dialer{Timeout: timeout, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}
 		var err error
-		conn, err = d.Dial("tcp4", dst.String())
+		conn, err = d.Dial("tcp", dst.String())
 		return err
 	})
 	if err != nil {
@@ -59,6 +60,21 @@ func (cl *Client) DialTo(src netip.Addr, dst netip.AddrPort, timeout time.Durati
 // the host that answered and the client address:port used.
 func (cl *Client) Get(src netip.Addr, port uint16, timeout time.Duration) (uint8, netip.AddrPort, error) {
 	conn, err := cl.Dial(src, 0, port, timeout)
+	if err != nil {
+		return 0, netip.AddrPort{}, err
+	}
+	defer conn.Close()
+	local := conn.LocalAddr().(*net.TCPAddr).AddrPort()
+	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+	id, err := HTTPHost(conn, timeout)
+	return id, local, err
+}
+
+// GetTo makes one HTTP/1.0 request from src to dst (IPv4 or IPv6) on a
+// new connection and returns the answering host and the client
+// address:port used.
+func (cl *Client) GetTo(src netip.Addr, dst netip.AddrPort, timeout time.Duration) (uint8, netip.AddrPort, error) {
+	conn, err := cl.DialTo(src, dst, timeout)
 	if err != nil {
 		return 0, netip.AddrPort{}, err
 	}

@@ -19,6 +19,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -31,6 +32,9 @@ import (
 // Addresses. Everything lives in 198.18.0.0/24 on one bridge.
 var (
 	VIP = netip.MustParseAddr("198.18.0.100")
+	// VIP6 is the IPv6 VIP of a dual-stack cluster (Options.IPv6), from
+	// the benchmarking prefix 2001:2::/48 (RFC 5180).
+	VIP6 = netip.MustParseAddr("2001:2::100")
 	// HostIP(i) = 198.18.0.i; ClientIP(c, k) = 198.18.0.(200+10c+k).
 )
 
@@ -58,6 +62,15 @@ func vipList(vs []netip.Addr) string {
 		s[i] = v.String()
 	}
 	return strings.Join(s, ", ")
+}
+
+// HostIP6 is host id's IPv6 address in a dual-stack cluster.
+func HostIP6(id uint8) netip.Addr { return netip.AddrFrom16([16]byte{0x20, 0x01, 0, 2, 15: id}) }
+
+// ClientIP6 is IPv6 address k of client namespace c: clients in two /64s
+// (c even, c odd).
+func ClientIP6(c, k int) netip.Addr {
+	return netip.AddrFrom16([16]byte{0x20, 0x01, 0, 2, 0, 0, 0, 0, 15: byte(200 + 10*c + k)})
 }
 
 // ClientIP is address k of client namespace c.
@@ -113,6 +126,10 @@ type Options struct {
 	FirstID uint8
 	VIPs    []netip.Addr
 	Gateway netip.Addr
+	// IPv6 makes the cluster dual-stack: VIP6 after the IPv4 VIPs, an
+	// IPv6 address on every host (HostIP6) and client (Client.IPs6),
+	// backends on IPv6 too.
+	IPv6 bool
 	// Nlbd is the nlbd binary; empty builds it into the cluster's dir.
 	Nlbd string
 	// Dir holds configs, keys and logs; empty uses a temporary directory.
@@ -144,11 +161,13 @@ type Host struct {
 	// Env is added to the agent's environment (NOTIFY_SOCKET, …).
 	Env []string
 
-	c    *Cluster
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan error
-	http map[uint16]*http.Server
+	c *Cluster
+	// Requests counts the HTTP requests the host's backend answered.
+	Requests atomic.Int64
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	done     chan error
+	http     map[uint16]*http.Server
 	// keyFile and initialState override the cluster's (AddForeign).
 	keyFile, initialState string
 	// extra and remoteExtra are appended to the cluster and the
@@ -192,6 +211,9 @@ func New(t netns.T, o Options) *Cluster {
 	}
 	if len(o.VIPs) == 0 {
 		o.VIPs = []netip.Addr{VIP}
+	}
+	if o.IPv6 {
+		o.VIPs = append(o.VIPs, VIP6)
 	}
 	c := &Cluster{T: t, Opts: o, Dir: o.Dir, Hosts: map[uint8]*Host{}}
 	if c.Dir == "" {
@@ -239,6 +261,10 @@ func New(t netns.T, o Options) *Cluster {
 			netns.Addr(t, h, l, c.clientIP(ci, k).String()+"/24")
 			cl.IPs = append(cl.IPs, c.clientIP(ci, k))
 		}
+		for k := 0; o.IPv6 && k < o.ClientIPs; k++ {
+			netns.Addr(t, h, l, ClientIP6(ci, k).String()+"/64")
+			cl.IPs6 = append(cl.IPs6, ClientIP6(ci, k))
+		}
 		c.Clients = append(c.Clients, cl)
 	}
 	return c
@@ -282,6 +308,14 @@ func (c *Cluster) addHostWith(t netns.T, id uint8, keyFile, state string) {
 	ns := netns.New(t, fmt.Sprintf("h%d", id))
 	ifname := fmt.Sprintf("%sh%d", netns.Prefix, id)
 	netns.Plug(t, c.Switch, ns, ifname, c.HostIP(id).String()+"/24")
+	if c.Opts.IPv6 {
+		h := ns.Netlink(t)
+		l, err := h.LinkByName(ifname)
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		netns.Addr(t, h, l, HostIP6(id).String()+"/64")
+	}
 	if gw := c.Opts.Gateway; gw.IsValid() {
 		if err := ns.Do(func() error {
 			return netlink.RouteAdd(&netlink.Route{Gw: gw.AsSlice()})

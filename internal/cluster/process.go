@@ -226,10 +226,15 @@ func sameIDs(a, b []uint8) bool {
 	return true
 }
 
-// Owner asks host id which host owns a flow in the live tables.
+// Owner asks host id which host owns a flow to the VIP in the live tables.
 func (c *Cluster) Owner(id uint8, client netip.AddrPort, port uint16, proto string) (uint8, error) {
+	return c.OwnerTo(id, client, netip.AddrPortFrom(VIP, port), proto)
+}
+
+// OwnerTo asks host id which host owns the flow client → dst.
+func (c *Cluster) OwnerTo(id uint8, client, dst netip.AddrPort, proto string) (uint8, error) {
 	r, err := c.Local(id, remote.CmdFilter, remote.Args{Client: client.String(),
-		Dest: netip.AddrPortFrom(VIP, port).String(), Proto: proto})
+		Dest: dst.String(), Proto: proto})
 	if err != nil {
 		return 0, err
 	}

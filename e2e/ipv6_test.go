@@ -1,0 +1,294 @@
+//go:build linux
+
+package e2e
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/icmp"
+	"golang.org/x/net/ipv6"
+
+	"github.com/nlbproject/nlb/internal/cluster"
+	"github.com/nlbproject/nlb/remote"
+)
+
+// load6 opens short HTTP connections to dst(family) until stop, from
+// every client address of both families in turn, and counts per family
+// and answering host.
+type load6 struct {
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	mu     sync.Mutex
+	ok     map[string]map[uint8]int // family → host → connections
+	failed atomic.Int64
+	errs   []string
+}
+
+func startLoad6(c *cluster.Cluster, workers int, port uint16, srcs func(cl *cluster.Client, v6 bool) []netip.Addr) *load6 {
+	l := &load6{stop: make(chan struct{}), ok: map[string]map[uint8]int{"ipv4": {}, "ipv6": {}}}
+	for w := range workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				cl := c.Clients[(w+i/2)%len(c.Clients)]
+				v6 := i%2 == 1
+				ips := srcs(cl, v6)
+				if len(ips) == 0 {
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				dst, fam := netip.AddrPortFrom(cluster.VIP, port), "ipv4"
+				if v6 {
+					dst, fam = netip.AddrPortFrom(cluster.VIP6, port), "ipv6"
+				}
+				id, _, err := cl.GetTo(ips[(w*7+i)%len(ips)], dst, 4*time.Second)
+				l.mu.Lock()
+				if err != nil {
+					l.failed.Add(1)
+					if len(l.errs) < 5 {
+						l.errs = append(l.errs, fmt.Sprintf("%s: %v", fam, err))
+					}
+				} else {
+					l.ok[fam][id]++
+				}
+				l.mu.Unlock()
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+	}
+	return l
+}
+
+func (l *load6) finish(t *testing.T, what string) (ok int) {
+	t.Helper()
+	close(l.stop)
+	l.wg.Wait()
+	for _, m := range l.ok {
+		for _, n := range m {
+			ok += n
+		}
+	}
+	t.Logf("%s: %d connections ok (per family and host %v), %d failed %v", what, ok, l.ok, l.failed.Load(), l.errs)
+	if l.failed.Load() != 0 {
+		t.Errorf("%s: %d connections failed", what, l.failed.Load())
+	}
+	return ok
+}
+
+func allIPs(cl *cluster.Client, v6 bool) []netip.Addr {
+	if v6 {
+		return cl.IPs6
+	}
+	return cl.IPs
+}
+
+// checkEcho6 sends ICMPv6 echo requests to the IPv6 VIP and requires
+// exactly one reply per request.
+func checkEcho6(t *testing.T, c *cluster.Cluster) {
+	cl := c.Clients[0]
+	var conn *icmp.PacketConn
+	if err := cl.NS.Do(func() (err error) {
+		conn, err = icmp.ListenPacket("ip6:ipv6-icmp", cl.IPs6[0].String())
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	const n = 20
+	replies := map[int]int{}
+	for seq := range n {
+		msg := icmp.Message{Type: ipv6.ICMPTypeEchoRequest, Body: &icmp.Echo{ID: 0x4e4c, Seq: seq, Data: []byte("nlb")}}
+		b, _ := msg.Marshal(icmp.IPv6PseudoHeader(cl.IPs6[0].AsSlice(), cluster.VIP6.AsSlice()))
+		if _, err := conn.WriteTo(b, &net.IPAddr{IP: cluster.VIP6.AsSlice()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	buf := make([]byte, 1500)
+	conn.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
+	for {
+		k, from, err := conn.ReadFrom(buf)
+		if err != nil {
+			break
+		}
+		m, err := icmp.ParseMessage(58, buf[:k])
+		if err != nil || m.Type != ipv6.ICMPTypeEchoReply {
+			continue
+		}
+		if e, ok := m.Body.(*icmp.Echo); ok && e.ID == 0x4e4c && from.String() == cluster.VIP6.String() {
+			replies[e.Seq]++
+		}
+	}
+	for seq := range n {
+		if replies[seq] != 1 {
+			t.Errorf("ICMPv6 echo %d: %d replies, want exactly 1", seq, replies[seq])
+		}
+	}
+}
+
+func requests(c *cluster.Cluster) int64 {
+	var n int64
+	for _, h := range c.Hosts {
+		n += h.Requests.Load()
+	}
+	return n
+}
+
+// TestDualStack: in each MAC mode, a cluster with an IPv4 and an IPv6
+// VIP. New connections of both families spread over the hosts, each
+// answered by the host the live tables name and exactly once (the
+// backends count requests); ICMPv6 echo gets one reply; a join and a
+// drainstop under load of both families fail no connection; after a
+// kill -9, new connections in the dead host's buckets succeed again and
+// none to the survivors fails.
+func TestDualStack(t *testing.T) {
+	eachMode(t, append(modes, "igmp"), func(t *testing.T, mode string) {
+		c := cluster.New(t, cluster.Options{Mode: mode, IPv6: true, ClientIPs: 6})
+		startAll(t, c, []uint8{1, 2})
+
+		// Spread, owners and exactly once, both families.
+		r0 := requests(c)
+		counts := map[string]map[uint8]int{"ipv4": {}, "ipv6": {}}
+		var mu sync.Mutex
+		var failures, wrong atomic.Int64
+		const n = 400
+		parallel(n, 16, func(i int) {
+			cl := c.Clients[i%len(c.Clients)]
+			v6 := i%2 == 1
+			dst, fam := netip.AddrPortFrom(cluster.VIP, cluster.PortHTTP), "ipv4"
+			if v6 {
+				dst, fam = netip.AddrPortFrom(cluster.VIP6, cluster.PortHTTP), "ipv6"
+			}
+			ips := allIPs(cl, v6)
+			id, local, err := cl.GetTo(ips[(i/2)%len(ips)], dst, 3*time.Second)
+			if err != nil {
+				if failures.Add(1) < 5 {
+					t.Errorf("%s connection %d: %v", fam, i, err)
+				}
+				return
+			}
+			if own, err := c.OwnerTo(uint8(1+i%2), local, dst, "tcp"); err != nil || own != id {
+				if wrong.Add(1) < 5 {
+					t.Errorf("%v → %v answered by host %d, tables name %d (%v)", local, dst, id, own, err)
+				}
+			}
+			mu.Lock()
+			counts[fam][id]++
+			mu.Unlock()
+		})
+		ok := n - int(failures.Load())
+		if got := requests(c) - r0; got != int64(ok) {
+			t.Errorf("%d requests answered by the backends for %d connections: not exactly once", got, ok)
+		}
+		for fam, m := range counts {
+			for _, id := range []uint8{1, 2} {
+				if m[id] < n/2/4 {
+					t.Errorf("%s: host %d answered %d of %d connections", fam, id, m[id], n/2)
+				}
+			}
+		}
+		t.Logf("%s: %d connections per family and host %v, %d failed, %d on the wrong host", mode, n, counts, failures.Load(), wrong.Load())
+
+		// A join and a drainstop under load of both families.
+		ld := startLoad6(c, 8, cluster.PortHTTP, allIPs)
+		time.Sleep(500 * time.Millisecond)
+		c.Start(3)
+		if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		checkEcho6(t, c)
+		if _, err := c.Local(2, remote.CmdDrainStop, remote.Args{}); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			if q, err := c.Query(2); err == nil && q.State == "stopped" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("host 2 did not stop after its drain")
+			}
+		}
+		time.Sleep(time.Second)
+		ld.finish(t, "join and drainstop")
+		if ld.ok["ipv6"][3] == 0 || ld.ok["ipv4"][3] == 0 {
+			t.Errorf("the joining host took no connections: %v", ld.ok)
+		}
+
+		// Host 2 back (a 2-host cluster whose lowest ID fails stops new
+		// flows: docs/operations.md), then kill -9 of the host that owns
+		// an IPv6 client address (sticky rule: affinity single);
+		// connections from the addresses the others own (both families)
+		// run throughout.
+		if _, err := c.Local(2, remote.CmdStart, remote.Args{}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.WaitConverged(all3, 20*time.Second); err != nil {
+			t.Fatal(err)
+		}
+		cl := c.Clients[0]
+		owner := func(a netip.Addr) uint8 {
+			dst := netip.AddrPortFrom(cluster.VIP, cluster.PortSticky)
+			if a.Is6() {
+				dst = netip.AddrPortFrom(cluster.VIP6, cluster.PortSticky)
+			}
+			id, err := c.OwnerTo(1, netip.AddrPortFrom(a, 1), dst, "tcp")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return id
+		}
+		victimIP := cl.IPs6[0]
+		victim := owner(victimIP)
+		others := map[bool][]netip.Addr{}
+		for _, a := range append(append([]netip.Addr(nil), cl.IPs...), cl.IPs6...) {
+			if owner(a) != victim {
+				others[a.Is6()] = append(others[a.Is6()], a)
+			}
+		}
+		if len(others[true]) == 0 || len(others[false]) == 0 {
+			t.Fatalf("every client address of some family maps to host %d: %v", victim, others)
+		}
+		ld = startLoad6(c, 4, cluster.PortSticky, func(k *cluster.Client, v6 bool) []netip.Addr {
+			if k != cl {
+				return nil
+			}
+			return others[v6]
+		})
+		time.Sleep(500 * time.Millisecond)
+		c.Kill(victim)
+		c.Isolate(victim, true)
+		killed := time.Now()
+		var recovered time.Duration
+		for time.Since(killed) < 20*time.Second {
+			id, _, err := cl.GetTo(victimIP, netip.AddrPortFrom(cluster.VIP6, cluster.PortSticky), 300*time.Millisecond)
+			if err == nil {
+				if id == victim {
+					t.Fatalf("killed and isolated host %d answered", victim)
+				}
+				recovered = time.Since(killed)
+				break
+			}
+		}
+		if recovered == 0 {
+			t.Fatalf("host %d's IPv6 buckets never recovered", victim)
+		}
+		time.Sleep(time.Second)
+		ld.finish(t, "surviving hosts during the failover")
+		if len(ld.ok["ipv4"]) == 0 || len(ld.ok["ipv6"]) == 0 {
+			t.Errorf("the load to the survivors missed a family: %v", ld.ok)
+		}
+		t.Logf("IPv6 failover: new connections in the failed host's buckets succeed %v after kill -9", recovered.Round(time.Millisecond))
+	})
+}
