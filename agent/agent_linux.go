@@ -74,7 +74,7 @@ func (a *Agent) machineConfig(cfg *config.Resolved, ownMAC net.HardwareAddr) con
 		st = convergence.StateSuspended
 	}
 	return convergence.Config{
-		HostID: cfg.HostID, Incarnation: a.inc, PrevIncarnation: a.prevInc, ClusterVIP: cfg.VIPs[0], MAC: mac,
+		HostID: cfg.HostID, Incarnation: a.inc, PrevIncarnation: a.prevInc, ClusterVIP: macmode.ClusterID(cfg.VIPs[0]), MAC: mac,
 		DedicatedIP: cfg.DedicatedIP.Addr(), Rules: cfg.Rules, ConfigDigest: cfg.Digest(),
 		Settings: cfg.Settings(), Timing: cfg.Timing,
 		Grace: cfg.Grace, DrainTimeout: cfg.DrainTimeout, Quorum: cfg.Quorum, QuorumVoters: cfg.QuorumVoters, Voters: a.voters, VotersEpoch: a.votersEpoch, StartState: st,

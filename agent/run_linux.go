@@ -248,7 +248,7 @@ func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 		m.Restore(time.Now(), *restoreMarks, leaseLeft)
 	}
 	hkeys := cfg.Keys.Heartbeat()
-	guard := heartbeat.NewGuard(hkeys, cfg.VIPs[0], cfg.HostID)
+	guard := heartbeat.NewGuard(hkeys, macmode.ClusterID(cfg.VIPs[0]), cfg.HostID)
 	guard.SetOwnIncarnation(a.inc)
 	s.node = NewNode(m, conn, guard, hkeys[0], cfg.Period, log.Named("convergence"))
 	s.node.Apply = a.apply

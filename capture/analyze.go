@@ -249,6 +249,15 @@ func (a *Analyzer) ourVIP(v netip.Addr) bool {
 	return len(a.VIPs) == 0 || slices.Contains(a.VIPs, v)
 }
 
+// ourCluster: heartbeats carry the primary VIP's four bytes (an IPv6
+// VIP's last four, macmode.ClusterID).
+func (a *Analyzer) ourCluster(id netip.Addr) bool {
+	return len(a.VIPs) == 0 || slices.ContainsFunc(a.VIPs, func(x netip.Addr) bool {
+		b := x.As16()
+		return netip.AddrFrom4([4]byte(b[12:16])) == id
+	})
+}
+
 func (a *Analyzer) nlb(at time.Time, src [6]byte, l *NLB) []Event {
 	if l.Err != nil {
 		return []Event{problem(at, 0, "malformed frame of the heartbeat ethertype from %s: %v", macString(src), l.Err)}
@@ -257,7 +266,7 @@ func (a *Analyzer) nlb(at time.Time, src [6]byte, l *NLB) []Event {
 	badTag := len(a.Keys) > 0 && !verified
 	switch m := l.Msg.(type) {
 	case *heartbeat.Heartbeat:
-		if !a.ourVIP(m.ClusterVIP) {
+		if !a.ourCluster(m.ClusterVIP) {
 			return []Event{problem(at, m.HostID, "heartbeat of another cluster (VIP %s, host %d) from %s", m.ClusterVIP, m.HostID, macString(src))}
 		}
 		if badTag {
@@ -280,7 +289,7 @@ func (a *Analyzer) nlb(at time.Time, src [6]byte, l *NLB) []Event {
 			Text: fmt.Sprintf("host %d %s epoch %d phase %d view %s members %s inc %d%s", m.HostID, convergence.State(m.State),
 				m.Epoch, m.Phase, idList(m.View), idList(m.Members), m.Incarnation, verifiedNote(a.Keys, verified))}}
 	case *heartbeat.TableChunk:
-		if !a.ourVIP(m.ClusterVIP) {
+		if !a.ourCluster(m.ClusterVIP) {
 			return []Event{problem(at, m.HostID, "table chunk of another cluster (VIP %s) from %s", m.ClusterVIP, macString(src))}
 		}
 		if badTag {

@@ -18,11 +18,16 @@ import (
 	"github.com/nlbproject/nlb/macmode"
 )
 
+func isIPv4(s string) bool {
+	a, err := netip.ParseAddr(s)
+	return err == nil && a.Is4()
+}
+
 // Resolved is a validated configuration in the types the rest of nlb uses.
 type Resolved struct {
-	Raw     Config
-	Name    string
-	VIPs    []netip.Addr // IPv4 first, then IPv6; VIPs[0] is the primary
+	Raw  Config
+	Name string
+	VIPs []netip.Addr // IPv4 first, then IPv6; VIPs[0] is the primary
 	// Prefix6 is the IPv6 client prefix `network` affinity hashes.
 	Prefix6 int
 	MACMode macmode.Mode
@@ -108,10 +113,11 @@ vips:
 		case !a.IsGlobalUnicast():
 			fail(cerr(key, s, "a VIP must be a unicast address"))
 			continue
-		case i == 0 && a.Is6():
-			// The primary VIP names the cluster on the wire: its MAC
-			// addresses and its heartbeats carry four bytes of it.
-			fail(cerr(key, s, "the first VIP (the primary) must be IPv4; IPv6 VIPs may follow it"))
+		case i == 0 && a.Is6() && slices.ContainsFunc(c.Cluster.VIPs, isIPv4):
+			// The primary VIP names the cluster on the wire (its MAC
+			// addresses and heartbeats carry four bytes of it): the
+			// first IPv4 VIP when there is one.
+			fail(cerr(key, s, "with IPv4 VIPs, the first VIP (the primary) must be IPv4"))
 			continue
 		}
 		for _, v := range r.VIPs {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os/exec"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -290,5 +292,61 @@ func TestDualStack(t *testing.T) {
 			t.Errorf("the load to the survivors missed a family: %v", ld.ok)
 		}
 		t.Logf("IPv6 failover: new connections in the failed host's buckets succeed %v after kill -9", recovered.Round(time.Millisecond))
+	})
+}
+
+// TestIPv6Only: a cluster whose only VIP is IPv6 (its primary: the MACs
+// and heartbeats carry its last four bytes). Connections spread and are
+// answered once, ICMPv6 echo once, and nlbctl reaches every host over
+// IPv6 (remote control binds requests to the IPv6 destination).
+func TestIPv6Only(t *testing.T) {
+	eachMode(t, modes, func(t *testing.T, mode string) {
+		c := cluster.New(t, cluster.Options{Mode: mode, IPv6: true, VIPs: []netip.Addr{cluster.VIP6}})
+		startAll(t, c, all3)
+		r0 := requests(c)
+		counts := map[uint8]int{}
+		var mu sync.Mutex
+		var failures atomic.Int64
+		const n = 300
+		parallel(n, 16, func(i int) {
+			cl := c.Clients[i%len(c.Clients)]
+			id, _, err := cl.GetTo(cl.IPs6[(i/2)%len(cl.IPs6)], netip.AddrPortFrom(cluster.VIP6, cluster.PortHTTP), 3*time.Second)
+			if err != nil {
+				if failures.Add(1) < 5 {
+					t.Errorf("connection %d: %v", i, err)
+				}
+				return
+			}
+			mu.Lock()
+			counts[id]++
+			mu.Unlock()
+		})
+		if got := requests(c) - r0; got != int64(n-int(failures.Load())) {
+			t.Errorf("%d requests answered for %d connections: not exactly once", got, n-int(failures.Load()))
+		}
+		for _, id := range all3 {
+			if counts[id] < n/3/3 {
+				t.Errorf("host %d answered %d of %d", id, counts[id], n)
+			}
+		}
+		t.Logf("%s: %d IPv6 connections per host %v, %d failed", mode, n, counts, failures.Load())
+		checkEcho6(t, c)
+
+		nlbctl := buildNlbctl(t)
+		cl := c.Clients[0]
+		out, err := exec.Command("nsenter", "--net="+cl.NS.Path(), "--", nlbctl, "--cluster", cluster.VIP6.String(), "--key-file", c.KeyFile, "query").CombinedOutput()
+		if err != nil {
+			t.Fatalf("nlbctl --cluster %s query: %v:\n%s", cluster.VIP6, err, out)
+		}
+		for _, row := range []string{"\n1 ", "\n2 ", "\n3 "} {
+			if !strings.Contains(string(out), row) {
+				t.Fatalf("query over IPv6 lacks a row for host%s:\n%s", row, out)
+			}
+		}
+		out, err = exec.Command("nsenter", "--net="+cl.NS.Path(), "--", nlbctl, "--cluster", cluster.VIP6.String(), "--key-file", c.KeyFile, "--target", "1", "ip2mac").CombinedOutput()
+		want := map[string]string{"unicast": "02:bf:00:00:01:00", "multicast": "03:bf:00:00:01:00"}[mode]
+		if err != nil || !strings.Contains(string(out), `cluster_mac    "`+want+`"`) {
+			t.Errorf("ip2mac over IPv6: want cluster_mac %s: %v\n%s", want, err, out)
+		}
 	})
 }

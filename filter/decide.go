@@ -88,6 +88,13 @@ func noFlow(r Reason) Decision {
 	return Decision{Verdict: r.Verdict(), Reason: r, Rule: -1, Bucket: -1}
 }
 
+// clusterID is the four bytes heartbeats carry for the primary VIP: the
+// address if IPv4, its last four bytes if IPv6 (macmode.ClusterID).
+func clusterID(primary netip.Addr) [4]byte {
+	a := primary.As16()
+	return [4]byte(a[12:16])
+}
+
 // decideHeartbeat passes a frame with the heartbeat ethertype only if it
 // opens like a heartbeat of this cluster: magic, version, the primary
 // VIP at bytes 8-11 of the message, and a host ID at byte 12 (which
@@ -97,7 +104,7 @@ func noFlow(r Reason) Decision {
 // lost with it. What passes still has to prove itself with its tag.
 func (s *State) decideHeartbeat(m []byte) Decision {
 	if len(m) < 13 || binary.BigEndian.Uint32(m[0:4]) != HeartbeatMagic || m[4] != HeartbeatVersion ||
-		len(s.VIPs) > 0 && netip.AddrFrom4([4]byte(m[8:12])) != s.VIPs[0] {
+		len(s.VIPs) > 0 && [4]byte(m[8:12]) != clusterID(s.VIPs[0]) {
 		return noFlow(ReasonDropMalformed)
 	}
 	return noFlow(ReasonPassHeartbeat)

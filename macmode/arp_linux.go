@@ -45,7 +45,9 @@ func NewResponder(ifname string, vips []netip.Addr, clusterMAC net.HardwareAddr)
 	}
 	r := &Responder{c: c, ifi: ifi, vips: map[netip.Addr]bool{}, mac: clusterMAC}
 	for _, v := range vips {
-		r.vips[v] = true
+		if v.Is4() { // IPv6 VIPs: NDPResponder
+			r.vips[v] = true
+		}
 	}
 	return r, nil
 }

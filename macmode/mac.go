@@ -19,11 +19,23 @@ import (
 //	multicast cluster MAC   03:bf:W:X:Y:Z
 //	IGMP multicast MAC      01:00:5e:7f:Y:Z, group 239.255.Y.Z
 
+//
+// An IPv6-only cluster's primary VIP gives its last four bytes as
+// W.X.Y.Z (ClusterID): two IPv6-only clusters on one segment need
+// primary VIPs that differ there.
 func octets(vip netip.Addr) ([4]byte, error) {
-	if !vip.Is4() {
-		return [4]byte{}, fmt.Errorf("cluster MAC: VIP %v is not IPv4", vip)
+	if !vip.IsValid() {
+		return [4]byte{}, fmt.Errorf("cluster MAC: no VIP")
 	}
-	return vip.As4(), nil
+	return ClusterID(vip).As4(), nil
+}
+
+// ClusterID is the four bytes that name the cluster on the wire (MAC
+// addresses, heartbeats): the primary VIP if IPv4, else its last four
+// bytes, as an IPv4 address.
+func ClusterID(primary netip.Addr) netip.Addr {
+	a := primary.As16()
+	return netip.AddrFrom4([4]byte(a[12:16]))
 }
 
 // UnicastMAC is the cluster MAC of unicast mode: every host's NIC uses it.

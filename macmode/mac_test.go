@@ -47,8 +47,15 @@ func TestDerivation(t *testing.T) {
 			t.Errorf("%s: address bits wrong: %v %v %v", tt.vip, u, mc, ig)
 		}
 	}
-	if _, err := UnicastMAC(netip.MustParseAddr("2001:db8::1")); err == nil {
-		t.Error("IPv6 VIP accepted")
+	// An IPv6-only cluster's primary VIP gives its last four bytes.
+	if m, err := UnicastMAC(netip.MustParseAddr("2001:2::c612:64")); err != nil || m.String() != "02:bf:c6:12:00:64" {
+		t.Errorf("UnicastMAC(2001:2::c612:64) = %v, %v", m, err)
+	}
+	if g, err := MLDGroup(netip.MustParseAddr("198.18.0.100")); err != nil || g.String() != "ff05::bf:c612:64" {
+		t.Errorf("MLDGroup = %v, %v", g, err)
+	}
+	if m, err := IGMPMAC6(netip.MustParseAddr("198.18.0.100")); err != nil || m.String() != "33:33:c6:12:00:64" {
+		t.Errorf("IGMPMAC6 = %v, %v", m, err)
 	}
 	if _, err := MaskedMAC(netip.MustParseAddr("198.18.0.1"), 0); err == nil {
 		t.Error("host ID 0 accepted")

@@ -84,7 +84,11 @@ func (c *Client) Do(ctx context.Context, addr netip.AddrPort, target uint8, cmd 
 	}
 	// Unconnected: replies come from each host, from the address the
 	// request was sent to or, on hosts that cannot do that, their own.
-	conn, err := net.ListenUDP("udp4", nil)
+	network := "udp4"
+	if addr.Addr().Is6() {
+		network = "udp6"
+	}
+	conn, err := net.ListenUDP(network, nil)
 	if err != nil {
 		return nil, fmt.Errorf("remote: %w", err)
 	}
@@ -212,7 +216,7 @@ func newGather(req *Message, target uint8) *gather {
 func (g *gather) add(b []byte, key *Key) {
 	m, err := Unmarshal(b, key)
 	if err != nil || m.Kind != KindReply || m.RequestID != g.req.RequestID || m.Nonce != g.req.Nonce ||
-		m.Dest != g.req.Dest || m.Role != g.req.Role || m.Command != g.req.Command {
+		!SameDest(m.Dest, g.req.Dest) || m.Role != g.req.Role || m.Command != g.req.Command {
 		return
 	}
 	if m.Status.Refusal() {

@@ -167,7 +167,7 @@ func (g *Guard) Check(b []byte, dst, src netip.Addr, now time.Time) (*Message, *
 	if key == nil {
 		return g.refuse(nil, nil, RefusedAuth)
 	}
-	if m.Dest != dst || !g.isLocal(dst) || m.Host != 0 && m.Host != g.local.HostID {
+	if !SameDest(m.Dest, dst) || !g.isLocal(dst) || m.Host != 0 && m.Host != g.local.HostID {
 		// Meant for another host, or sent there and replayed here: the
 		// intended host answers, not this one.
 		return g.refuse(nil, nil, RefusedMisdirected)

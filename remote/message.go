@@ -218,7 +218,6 @@ var (
 	ErrLength    = errors.New("remote: body length does not match the datagram")
 	ErrAuth      = errors.New("remote: authentication failed")
 	ErrRole      = errors.New("remote: unknown key role")
-	ErrDest      = errors.New("remote: destination is not an IPv4 address")
 )
 
 // Key is the HMAC key of one role, derived from that role's key file with
@@ -265,10 +264,7 @@ func Marshal(m *Message, key *Key) ([]byte, error) {
 	binary.BigEndian.PutUint64(b[20:28], uint64(m.Timestamp))
 	copy(b[28:44], m.Nonce[:])
 	if m.Dest.IsValid() {
-		if !m.Dest.Is4() {
-			return nil, fmt.Errorf("%w: %v", ErrDest, m.Dest)
-		}
-		d := m.Dest.As4()
+		d := DestKey(m.Dest)
 		copy(b[44:48], d[:])
 	}
 	copy(b[HeaderLen:], m.Body)
@@ -276,6 +272,29 @@ func Marshal(m *Message, key *Key) ([]byte, error) {
 		copy(b[HeaderLen+len(m.Body):], tag(key, b[:HeaderLen+len(m.Body)]))
 	}
 	return b, nil
+}
+
+// DestKey is what a message carries of its destination address (bytes
+// 44–47): an IPv4 address itself, an IPv6 address the first four bytes
+// of its SHA-256. A received message's Dest is these four bytes as an
+// IPv4 address; compare destinations with SameDest.
+func DestKey(a netip.Addr) [4]byte {
+	a = a.Unmap()
+	if a.Is4() {
+		return a.As4()
+	}
+	b := a.As16()
+	h := sha256.Sum256(b[:])
+	return [4]byte(h[:4])
+}
+
+// SameDest reports whether two destinations (sent or received) carry the
+// same key.
+func SameDest(a, b netip.Addr) bool {
+	if a.IsValid() != b.IsValid() {
+		return false
+	}
+	return !a.IsValid() || DestKey(a) == DestKey(b)
 }
 
 func tag(key *Key, b []byte) []byte {

@@ -531,3 +531,31 @@ func FuzzSignedRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestGuardIPv6: a request to an IPv6 VIP carries its destination's key
+// (DestKey): accepted where it was sent, refused as misdirected at
+// another IPv6 VIP of the host or at its IPv4 VIP.
+func TestGuardIPv6(t *testing.T) {
+	now := start.Add(time.Minute)
+	vip6, other6 := netip.MustParseAddr("2001:2::100"), netip.MustParseAddr("2001:2::101")
+	g := NewGuard(testKeys, Local{Addrs: []netip.Addr{vip, vip6, other6, host2}, HostID: 2}, start)
+	for _, s := range []struct {
+		name string
+		b    []byte
+		dst  netip.Addr
+		want Refusal
+	}{
+		{"to the IPv6 VIP", requestTo(t, CmdQuery, &testKey, RoleAdmin, vip6, 0, now, 1), vip6, RefusedNone},
+		{"sent to the IPv6 VIP, arrived at another", requestTo(t, CmdQuery, &testKey, RoleAdmin, vip6, 0, now, 2), other6, RefusedMisdirected},
+		{"sent to the IPv6 VIP, arrived at the IPv4 VIP", requestTo(t, CmdQuery, &testKey, RoleAdmin, vip6, 0, now, 3), vip, RefusedMisdirected},
+		{"sent to the IPv4 VIP, arrived at the IPv6 VIP", requestTo(t, CmdQuery, &testKey, RoleAdmin, vip, 0, now, 4), vip6, RefusedMisdirected},
+	} {
+		if _, _, got := g.Check(s.b, s.dst, operatorSrc, now); got != s.want {
+			t.Errorf("%s: got %v, want %v", s.name, got, s.want)
+		}
+	}
+	m, err := Unmarshal(requestTo(t, CmdQuery, &testKey, RoleAdmin, vip6, 0, now, 5), &testKey)
+	if err != nil || !SameDest(m.Dest, vip6) || SameDest(m.Dest, other6) {
+		t.Errorf("decoded destination %v (%v): same as %v: %v", m.Dest, err, vip6, SameDest(m.Dest, vip6))
+	}
+}

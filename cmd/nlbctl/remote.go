@@ -71,9 +71,10 @@ func (t *target) send(cmd remote.Command, args remote.Args) (*remote.Result, err
 	}
 	addr := t.cluster + t.host
 	ip, err := netip.ParseAddr(addr)
-	if err != nil || !ip.Is4() {
-		return nil, usageError{fmt.Errorf("%q is not an IPv4 address", addr)}
+	if err != nil {
+		return nil, usageError{fmt.Errorf("%q is not an IP address", addr)}
 	}
+	ip = ip.Unmap()
 	role, err := remote.ParseRole(t.role)
 	if err != nil {
 		return nil, usageError{fmt.Errorf("--role: %w", err)}

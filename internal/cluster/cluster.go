@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -212,7 +213,7 @@ func New(t netns.T, o Options) *Cluster {
 	if len(o.VIPs) == 0 {
 		o.VIPs = []netip.Addr{VIP}
 	}
-	if o.IPv6 {
+	if o.IPv6 && !slices.Contains(o.VIPs, VIP6) {
 		o.VIPs = append(o.VIPs, VIP6)
 	}
 	c := &Cluster{T: t, Opts: o, Dir: o.Dir, Hosts: map[uint8]*Host{}}

@@ -538,7 +538,12 @@ int nlb_ingress(struct __sk_buff *skb)
 		if ((void *)(m + 13) > end || *(__u32 *)m != bpf_htonl(NLB_HB_MAGIC) || m[4] != NLB_HB_VERSION)
 			return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
 		struct nlb_state *hst = active_state();
+		/* The cluster's four bytes: the primary VIP, IPv4 first; an
+		 * IPv6-only cluster's primary gives its last four bytes. */
 		if (hst && hst->n_vips > 0 && *(__u32 *)(m + 8) != hst->vips[0])
+			return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
+		if (hst && hst->n_vips == 0 && hst->n_vips6 > 0 &&
+		    *(__u32 *)(m + 8) != *(__u32 *)&hst->vips6[0][12])
 			return finish(skb, NLB_NO_TABLE, R_DROP_MALFORMED, NO_BUCKET);
 		return finish(skb, NLB_NO_TABLE, hb_admit(hst, m[12], eth->h_source), NO_BUCKET);
 	}
