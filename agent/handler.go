@@ -325,6 +325,7 @@ func restartNeeded(cur, next *config.Resolved) string {
 		{"host.id", cur.HostID, next.HostID},
 		{"host.interface", cur.Interface, next.Interface},
 		{"host.dedicated_ip", cur.DedicatedIP, next.DedicatedIP},
+		{"host.dedicated_ip6", cur.DedicatedIP6, next.DedicatedIP6},
 		{"host.metrics_address", cur.MetricsAddr, next.MetricsAddr},
 		{"host.rules.*.health", cur.HealthChecks(), next.HealthChecks()},
 		{"host.bgp", cur.BGP, next.BGP},

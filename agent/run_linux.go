@@ -73,10 +73,13 @@ func (a *Agent) setup(ctx context.Context) (s *session, err error) {
 	if a.inc, a.prevInc, err = nextIncarnation(a.opts.Layout.IncarnationFile(cfg.Interface), a.started); err != nil {
 		return nil, err
 	}
-	s = &session{}
+	// The unwind uses its own reference: an error return sets the named
+	// result s to nil.
+	sess := &session{}
+	s = sess
 	defer func() {
 		if err != nil {
-			if uerr := s.res.unwind(undoSetup); uerr != nil {
+			if uerr := sess.res.unwind(undoSetup); uerr != nil {
 				log.Error("undo after failed setup", "error", uerr)
 			}
 		}
@@ -365,5 +368,9 @@ func closer(c io.Closer) func() error {
 // servedAddrs are the addresses remote control is served on: the VIPs and
 // the dedicated IP.
 func servedAddrs(cfg *config.Resolved) []netip.Addr {
-	return append(slices.Clone(cfg.VIPs), cfg.DedicatedIP.Addr())
+	out := append(slices.Clone(cfg.VIPs), cfg.DedicatedIP.Addr())
+	if cfg.DedicatedIP6.IsValid() {
+		out = append(out, cfg.DedicatedIP6.Addr())
+	}
+	return out
 }

@@ -109,6 +109,8 @@ func TestConfigErrors(t *testing.T) {
 		{"host id zero", "id: 1", "id: 0", "host.id"},
 		{"interface", "interface: eth0", "interface: averyveryverylongname0", "host.interface"},
 		{"dedicated ip", "dedicated_ip: 198.18.0.1/24", "dedicated_ip: 198.18.0.1", "host.dedicated_ip"},
+		{"dedicated ip6", "dedicated_ip: 198.18.0.1/24", "dedicated_ip: 198.18.0.1/24\n  dedicated_ip6: 198.18.0.2/24", "host.dedicated_ip6"},
+		{"dedicated ip6 link-local", "dedicated_ip: 198.18.0.1/24", "dedicated_ip: 198.18.0.1/24\n  dedicated_ip6: fe80::1/64", "host.dedicated_ip6"},
 		{"dedicated is vip", "dedicated_ip: 198.18.0.1/24", "dedicated_ip: 198.18.0.100/24", "host.dedicated_ip"},
 		{"state", "initial_state: started", "initial_state: running", "host.initial_state"},
 		{"metrics", "metrics_address: 127.0.0.1:9425", "metrics_address: localhost", "host.metrics_address"},

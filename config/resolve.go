@@ -54,6 +54,7 @@ type Resolved struct {
 	HostID       uint8
 	Interface    string
 	DedicatedIP  netip.Prefix
+	DedicatedIP6 netip.Prefix // optional: not valid when not set
 	InitialState InitialState
 	MetricsAddr  string
 	OnExit       ExitMode
@@ -348,6 +349,17 @@ func (r *Resolved) resolveHost(c *Config) (errs Errors) {
 		}
 	}
 	r.DedicatedIP = p
+	if h.DedicatedIP6 != "" {
+		p6, err := netip.ParsePrefix(h.DedicatedIP6)
+		switch {
+		case err != nil || !p6.Addr().Is6() || p6.Addr().Is4In6() || !p6.Addr().IsGlobalUnicast():
+			fail(cerr("host.dedicated_ip6", h.DedicatedIP6, "must be a global IPv6 address with prefix length, e.g. 2001:2::1/64"))
+		case slices.Contains(r.VIPs, p6.Addr()):
+			fail(cerr("host.dedicated_ip6", h.DedicatedIP6, "is a VIP; the dedicated IP must be the host's own"))
+		default:
+			r.DedicatedIP6 = p6
+		}
+	}
 	switch s := InitialState(h.InitialState); s {
 	case StartStarted, StartStopped, StartSuspended:
 		r.InitialState = s

@@ -105,6 +105,12 @@ type HostConfig struct {
 	// DedicatedIP is this host's own address on the cluster NIC, with its
 	// prefix length (e.g. 198.18.1.1/24).
 	DedicatedIP string `yaml:"dedicated_ip"`
+	// DedicatedIP6 is, optionally, the host's own IPv6 address on the
+	// cluster NIC with its prefix length (e.g. 2001:2::1/64): remote
+	// control answers there too, so nlbctl --host reaches this host over
+	// IPv6. (The IPv4 dedicated address stays required: heartbeats and
+	// BGP name the host by it.)
+	DedicatedIP6 string `yaml:"dedicated_ip6"`
 	// InitialState is started, stopped or suspended.
 	InitialState string `yaml:"initial_state"`
 	// MetricsAddress is the listen address of the Prometheus endpoint;

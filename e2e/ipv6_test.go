@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -343,10 +344,44 @@ func TestIPv6Only(t *testing.T) {
 				t.Fatalf("query over IPv6 lacks a row for host%s:\n%s", row, out)
 			}
 		}
+		// One host by its dedicated IPv6 address: one row.
+		out, err = exec.Command("nsenter", "--net="+cl.NS.Path(), "--", nlbctl, "--host", cluster.HostIP6(2).String(), "--key-file", c.KeyFile, "query").CombinedOutput()
+		if err != nil || strings.Count(string(out), "\n") != 2 || !strings.Contains(string(out), "\n2 ") {
+			t.Fatalf("--host %s query: %v:\n%s", cluster.HostIP6(2), err, out)
+		}
 		out, err = exec.Command("nsenter", "--net="+cl.NS.Path(), "--", nlbctl, "--cluster", cluster.VIP6.String(), "--key-file", c.KeyFile, "--target", "1", "ip2mac").CombinedOutput()
 		want := map[string]string{"unicast": "02:bf:00:00:01:00", "multicast": "03:bf:00:00:01:00"}[mode]
 		if err != nil || !strings.Contains(string(out), `cluster_mac    "`+want+`"`) {
 			t.Errorf("ip2mac over IPv6: want cluster_mac %s: %v\n%s", want, err, out)
+		}
+	})
+}
+
+// TestSetupFailureUnwinds: a setup step that fails after the NIC is set
+// up (here, remote control on a dedicated IPv6 address the host does not
+// have) ends the agent with that error, and the NIC is as before — the
+// unwind ran (it used to dereference the nil session a failed setup
+// returns, and panic).
+func TestSetupFailureUnwinds(t *testing.T) {
+	eachMode(t, []string{"unicast"}, func(t *testing.T, mode string) {
+		c := cluster.New(t, cluster.Options{Mode: mode, Hosts: 1, Clients: 1, HostExtra: "  dedicated_ip6: 2001:2::99/64\n"})
+		h := c.Hosts[1]
+		link := func() string {
+			out, err := exec.Command("ip", "-n", h.NS.Name, "link", "show", "dev", h.Ifname).CombinedOutput()
+			if err != nil {
+				t.Fatalf("%v: %s", err, out)
+			}
+			return strings.Fields(strings.SplitN(string(out), "link/ether ", 2)[1])[0]
+		}
+		before := link()
+		c.Start(1)
+		err := c.Wait(1, 20*time.Second)
+		log, _ := os.ReadFile(h.Log)
+		if err == nil || !strings.Contains(string(log), "remote control on 2001:2::99") || strings.Contains(string(log), "panic") {
+			t.Fatalf("agent exit %v; log:\n%s", err, log)
+		}
+		if after := link(); after != before {
+			t.Fatalf("NIC MAC %s after the failed setup, %s before", after, before)
 		}
 	})
 }

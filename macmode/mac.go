@@ -19,7 +19,6 @@ import (
 //	multicast cluster MAC   03:bf:W:X:Y:Z
 //	IGMP multicast MAC      01:00:5e:7f:Y:Z, group 239.255.Y.Z
 
-//
 // An IPv6-only cluster's primary VIP gives its last four bytes as
 // W.X.Y.Z (ClusterID): two IPv6-only clusters on one segment need
 // primary VIPs that differ there.

@@ -393,7 +393,16 @@ host:
     echo: {weight: "%s"}
     sticky: {weight: "%s"}
 %s`, vipList(c.Opts.VIPs), c.Opts.Mode, cmp.Or(h.keyFile, c.KeyFile), c.Opts.Period, c.Opts.Grace, cmp.Or(c.Opts.Quorum, "majority"), c.Opts.QuorumVoters, h.remoteExtra, h.extra, PortHTTP, PortEcho, PortSticky,
-		h.ID, h.Ifname, c.HostIP(h.ID), c.MetricsAddr(h.ID), cmp.Or(h.initialState, c.Opts.InitialState), c.Opts.OnExit, c.Opts.DrainTimeout, w, hc, w, w, c.Opts.HostExtra)
+		h.ID, h.Ifname, c.HostIP(h.ID), c.MetricsAddr(h.ID), cmp.Or(h.initialState, c.Opts.InitialState), c.Opts.OnExit, c.Opts.DrainTimeout, w, hc, w, w, c.hostExtra(h))
+}
+
+// hostExtra is Options.HostExtra and, in a dual-stack cluster, the
+// host's dedicated IPv6 address.
+func (c *Cluster) hostExtra(h *Host) string {
+	if !c.Opts.IPv6 {
+		return c.Opts.HostExtra
+	}
+	return fmt.Sprintf("  dedicated_ip6: %s/64\n", HostIP6(h.ID)) + c.Opts.HostExtra
 }
 
 // SetKeys rewrites host id's key settings in its config file: the

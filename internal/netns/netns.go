@@ -5,6 +5,7 @@ package netns
 
 import (
 	"fmt"
+	"golang.org/x/sys/unix"
 	"math/rand/v2"
 	"os"
 	"runtime"
@@ -167,7 +168,7 @@ func Addr(tb T, h *netlink.Handle, l netlink.Link, cidr string) {
 	if err != nil {
 		tb.Fatalf("parse %s: %v", cidr, err)
 	}
-	a.Flags |= 0x80 // IFA_F_NODAD: usable at once
+	a.Flags |= unix.IFA_F_NODAD // usable at once (IPv6: no duplicate address detection)
 	if err := h.AddrAdd(l, a); err != nil && !strings.Contains(err.Error(), "exists") {
 		tb.Fatalf("add %s to %s: %v", cidr, l.Attrs().Name, err)
 	}
