@@ -178,8 +178,8 @@ func (a *Agent) handle(ctx context.Context, cmd remote.Command, args remote.Args
 		vip := cfg.VIPs[0]
 		if args.VIP != "" {
 			v, err := netip.ParseAddr(args.VIP)
-			if err != nil || !v.Is4() {
-				return nil, fmt.Errorf("ip2mac: %q is not an IPv4 address", args.VIP)
+			if err != nil {
+				return nil, fmt.Errorf("ip2mac: %q is not an IP address", args.VIP)
 			}
 			vip = v
 		}

@@ -37,7 +37,7 @@ func (a *Agent) scan() (convergence.HeldScan, error) {
 // heldFlows calls fn with the table and bucket of each TCP connection
 // this host holds on a VIP.
 func (a *Agent) heldFlows(fn func(t, b int)) error {
-	socks, err := dumpTCP4(heldStates)
+	socks, err := dumpTCP(heldStates)
 	if err != nil {
 		return err
 	}

@@ -27,12 +27,30 @@ const (
 	tcpMaxStates = 13
 )
 
-// dumpTCP4 lists the IPv4 TCP sockets whose state is in states (a bitmask
-// of 1<<state), with a sock_diag request of its own: the kernel filters by
+// dumpTCP lists the TCP sockets of both families whose state is in
+// states (a bitmask of 1<<state). The IPv6 table holds the IPv6
+// connections and also the IPv4 ones accepted by dual-stack listeners
+// (a service listening on [::] — Go's and many servers' default), with
+// IPv4-mapped addresses: they are unmapped, so each connection is listed
+// as the flow the data plane sees.
+func dumpTCP(states uint32) ([]tcpConn, error) {
+	v4, err := dumpTCPFamily(unix.AF_INET, states)
+	if err != nil {
+		return nil, err
+	}
+	v6, err := dumpTCPFamily(unix.AF_INET6, states)
+	if err != nil {
+		return nil, err
+	}
+	return append(v4, v6...), nil
+}
+
+// dumpTCPFamily lists the TCP sockets of one family whose state is in
+// states, with a sock_diag request of its own: the kernel filters by
 // state, so a host with hundreds of thousands of TIME_WAIT sockets (an
 // HTTP/1.0 server closes first) does not copy them out 10 times a second,
 // and no TCP_INFO extension is asked for.
-func dumpTCP4(states uint32) ([]tcpConn, error) {
+func dumpTCPFamily(family uint8, states uint32) ([]tcpConn, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag socket: %w", err)
@@ -50,7 +68,7 @@ func dumpTCP4(states uint32) ([]tcpConn, error) {
 	ne.PutUint16(req[4:], 20) // SOCK_DIAG_BY_FAMILY
 	ne.PutUint16(req[6:], unix.NLM_F_REQUEST|unix.NLM_F_DUMP)
 	ne.PutUint32(req[8:], 1)
-	req[16], req[17] = unix.AF_INET, unix.IPPROTO_TCP
+	req[16], req[17] = family, unix.IPPROTO_TCP
 	ne.PutUint32(req[20:], states)
 	if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 		return nil, fmt.Errorf("sock_diag send: %w", err)
@@ -91,12 +109,16 @@ func dumpTCP4(states uint32) ([]tcpConn, error) {
 			// inet_diag_msg: family, state, timer, retrans, then the
 			// sockid: sport, dport (big endian), src[16], dst[16], ...
 			d := m.Data
-			if len(d) < 4+4+32 || d[0] != unix.AF_INET {
+			if len(d) < 4+4+32 || d[0] != family {
 				continue
 			}
 			sport, dport := binary.BigEndian.Uint16(d[4:]), binary.BigEndian.Uint16(d[6:])
 			src := netip.AddrFrom4([4]byte(d[8:12]))
 			dst := netip.AddrFrom4([4]byte(d[24:28]))
+			if family == unix.AF_INET6 {
+				src = netip.AddrFrom16([16]byte(d[8:24])).Unmap()
+				dst = netip.AddrFrom16([16]byte(d[24:40])).Unmap()
+			}
 			out = append(out, tcpConn{netip.AddrPortFrom(src, sport), netip.AddrPortFrom(dst, dport), d[1]})
 		}
 	}

@@ -7,17 +7,33 @@ import (
 	"time"
 )
 
-// TestDumpTCP4: the kernel filters the dump by state: an established
+// TestDumpTCP: the kernel filters the dump by state: an established
 // connection is listed in heldStates, its listener is not (and is with a
 // LISTEN mask), and a connection the server closed first (TIME_WAIT on
-// its side) is not held.
-func TestDumpTCP4(t *testing.T) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+// its side) is not held — over IPv4, over IPv6, and over IPv4 to a
+// dual-stack listener (whose connections sit in the IPv6 table with
+// mapped addresses, and are listed as IPv4 flows).
+func TestDumpTCP(t *testing.T) {
+	for _, tc := range []struct{ name, listen, dial, host string }{
+		{"ipv4", "tcp4", "tcp4", "127.0.0.1"},
+		{"ipv6", "tcp6", "tcp6", "::1"},
+		{"ipv4 to a dual-stack listener", "tcp", "tcp4", "127.0.0.1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testDumpTCP(t, tc.listen, tc.dial, tc.host) })
+	}
+}
+
+func testDumpTCP(t *testing.T, network, dial, host string) {
+	lnAddr := net.JoinHostPort(host, "0")
+	if network == "tcp" {
+		lnAddr = "[::]:0" // dual-stack
+	}
+	ln, err := net.Listen(network, lnAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	addr := ln.Addr().(*net.TCPAddr).AddrPort()
+	addr := netip.AddrPortFrom(netip.MustParseAddr(host), ln.Addr().(*net.TCPAddr).AddrPort().Port())
 	accepted := make(chan net.Conn, 2)
 	go func() {
 		for {
@@ -28,14 +44,14 @@ func TestDumpTCP4(t *testing.T) {
 			accepted <- c
 		}
 	}()
-	open, err := net.Dial("tcp4", addr.String())
+	open, err := net.Dial(dial, addr.String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer open.Close()
 	srvOpen := <-accepted
 	defer srvOpen.Close()
-	closing, err := net.Dial("tcp4", addr.String())
+	closing, err := net.Dial(dial, addr.String())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +64,7 @@ func TestDumpTCP4(t *testing.T) {
 
 	find := func(states uint32) map[netip.AddrPort]uint8 {
 		t.Helper()
-		conns, err := dumpTCP4(states)
+		conns, err := dumpTCP(states)
 		if err != nil {
 			t.Fatal(err)
 		}

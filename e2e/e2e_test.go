@@ -266,12 +266,23 @@ type longLived struct {
 }
 
 func openLongLived(t *testing.T, c *cluster.Cluster, n int) *longLived {
+	return openLongLivedTo(t, c, n, false)
+}
+
+// openLongLivedTo is openLongLived to the IPv4 VIP or (v6) the IPv6 VIP.
+func openLongLivedTo(t *testing.T, c *cluster.Cluster, n int, v6 bool) *longLived {
 	t.Helper()
 	ll := &longLived{stop: make(chan struct{})}
 	conns := make([]*net.TCPConn, n)
 	parallel(n, 16, func(i int) {
 		cl := c.Clients[i%len(c.Clients)]
-		conn, err := cl.Dial(cl.IPs[(i/2)%len(cl.IPs)], 0, cluster.PortEcho, 4*time.Second)
+		var conn *net.TCPConn
+		var err error
+		if v6 {
+			conn, err = cl.DialTo(cl.IPs6[(i/2)%len(cl.IPs6)], netip.AddrPortFrom(cluster.VIP6, cluster.PortEcho), 4*time.Second)
+		} else {
+			conn, err = cl.Dial(cl.IPs[(i/2)%len(cl.IPs)], 0, cluster.PortEcho, 4*time.Second)
+		}
 		if err != nil {
 			t.Errorf("long-lived %d: %v", i, err)
 			return

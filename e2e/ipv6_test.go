@@ -203,7 +203,12 @@ func TestDualStack(t *testing.T) {
 		}
 		t.Logf("%s: %d connections per family and host %v, %d failed, %d on the wrong host", mode, n, counts, failures.Load(), wrong.Load())
 
-		// A join and a drainstop under load of both families.
+		// A join and a drainstop under load of both families, with
+		// long-lived connections of both open throughout (the held-flow
+		// handoff: a host keeps the flows it holds in buckets it gives
+		// away, and the drainstopping host serves its own to their end).
+		ll4 := openLongLivedTo(t, c, 100, false)
+		ll6 := openLongLivedTo(t, c, 100, true)
 		ld := startLoad6(c, 8, cluster.PortHTTP, allIPs)
 		time.Sleep(500 * time.Millisecond)
 		c.Start(3)
@@ -215,6 +220,9 @@ func TestDualStack(t *testing.T) {
 		if _, err := c.Local(2, remote.CmdDrainStop, remote.Args{}); err != nil {
 			t.Fatal(err)
 		}
+		time.Sleep(2 * time.Second)
+		ll4.finish(t, "long-lived IPv4")
+		ll6.finish(t, "long-lived IPv6")
 		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 			if q, err := c.Query(2); err == nil && q.State == "stopped" {
 				break

@@ -48,32 +48,23 @@ func startBackend(t netns.T, h *Host) {
 			}
 			return nil
 		}))
-		ln, err := net.Listen("tcp4", fmt.Sprintf(":%d", PortEcho))
-		if err != nil {
+		echo := func(network, addr string) error {
+			ln, err := net.Listen(network, addr)
+			if err != nil {
+				return err
+			}
+			closers = append(closers, ln)
+			go h.serveEcho(ln)
+			return nil
+		}
+		if err := echo("tcp4", fmt.Sprintf(":%d", PortEcho)); err != nil {
 			return err
 		}
-		closers = append(closers, ln)
-		go func() {
-			for {
-				conn, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				go func() {
-					defer conn.Close()
-					r := bufio.NewReader(conn)
-					for {
-						line, err := r.ReadString('\n')
-						if err != nil {
-							return
-						}
-						if _, err := fmt.Fprintf(conn, "%d %s", h.ID, line); err != nil {
-							return
-						}
-					}
-				}()
+		if h.c.Opts.IPv6 {
+			if err := echo("tcp6", fmt.Sprintf("[::]:%d", PortEcho)); err != nil {
+				return err
 			}
-		}()
+		}
 		pc, err := freebind.ListenPacket(context.Background(), "udp4", netip.AddrPortFrom(VIP, PortEcho).String())
 		if err != nil {
 			return err
@@ -98,6 +89,29 @@ func startBackend(t netns.T, h *Host) {
 	})
 	if err != nil {
 		t.Fatalf("backend of host %d: %v", h.ID, err)
+	}
+}
+
+// serveEcho answers each line on each connection of ln with "N line".
+func (h *Host) serveEcho(ln net.Listener) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer conn.Close()
+			r := bufio.NewReader(conn)
+			for {
+				line, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if _, err := fmt.Fprintf(conn, "%d %s", h.ID, line); err != nil {
+					return
+				}
+			}
+		}()
 	}
 }
 
