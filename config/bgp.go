@@ -82,19 +82,23 @@ func (r *Resolved) resolveBGP(b *BGPConfig, allowReadable bool, fail func(error)
 		}
 		out.RouterID = a
 	}
-	if len(r.VIPs) > 0 {
+	// The sessions carry IPv4 routes (docs/scale-out.md): IPv6 VIPs are
+	// neither next hop nor announced.
+	if len(r.VIPs) > 0 && r.VIPs[0].Is4() {
 		out.NextHop = r.VIPs[0]
+	} else if b.NextHop == "" {
+		fail(cerr("host.bgp.next_hop", "", "no IPv4 VIP to be the next hop: BGP here announces IPv4 routes only"))
 	}
 	if b.NextHop != "" {
 		a, err := netip.ParseAddr(b.NextHop)
-		if err != nil || !slices.Contains(r.VIPs, a) {
-			fail(cerr("host.bgp.next_hop", b.NextHop, "must be one of cluster.vips: the routers must reach it as the cluster MAC, so that every host sees the traffic"))
+		if err != nil || !slices.Contains(r.VIPs, a) || !a.Is4() {
+			fail(cerr("host.bgp.next_hop", b.NextHop, "must be one of the IPv4 cluster.vips: the routers must reach it as the cluster MAC, so that every host sees the traffic"))
 		}
 		out.NextHop = a
 	}
 	if len(b.Announce) == 0 {
 		for _, v := range r.VIPs {
-			if v != out.NextHop {
+			if v != out.NextHop && v.Is4() {
 				out.Announce = append(out.Announce, v)
 			}
 		}
@@ -107,6 +111,8 @@ func (r *Resolved) resolveBGP(b *BGPConfig, allowReadable bool, fail func(error)
 		switch {
 		case err != nil || !slices.Contains(r.VIPs, a):
 			fail(cerr(fmt.Sprintf("host.bgp.announce[%d]", i), s, "must be one of cluster.vips"))
+		case a.Is6():
+			fail(cerr(fmt.Sprintf("host.bgp.announce[%d]", i), s, "is IPv6: BGP here announces IPv4 routes only"))
 		case a == out.NextHop:
 			fail(cerr(fmt.Sprintf("host.bgp.announce[%d]", i), s, "is the next hop; a route cannot point at itself"))
 		default:

@@ -53,6 +53,8 @@ func TestBGPConfig(t *testing.T) {
 		{"announce not a vip", "local_as: 65001", "local_as: 65001\n    announce: [198.19.200.9]", "host.bgp.announce[0]"},
 		{"announce the next hop", "local_as: 65001", "local_as: 65001\n    announce: [198.18.0.100]", "host.bgp.announce[0]"},
 		{"nothing to announce", "vips: [198.18.0.100, 198.19.200.1]", "vips: [198.18.0.100]", "host.bgp.announce"},
+		{"only an IPv6 VIP besides the next hop", "vips: [198.18.0.100, 198.19.200.1]", `vips: [198.18.0.100, "2001:2::100"]`, "host.bgp.announce"},
+		{"IPv6-only cluster", "vips: [198.18.0.100, 198.19.200.1]", `vips: ["2001:2::100"]`, "host.bgp.next_hop"},
 		{"hold time", "hold_time: 6s", "hold_time: 1s", "host.bgp.hold_time"},
 		{"no peers", "    peers:\n      - {address: 198.18.0.254, as: 65000", "    peers: []\n    x:\n      - {address: 198.18.0.254, as: 65000", "host.bgp"},
 	} {
