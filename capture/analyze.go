@@ -139,7 +139,7 @@ func (a *Analyzer) Packet(p gopacket.Packet) []Event {
 		out = append(out, a.arp(at, p.Layer(layers.LayerTypeARP).(*layers.ARP))...)
 	case p.Layer(layers.LayerTypeICMPv6NeighborSolicitation) != nil || p.Layer(layers.LayerTypeICMPv6NeighborAdvertisement) != nil:
 		out = append(out, a.ndp(at, p)...)
-	case p.Layer(layers.LayerTypeIPv4) != nil:
+	case p.Layer(layers.LayerTypeIPv4) != nil, p.Layer(layers.LayerTypeIPv6) != nil:
 		out = append(out, a.ip(at, src, p)...)
 	}
 	return out
@@ -368,8 +368,16 @@ func (a *Analyzer) ndp(at time.Time, p gopacket.Packet) []Event {
 }
 
 func (a *Analyzer) ip(at time.Time, src [6]byte, p gopacket.Packet) []Event {
-	ip := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4)
-	dst, from := netip.AddrFrom4([4]byte(ip.DstIP.To4())), netip.AddrFrom4([4]byte(ip.SrcIP.To4()))
+	var dst, from netip.Addr
+	if ip, ok := p.Layer(layers.LayerTypeIPv4).(*layers.IPv4); ok {
+		dst, from = netip.AddrFrom4([4]byte(ip.DstIP.To4())), netip.AddrFrom4([4]byte(ip.SrcIP.To4()))
+	} else {
+		ip6 := p.Layer(layers.LayerTypeIPv6).(*layers.IPv6)
+		dst, from = netip.AddrFrom16([16]byte(ip6.DstIP.To16())), netip.AddrFrom16([16]byte(ip6.SrcIP.To16()))
+	}
+	flowKey := func(c netip.Addr, cport uint16, v netip.Addr, vport uint16, proto string) string {
+		return fmt.Sprintf("%s -> %s/%s", netip.AddrPortFrom(c, cport), netip.AddrPortFrom(v, vport), proto)
+	}
 	var proto string
 	var sport, dport uint16
 	var syn, synAck bool
@@ -388,7 +396,7 @@ func (a *Analyzer) ip(at time.Time, src [6]byte, p gopacket.Packet) []Event {
 	}
 	switch {
 	case slices.Contains(a.VIPs, dst): // client -> VIP
-		key := fmt.Sprintf("%s:%d -> %s:%d/%s", from, sport, dst, dport, proto)
+		key := flowKey(from, sport, dst, dport, proto)
 		f := a.flows[key]
 		fresh := f == nil || syn && len(f.answered) > 0
 		if fresh {
@@ -410,7 +418,7 @@ func (a *Analyzer) ip(at time.Time, src [6]byte, p gopacket.Packet) []Event {
 		}
 		return []Event{{Time: at, Kind: "flow", Flow: key, Owner: f.owner, Text: text}}
 	case slices.Contains(a.VIPs, from): // VIP -> client: an answer
-		key := fmt.Sprintf("%s:%d -> %s:%d/%s", dst, dport, from, sport, proto)
+		key := flowKey(dst, dport, from, sport, proto)
 		host, known := a.macHost[src]
 		if !known {
 			return nil // not a cluster host's frame we can name

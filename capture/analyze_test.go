@@ -239,3 +239,32 @@ func TestAnalyzerNDP(t *testing.T) {
 		t.Errorf("events %+v", evs)
 	}
 }
+
+// TestAnalyzerIPv6Flow: an IPv6 flow to an IPv6 VIP answered by two
+// hosts is a problem, named with bracketed addresses.
+func TestAnalyzerIPv6Flow(t *testing.T) {
+	vip := netip.MustParseAddr("2001:2::100")
+	a := &Analyzer{VIPs: []netip.Addr{vip}}
+	a.init()
+	a.macHost[[6]byte(hostMAC(1))], a.macHost[[6]byte(hostMAC(2))] = 1, 2 // as their heartbeats would teach it
+	c := netip.MustParseAddrPort("[2001:2::5]:40000")
+	v := netip.AddrPortFrom(vip, 80)
+	tcp6 := func(src net.HardwareAddr, from, to netip.AddrPort, syn, ack bool) gopacket.Packet {
+		ip := &layers.IPv6{Version: 6, HopLimit: 64, NextHeader: layers.IPProtocolTCP, SrcIP: from.Addr().AsSlice(), DstIP: to.Addr().AsSlice()}
+		tcp := &layers.TCP{SrcPort: layers.TCPPort(from.Port()), DstPort: layers.TCPPort(to.Port()), SYN: syn, ACK: ack, Window: 1000}
+		tcp.SetNetworkLayerForChecksum(ip)
+		return packetOf(t, time.Unix(1, 0), &layers.Ethernet{SrcMAC: src, DstMAC: clientMAC, EthernetType: layers.EthernetTypeIPv6}, ip, tcp)
+	}
+	var evs []Event
+	evs = append(evs, a.Packet(tcp6(clientMAC, c, v, true, false))...)
+	evs = append(evs, a.Packet(tcp6(hostMAC(1), v, c, true, true))...)
+	evs = append(evs, a.Packet(tcp6(hostMAC(2), v, c, true, true))...)
+	var kinds []string
+	for _, e := range evs {
+		kinds = append(kinds, e.Kind+": "+e.Text)
+	}
+	want := "[2001:2::5]:40000 -> [2001:2::100]:80/tcp answered by 2 hosts"
+	if len(evs) == 0 || !strings.Contains(strings.Join(kinds, "\n"), want) {
+		t.Errorf("events:\n%s\nwant %q", strings.Join(kinds, "\n"), want)
+	}
+}
