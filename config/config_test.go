@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -157,6 +158,14 @@ func TestDualStackVIPs(t *testing.T) {
 	}
 	if resolve(base).Digest() != resolve(strings.Replace(base, "  mac_mode: unicast", "  mac_mode: unicast\n  ipv6_network_prefix: 64", 1)).Digest() {
 		t.Error("the default IPv6 prefix, written out, changed the digest")
+	}
+	// A rule for the IPv6 VIP, named by "[VIP]:port" too.
+	r6 := resolve(strings.Replace(dual, "vip: 198.18.0.100\n      ports", "vip: \"2001:2::100\"\n      ports", 1))
+	if i, err := r6.RuleIndex("[2001:2::100]:443"); err != nil || r6.Rules[i].VIP != netip.MustParseAddr("2001:2::100") {
+		t.Errorf("RuleIndex([2001:2::100]:443) = %d, %v", i, err)
+	}
+	if _, err := r6.RuleIndex("198.18.0.100:443"); err == nil {
+		t.Error("the IPv4 VIP's port 443 found the IPv6 VIP's rule")
 	}
 	r48 := resolve(strings.Replace(dual, "  mac_mode: unicast", "  mac_mode: unicast\n  ipv6_network_prefix: 48", 1))
 	if r48.Prefix6 != 48 || r48.Digest() == r.Digest() {

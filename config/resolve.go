@@ -458,9 +458,11 @@ func (r *Resolved) RuleIndex(ref string) (int, error) {
 			return i, nil
 		}
 	}
-	vip, portStr, hasVIP := strings.Cut(ref, ":")
-	if !hasVIP {
-		portStr, vip = vip, ""
+	// "PORT", "VIP:PORT", "all:PORT" or "[IPv6 VIP]:PORT".
+	i := strings.LastIndex(ref, ":")
+	vip, portStr := "", ref
+	if i >= 0 {
+		vip, portStr = strings.Trim(ref[:i], "[]"), ref[i+1:]
 	}
 	port, err := strconv.ParseUint(portStr, 10, 16)
 	if err != nil {
