@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 
 	"github.com/nlbproject/nlb/config"
@@ -24,6 +25,15 @@ import (
 )
 
 func main() {
+	// The agent sleeps between heartbeats and does little when awake: one
+	// scheduler thread keeps each heartbeat to one wake-up of the process
+	// instead of several (an idle OS thread woken to steal work, the
+	// network poller's thread woken to re-arm), about a sixth less CPU
+	// on a VM where a wake-up is dear (docs/benchmarks.md §3b). The
+	// environment's GOMAXPROCS, if set, wins.
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
