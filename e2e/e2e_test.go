@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/net/icmp"
 	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 
 	"github.com/nlbproject/nlb/internal/cluster"
 	"github.com/nlbproject/nlb/internal/netns"
@@ -149,18 +150,27 @@ func TestSpread(t *testing.T) {
 				}
 			}
 			if tc.checkICMP {
-				checkEcho(t, c)
+				checkEcho(t, c, cluster.VIP)
 			}
 		})
 	}
 }
 
-// checkEcho pings the VIP and requires exactly one reply per request.
-func checkEcho(t *testing.T, c *cluster.Cluster) {
+// checkEcho sends echo requests (ICMP or ICMPv6, by vip's family) from
+// the first client to vip and requires exactly one reply per request.
+func checkEcho(t *testing.T, c *cluster.Cluster, vip netip.Addr) {
 	cl := c.Clients[0]
+	network, proto, src := "ip4:icmp", 1, cl.IPs[0]
+	var req, rep icmp.Type = ipv4.ICMPTypeEcho, ipv4.ICMPTypeEchoReply
+	var psh []byte
+	if vip.Is6() {
+		network, proto, src = "ip6:ipv6-icmp", 58, cl.IPs6[0]
+		req, rep = ipv6.ICMPTypeEchoRequest, ipv6.ICMPTypeEchoReply
+		psh = icmp.IPv6PseudoHeader(src.AsSlice(), vip.AsSlice())
+	}
 	var conn *icmp.PacketConn
 	if err := cl.NS.Do(func() (err error) {
-		conn, err = icmp.ListenPacket("ip4:icmp", cl.IPs[0].String())
+		conn, err = icmp.ListenPacket(network, src.String())
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -169,9 +179,9 @@ func checkEcho(t *testing.T, c *cluster.Cluster) {
 	const n = 20
 	replies := map[int]int{}
 	for seq := range n {
-		msg := icmp.Message{Type: ipv4.ICMPTypeEcho, Body: &icmp.Echo{ID: 0x4e4c, Seq: seq, Data: []byte("nlb")}}
-		b, _ := msg.Marshal(nil)
-		if _, err := conn.WriteTo(b, &net.IPAddr{IP: cluster.VIP.AsSlice()}); err != nil {
+		msg := icmp.Message{Type: req, Body: &icmp.Echo{ID: 0x4e4c, Seq: seq, Data: []byte("nlb")}}
+		b, _ := msg.Marshal(psh)
+		if _, err := conn.WriteTo(b, &net.IPAddr{IP: vip.AsSlice()}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -182,17 +192,17 @@ func checkEcho(t *testing.T, c *cluster.Cluster) {
 		if err != nil {
 			break
 		}
-		m, err := icmp.ParseMessage(1, buf[:k])
-		if err != nil || m.Type != ipv4.ICMPTypeEchoReply {
+		m, err := icmp.ParseMessage(proto, buf[:k])
+		if err != nil || m.Type != rep {
 			continue
 		}
-		if e, ok := m.Body.(*icmp.Echo); ok && e.ID == 0x4e4c && from.String() == cluster.VIP.String() {
+		if e, ok := m.Body.(*icmp.Echo); ok && e.ID == 0x4e4c && from.String() == vip.String() {
 			replies[e.Seq]++
 		}
 	}
 	for seq := range n {
 		if replies[seq] != 1 {
-			t.Errorf("echo %d: %d replies, want exactly 1", seq, replies[seq])
+			t.Errorf("echo %d to %s: %d replies, want exactly 1", seq, vip, replies[seq])
 		}
 	}
 }

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -13,9 +12,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"golang.org/x/net/icmp"
-	"golang.org/x/net/ipv6"
 
 	"github.com/nlbproject/nlb/internal/cluster"
 	"github.com/nlbproject/nlb/remote"
@@ -97,49 +93,6 @@ func allIPs(cl *cluster.Client, v6 bool) []netip.Addr {
 	return cl.IPs
 }
 
-// checkEcho6 sends ICMPv6 echo requests to the IPv6 VIP and requires
-// exactly one reply per request.
-func checkEcho6(t *testing.T, c *cluster.Cluster) {
-	cl := c.Clients[0]
-	var conn *icmp.PacketConn
-	if err := cl.NS.Do(func() (err error) {
-		conn, err = icmp.ListenPacket("ip6:ipv6-icmp", cl.IPs6[0].String())
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	const n = 20
-	replies := map[int]int{}
-	for seq := range n {
-		msg := icmp.Message{Type: ipv6.ICMPTypeEchoRequest, Body: &icmp.Echo{ID: 0x4e4c, Seq: seq, Data: []byte("nlb")}}
-		b, _ := msg.Marshal(icmp.IPv6PseudoHeader(cl.IPs6[0].AsSlice(), cluster.VIP6.AsSlice()))
-		if _, err := conn.WriteTo(b, &net.IPAddr{IP: cluster.VIP6.AsSlice()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	buf := make([]byte, 1500)
-	conn.SetReadDeadline(time.Now().Add(1500 * time.Millisecond))
-	for {
-		k, from, err := conn.ReadFrom(buf)
-		if err != nil {
-			break
-		}
-		m, err := icmp.ParseMessage(58, buf[:k])
-		if err != nil || m.Type != ipv6.ICMPTypeEchoReply {
-			continue
-		}
-		if e, ok := m.Body.(*icmp.Echo); ok && e.ID == 0x4e4c && from.String() == cluster.VIP6.String() {
-			replies[e.Seq]++
-		}
-	}
-	for seq := range n {
-		if replies[seq] != 1 {
-			t.Errorf("ICMPv6 echo %d: %d replies, want exactly 1", seq, replies[seq])
-		}
-	}
-}
-
 func requests(c *cluster.Cluster) int64 {
 	var n int64
 	for _, h := range c.Hosts {
@@ -216,7 +169,7 @@ func TestDualStack(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Second)
-		checkEcho6(t, c)
+		checkEcho(t, c, cluster.VIP6)
 		if _, err := c.Local(2, remote.CmdDrainStop, remote.Args{}); err != nil {
 			t.Fatal(err)
 		}
@@ -339,7 +292,7 @@ func TestIPv6Only(t *testing.T) {
 			}
 		}
 		t.Logf("%s: %d IPv6 connections per host %v, %d failed", mode, n, counts, failures.Load())
-		checkEcho6(t, c)
+		checkEcho(t, c, cluster.VIP6)
 
 		nlbctl := buildNlbctl(t)
 		cl := c.Clients[0]

@@ -59,15 +59,7 @@ func (cl *Client) DialTo(src netip.Addr, dst netip.AddrPort, timeout time.Durati
 // Get makes one HTTP/1.0 request on a new connection and returns the ID of
 // the host that answered and the client address:port used.
 func (cl *Client) Get(src netip.Addr, port uint16, timeout time.Duration) (uint8, netip.AddrPort, error) {
-	conn, err := cl.Dial(src, 0, port, timeout)
-	if err != nil {
-		return 0, netip.AddrPort{}, err
-	}
-	defer conn.Close()
-	local := conn.LocalAddr().(*net.TCPAddr).AddrPort()
-	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
-	id, err := HTTPHost(conn, timeout)
-	return id, local, err
+	return cl.GetTo(src, netip.AddrPortFrom(VIP, port), timeout)
 }
 
 // GetTo makes one HTTP/1.0 request from src to dst (IPv4 or IPv6) on a

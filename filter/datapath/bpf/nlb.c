@@ -267,6 +267,20 @@ static __always_inline struct nlb_state *active_state(void)
 }
 
 
+/* pull makes the frame's first want bytes (or all of a shorter frame)
+ * linear, so that the headers the decision reads are in reach, and
+ * returns the packet's bounds. */
+static __always_inline void pull(struct __sk_buff *skb, __u32 want, void **data, void **end)
+{
+	*data = (void *)(long)skb->data;
+	*end = (void *)(long)skb->data_end;
+	if (*end - *data < want && skb->len > *end - *data) {
+		bpf_skb_pull_data(skb, skb->len < want ? skb->len : want);
+		*data = (void *)(long)skb->data;
+		*end = (void *)(long)skb->data_end;
+	}
+}
+
 /* IPv6 (filter/decide6.go). */
 #define ETH_P_IPV6_ 0x86DD
 #define IPPROTO_ICMPV6_ 58
@@ -339,13 +353,8 @@ static __always_inline int decide6_flow(struct __sk_buff *skb, struct nlb_state 
 
 static __always_inline int decide6(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-	if (end - data < HDR_WINDOW6 && skb->len > end - data) {
-		bpf_skb_pull_data(skb, skb->len < HDR_WINDOW6 ? skb->len : HDR_WINDOW6);
-		data = (void *)(long)skb->data;
-		end = (void *)(long)skb->data_end;
-	}
+	void *data, *end;
+	pull(skb, HDR_WINDOW6, &data, &end);
 	struct ipv6hdr *ip6 = data + 14;
 	if ((void *)(ip6 + 1) > end)
 		return finish(skb, NLB_NO_TABLE, R_PASS_SHORT, NO_BUCKET);
@@ -517,14 +526,8 @@ static __always_inline __u32 hb_admit(struct nlb_state *st, __u8 id, __u8 *mac)
 SEC("tc")
 int nlb_ingress(struct __sk_buff *skb)
 {
-	void *data = (void *)(long)skb->data;
-	void *end = (void *)(long)skb->data_end;
-
-	if (end - data < PULL_LEN && skb->len > end - data) {
-		bpf_skb_pull_data(skb, skb->len < PULL_LEN ? skb->len : PULL_LEN);
-		data = (void *)(long)skb->data;
-		end = (void *)(long)skb->data_end;
-	}
+	void *data, *end;
+	pull(skb, PULL_LEN, &data, &end);
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > end)
 		return finish(skb, NLB_NO_TABLE, R_PASS_NOT_IP, NO_BUCKET);
