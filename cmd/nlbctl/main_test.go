@@ -61,6 +61,37 @@ func TestFilterExactlyOneHost(t *testing.T) {
 	}
 }
 
+// TestFilterIPv6: offline filter of IPv6 flows to a dual-stack config's
+// IPv6 VIP: --json names exactly one host for each and the all-VIP rule;
+// a client and VIP of different families is a usage error (exit 2).
+func TestFilterIPv6(t *testing.T) {
+	cfg := testConfig(t)
+	b, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.Replace(string(b), "vips: [198.18.0.100]", `vips: [198.18.0.100, "2001:2::100"]`, 1)), 0o600)
+	perHost := map[uint8]int{}
+	for port := 40000; port < 40150; port++ {
+		code, out, errs := runCtl("filter", "--config", cfg, "--members", "1,2,3",
+			"--client", "[2001:2::5]:"+itoa(port), "--vip", "[2001:2::100]:80", "--json")
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, errs)
+		}
+		var res filterResult
+		if err := json.Unmarshal([]byte(out), &res); err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Accepted) != 1 || res.Rule != "http" || !strings.Contains(res.Flow, "[2001:2::100]:80") {
+			t.Fatalf("port %d: %+v", port, res)
+		}
+		perHost[res.Accepted[0]]++
+	}
+	if len(perHost) != 3 {
+		t.Errorf("IPv6 flows on hosts %v, want all three", perHost)
+	}
+	if code, _, errs := runCtl("filter", "--config", cfg, "--members", "1", "--client", "198.19.0.5:1", "--vip", "[2001:2::100]:80"); code != exitUsage || !strings.Contains(errs, "one IP family") {
+		t.Errorf("mixed families: exit %d, %s", code, errs)
+	}
+}
+
 func TestFilterTableOutput(t *testing.T) {
 	code, out, _ := runCtl("filter", "--config", testConfig(t), "--members", "2,3",
 		"--client", "198.19.0.5:1", "--vip", "198.18.0.100:53", "--proto", "udp")
